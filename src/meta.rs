@@ -1,0 +1,438 @@
+//! The contracts between the elements: the metas and the gap event of DESIGN.md.
+//!
+//! Each meta is a `GstCustomMeta` registered with no tags, so ordinary transforms keep it.
+//! Applications in any language can read the structures by name; Rust code uses the typed
+//! helpers here. Metas are registered by the plugin and, for code that links the rlib, on
+//! first use of any helper.
+
+use std::sync::Once;
+
+use gst::glib;
+
+/// Name of the sequence meta.
+pub const SEQ_META: &str = "OrderedSeqMeta";
+/// Name of the analysis meta.
+pub const ANALYSIS_META: &str = "FrameAnalysisMeta";
+/// Name of the enrichment meta.
+pub const ENRICHMENT_META: &str = "EnrichmentMeta";
+/// Name of the structure of the gap event.
+pub const GAP_EVENT: &str = "ordered-gap";
+
+/// Registers the three metas with GStreamer (idempotent). Needs `gst::init()` first.
+pub fn register() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        for name in [SEQ_META, ANALYSIS_META, ENRICHMENT_META] {
+            if !gst::meta::CustomMeta::is_registered(name) {
+                gst::meta::CustomMeta::register(name, &[]);
+            }
+        }
+    });
+}
+
+/// Why a meta or event could not be read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MalformedError(pub String);
+
+impl std::fmt::Display for MalformedError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for MalformedError {}
+
+fn field<'a, T: glib::value::FromValue<'a>>(
+    s: &'a gst::StructureRef,
+    name: &str,
+) -> Result<T, MalformedError> {
+    s.get::<T>(name)
+        .map_err(|err| MalformedError(format!("{}: field `{name}`: {err}", s.name())))
+}
+
+fn add_custom<'a>(
+    buffer: &'a mut gst::BufferRef,
+    name: &str,
+) -> gst::MetaRefMut<'a, gst::meta::CustomMeta, gst::meta::Standalone> {
+    register();
+    gst::meta::CustomMeta::add(buffer, name).expect("meta registered above")
+}
+
+/// Reads the structure of the custom meta `name`, if the buffer has one.
+fn read_custom<R>(
+    buffer: &gst::BufferRef,
+    name: &str,
+    read: impl FnOnce(&gst::StructureRef) -> Result<R, MalformedError>,
+) -> Option<Result<R, MalformedError>> {
+    register();
+    let meta = gst::meta::CustomMeta::from_buffer(buffer, name).ok()?;
+    Some(read(meta.structure()))
+}
+
+/// `OrderedSeqMeta`: a frame's place in its stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SeqMeta {
+    /// Consecutive from 0 per stream and epoch.
+    pub seq: u64,
+    /// Bumped by every flush or segment restart.
+    pub epoch: u32,
+    /// Pipeline running time (ns) when the frame entered the pool.
+    pub ingress: u64,
+}
+
+impl SeqMeta {
+    /// Attaches the meta to `buffer` (replacing one that is already there).
+    pub fn add(&self, buffer: &mut gst::BufferRef) {
+        if let Ok(meta) = gst::meta::CustomMeta::from_mut_buffer(buffer, SEQ_META) {
+            meta.remove().ok();
+        }
+        let mut meta = add_custom(buffer, SEQ_META);
+        let s = meta.mut_structure();
+        s.set("seq", self.seq);
+        s.set("epoch", self.epoch);
+        s.set("ingress", self.ingress);
+    }
+
+    /// Reads the meta: `None` when absent, an error when its fields are missing or mistyped.
+    pub fn read(buffer: &gst::BufferRef) -> Option<Result<SeqMeta, MalformedError>> {
+        read_custom(buffer, SEQ_META, |s| {
+            Ok(SeqMeta {
+                seq: field(s, "seq")?,
+                epoch: field(s, "epoch")?,
+                ingress: field(s, "ingress")?,
+            })
+        })
+    }
+}
+
+/// Why frames were lost, as named in the gap event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GapReason {
+    /// Dropped by a full queue.
+    Leaked,
+    /// Processing failed.
+    Failed,
+    /// Processing took longer than allowed.
+    Timeout,
+    /// Dropped by the application's handler.
+    Dropped,
+}
+
+impl GapReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GapReason::Leaked => "leaked",
+            GapReason::Failed => "failed",
+            GapReason::Timeout => "timeout",
+            GapReason::Dropped => "dropped",
+        }
+    }
+}
+
+impl std::str::FromStr for GapReason {
+    type Err = MalformedError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "leaked" => GapReason::Leaked,
+            "failed" => GapReason::Failed,
+            "timeout" => GapReason::Timeout,
+            "dropped" => GapReason::Dropped,
+            other => return Err(MalformedError(format!("unknown gap reason `{other}`"))),
+        })
+    }
+}
+
+/// The `ordered-gap` event: `count` frames from `seq` in `epoch` will never arrive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Gap {
+    pub seq: u64,
+    pub count: u64,
+    pub epoch: u32,
+    pub reason: GapReason,
+}
+
+impl Gap {
+    /// A custom serialized downstream event carrying the gap.
+    pub fn to_event(&self) -> gst::Event {
+        let s = gst::Structure::builder(GAP_EVENT)
+            .field("seq", self.seq)
+            .field("count", self.count)
+            .field("epoch", self.epoch)
+            .field("reason", self.reason.as_str())
+            .build();
+        gst::event::CustomDownstream::new(s)
+    }
+
+    /// Reads a gap event: `None` when `event` is not one, an error when it is malformed.
+    pub fn from_event(event: &gst::EventRef) -> Option<Result<Gap, MalformedError>> {
+        if event.type_() != gst::EventType::CustomDownstream {
+            return None;
+        }
+        let s = event.structure().filter(|s| s.name() == GAP_EVENT)?;
+        Some((|| {
+            Ok(Gap {
+                seq: field(s, "seq")?,
+                count: field(s, "count")?,
+                epoch: field(s, "epoch")?,
+                reason: field::<&str>(s, "reason")?.parse()?,
+            })
+        })())
+    }
+}
+
+/// The label frameanalyzer gives a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AnalysisLabel {
+    SceneCut,
+    Motion,
+    Static,
+    Dark,
+}
+
+impl AnalysisLabel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AnalysisLabel::SceneCut => "scene-cut",
+            AnalysisLabel::Motion => "motion",
+            AnalysisLabel::Static => "static",
+            AnalysisLabel::Dark => "dark",
+        }
+    }
+}
+
+impl std::str::FromStr for AnalysisLabel {
+    type Err = MalformedError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "scene-cut" => AnalysisLabel::SceneCut,
+            "motion" => AnalysisLabel::Motion,
+            "static" => AnalysisLabel::Static,
+            "dark" => AnalysisLabel::Dark,
+            other => return Err(MalformedError(format!("unknown analysis label `{other}`"))),
+        })
+    }
+}
+
+/// `FrameAnalysisMeta`: what the analysis pass found in a frame.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FrameAnalysis {
+    /// Mean luma, 0..255.
+    pub luma_mean: f64,
+    /// Standard deviation of luma.
+    pub luma_stddev: f64,
+    /// Fraction of blocks that moved against the previous frame, 0..1.
+    pub motion: f64,
+    /// Histogram distance to the previous frame, 0..1.
+    pub scene_change: f64,
+    /// Variance of the Laplacian of luma.
+    pub sharpness: f64,
+    pub label: AnalysisLabel,
+    /// The wgpu adapter's name, or `cpu`.
+    pub backend: String,
+}
+
+impl FrameAnalysis {
+    pub fn add(&self, buffer: &mut gst::BufferRef) {
+        let mut meta = add_custom(buffer, ANALYSIS_META);
+        let s = meta.mut_structure();
+        s.set("luma-mean", self.luma_mean);
+        s.set("luma-stddev", self.luma_stddev);
+        s.set("motion", self.motion);
+        s.set("scene-change", self.scene_change);
+        s.set("sharpness", self.sharpness);
+        s.set("label", self.label.as_str());
+        s.set("backend", self.backend.as_str());
+    }
+
+    pub fn read(buffer: &gst::BufferRef) -> Option<Result<FrameAnalysis, MalformedError>> {
+        read_custom(buffer, ANALYSIS_META, |s| {
+            Ok(FrameAnalysis {
+                luma_mean: field(s, "luma-mean")?,
+                luma_stddev: field(s, "luma-stddev")?,
+                motion: field(s, "motion")?,
+                scene_change: field(s, "scene-change")?,
+                sharpness: field(s, "sharpness")?,
+                label: field::<&str>(s, "label")?.parse()?,
+                backend: field::<String>(s, "backend")?,
+            })
+        })
+    }
+}
+
+/// `EnrichmentMeta`: who enriched a frame, how, and what came out.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Enrichment {
+    pub worker: u32,
+    /// The server's URL, empty for local work.
+    pub server: String,
+    pub attempts: u32,
+    /// Nanoseconds spent on the frame.
+    pub processing_time: u64,
+    /// One field per output the enrichment produced.
+    pub outputs: gst::Structure,
+}
+
+const ENRICHMENT_FIELDS: [&str; 4] = ["worker", "server", "attempts", "processing-time"];
+
+impl Enrichment {
+    /// Attaches the meta. An output named like one of the fixed fields is refused.
+    pub fn add(&self, buffer: &mut gst::BufferRef) -> Result<(), MalformedError> {
+        if let Some(clash) = self
+            .outputs
+            .fields()
+            .find(|f| ENRICHMENT_FIELDS.contains(&f.as_str()))
+        {
+            return Err(MalformedError(format!(
+                "output `{clash}` clashes with a field of {ENRICHMENT_META}"
+            )));
+        }
+        let mut meta = add_custom(buffer, ENRICHMENT_META);
+        let s = meta.mut_structure();
+        s.set("worker", self.worker);
+        s.set("server", self.server.as_str());
+        s.set("attempts", self.attempts);
+        s.set("processing-time", self.processing_time);
+        for (name, value) in self.outputs.iter() {
+            s.set_value(name, value.clone());
+        }
+        Ok(())
+    }
+
+    pub fn read(buffer: &gst::BufferRef) -> Option<Result<Enrichment, MalformedError>> {
+        read_custom(buffer, ENRICHMENT_META, |s| {
+            let mut outputs = gst::Structure::new_empty("outputs");
+            for (name, value) in s.iter() {
+                if !ENRICHMENT_FIELDS.contains(&name.as_str()) {
+                    outputs.set_value(name, value.clone());
+                }
+            }
+            Ok(Enrichment {
+                worker: field(s, "worker")?,
+                server: field::<String>(s, "server")?,
+                attempts: field(s, "attempts")?,
+                processing_time: field(s, "processing-time")?,
+                outputs,
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn init() {
+        gst::init().unwrap();
+        register();
+    }
+
+    #[test]
+    fn seq_meta_round_trips_and_survives_copy() {
+        init();
+        let mut buffer = gst::Buffer::with_size(4).unwrap();
+        let meta = SeqMeta {
+            seq: 42,
+            epoch: 3,
+            ingress: 1_000_000,
+        };
+        meta.add(buffer.get_mut().unwrap());
+        assert_eq!(SeqMeta::read(&buffer), Some(Ok(meta)));
+        // A deep copy (what a transform does) keeps the meta.
+        let copy = buffer.copy_deep().unwrap();
+        assert_eq!(SeqMeta::read(&copy), Some(Ok(meta)));
+        // Adding again replaces rather than stacks.
+        let newer = SeqMeta { seq: 43, ..meta };
+        let b = buffer.make_mut();
+        newer.add(b);
+        assert_eq!(SeqMeta::read(b), Some(Ok(newer)));
+        let seq_metas = b
+            .iter_meta::<gst::Meta>()
+            .filter(|m| m.try_as_custom_meta().is_some_and(|c| c.has_name(SEQ_META)))
+            .count();
+        assert_eq!(seq_metas, 1);
+    }
+
+    #[test]
+    fn missing_and_malformed_seq_meta_are_told_apart() {
+        init();
+        let mut buffer = gst::Buffer::new();
+        assert_eq!(SeqMeta::read(&buffer), None);
+        let b = buffer.get_mut().unwrap();
+        let mut meta = gst::meta::CustomMeta::add(b, SEQ_META).unwrap();
+        meta.mut_structure().set("seq", "not a number");
+        let err = SeqMeta::read(&buffer).unwrap().unwrap_err();
+        assert!(err.0.contains("seq"), "{err}");
+    }
+
+    #[test]
+    fn gap_event_round_trips() {
+        init();
+        let gap = Gap {
+            seq: 7,
+            count: 3,
+            epoch: 1,
+            reason: GapReason::Timeout,
+        };
+        let event = gap.to_event();
+        assert!(event.is_serialized());
+        assert_eq!(event.structure().unwrap().name(), GAP_EVENT);
+        assert_eq!(Gap::from_event(&event), Some(Ok(gap)));
+        assert_eq!(Gap::from_event(&gst::event::Eos::new()), None);
+        let other = gst::event::CustomDownstream::new(gst::Structure::new_empty("something-else"));
+        assert_eq!(Gap::from_event(&other), None);
+        let bad = gst::event::CustomDownstream::new(
+            gst::Structure::builder(GAP_EVENT)
+                .field("seq", 1u64)
+                .field("count", 1u64)
+                .field("epoch", 0u32)
+                .field("reason", "eaten")
+                .build(),
+        );
+        assert!(Gap::from_event(&bad).unwrap().is_err());
+    }
+
+    #[test]
+    fn analysis_meta_round_trips() {
+        init();
+        let mut buffer = gst::Buffer::new();
+        let analysis = FrameAnalysis {
+            luma_mean: 128.5,
+            luma_stddev: 3.25,
+            motion: 0.5,
+            scene_change: 0.125,
+            sharpness: 99.0,
+            label: AnalysisLabel::Motion,
+            backend: "cpu".into(),
+        };
+        analysis.add(buffer.get_mut().unwrap());
+        assert_eq!(FrameAnalysis::read(&buffer), Some(Ok(analysis)));
+        let s = gst::meta::CustomMeta::from_buffer(&buffer, ANALYSIS_META).unwrap();
+        assert_eq!(s.structure().get::<&str>("label").unwrap(), "motion");
+    }
+
+    #[test]
+    fn enrichment_meta_carries_outputs() {
+        init();
+        let mut buffer = gst::Buffer::new();
+        let enrichment = Enrichment {
+            worker: 2,
+            server: String::new(),
+            attempts: 1,
+            processing_time: 5_000_000,
+            outputs: gst::Structure::builder("outputs")
+                .field("score", 0.75f64)
+                .field("class", "car")
+                .build(),
+        };
+        enrichment.add(buffer.get_mut().unwrap()).unwrap();
+        let back = Enrichment::read(&buffer).unwrap().unwrap();
+        assert_eq!(back, enrichment);
+        let clash = Enrichment {
+            outputs: gst::Structure::builder("outputs").field("worker", 1u32).build(),
+            ..enrichment
+        };
+        assert!(clash.add(buffer.get_mut().unwrap()).is_err());
+    }
+}

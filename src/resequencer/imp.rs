@@ -1,0 +1,835 @@
+//! The resequencer's implementation.
+//!
+//! The sink pad (chain and serialized events) feeds one [`Window`]; the src pad task takes
+//! outputs from it one at a time and pushes them, waiting on the pipeline clock for live
+//! deadlines. A full window blocks the chain until the task makes room.
+//!
+//! Lock order: `settings` is only ever held alone (copied out). `state` is the one lock
+//! shared by the streaming thread, the src pad task and the stats timer; the condition
+//! variable `cond` goes with it. No pad push happens while `state` is held.
+
+use std::sync::{Condvar, LazyLock, Mutex, MutexGuard};
+
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+
+use crate::meta::{Gap, SeqMeta};
+use crate::sequencing::{
+    Arrival, Config, FrameKey, GapArrival, Output, Skip, Stats, Timing, Window,
+};
+
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "resequencer",
+        gst::DebugColorFlags::empty(),
+        Some("Restores the order of frames processed in parallel"),
+    )
+});
+
+const DEFAULT_ORDER_BY: OrderBy = OrderBy::Auto;
+const DEFAULT_LATENCY: u64 = 200_000_000;
+const DEFAULT_MAX_WINDOW: u32 = 64;
+const DEFAULT_STATS_INTERVAL: u64 = 0;
+
+/// What the resequencer orders frames by.
+#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstResequencerOrderBy")]
+pub enum OrderBy {
+    #[enum_value(
+        name = "Auto: the sequence meta when the first frame carries one, else PTS",
+        nick = "auto"
+    )]
+    Auto = 0,
+    #[enum_value(
+        name = "Sequence: OrderedSeqMeta (frames without one are dropped and counted)",
+        nick = "sequence"
+    )]
+    Sequence = 1,
+    #[enum_value(name = "PTS: presentation timestamps", nick = "pts")]
+    Pts = 2,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Settings {
+    order_by: OrderBy,
+    latency: u64,
+    max_window: u32,
+    stats_interval: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            order_by: DEFAULT_ORDER_BY,
+            latency: DEFAULT_LATENCY,
+            max_window: DEFAULT_MAX_WINDOW,
+            stats_interval: DEFAULT_STATS_INTERVAL,
+        }
+    }
+}
+
+/// What the element knows of upstream from the LATENCY query.
+#[derive(Debug, Clone, Copy, Default)]
+struct Upstream {
+    live: bool,
+    min_latency: u64,
+}
+
+struct State {
+    window: Window<gst::Buffer, gst::Event>,
+    flushing: bool,
+    /// The last result of pushing downstream; returned to upstream by the chain.
+    flow: Result<gst::FlowSuccess, gst::FlowError>,
+    in_segment: gst::FormattedSegment<gst::ClockTime>,
+    /// `None` until asked, after start and after each flush.
+    upstream: Option<Upstream>,
+    task_waiting: bool,
+    chain_waiting: bool,
+    clock_wait: Option<gst::SingleShotClockId>,
+    stats_timer: Option<gst::PeriodicClockId>,
+    /// Between READY→PAUSED and PAUSED→READY.
+    running: bool,
+    warned_malformed: bool,
+}
+
+impl State {
+    fn new(settings: &Settings) -> Self {
+        State {
+            window: Window::new(window_config(settings, Upstream::default())),
+            flushing: true,
+            flow: Ok(gst::FlowSuccess::Ok),
+            in_segment: gst::FormattedSegment::new(),
+            upstream: None,
+            task_waiting: false,
+            chain_waiting: false,
+            clock_wait: None,
+            stats_timer: None,
+            running: false,
+            warned_malformed: false,
+        }
+    }
+
+    /// Wakes the task if it waits for data or a deadline.
+    fn wake_task(&mut self, cond: &Condvar) {
+        if let Some(id) = self.clock_wait.take() {
+            id.unschedule();
+        }
+        if self.task_waiting {
+            cond.notify_all();
+        }
+    }
+
+    fn wake_chain(&self, cond: &Condvar) {
+        if self.chain_waiting {
+            cond.notify_all();
+        }
+    }
+}
+
+fn window_config(settings: &Settings, upstream: Upstream) -> Config {
+    Config {
+        max_window: settings.max_window as usize,
+        latency: settings.latency.saturating_add(upstream.min_latency),
+        deadlines: upstream.live,
+    }
+}
+
+fn stats_structure(stats: Stats) -> gst::Structure {
+    gst::Structure::builder("resequencer-stats")
+        .field("in", stats.received)
+        .field("pushed", stats.pushed)
+        .field("reordered", stats.reordered)
+        .field("skipped", stats.skipped)
+        .field("late", stats.late)
+        .field("duplicates", stats.duplicates)
+        .field("gaps", stats.gaps)
+        .field("stale-gaps", stats.stale_gaps)
+        .field("invalid", stats.invalid)
+        .field("flushed", stats.flushed)
+        .field("depth", stats.depth)
+        .field("max-depth", stats.max_depth)
+        .field("max-hold", stats.max_hold)
+        .build()
+}
+
+pub struct Resequencer {
+    sinkpad: gst::Pad,
+    srcpad: gst::Pad,
+    settings: Mutex<Settings>,
+    state: Mutex<State>,
+    cond: Condvar,
+}
+
+impl Resequencer {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn settings(&self) -> Settings {
+        *self.settings.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn now(&self) -> Option<u64> {
+        self.obj().current_running_time().map(|t| t.nseconds())
+    }
+
+    /// Asks upstream whether it is live and how late its frames are, once per start/flush.
+    fn ensure_upstream(&self) {
+        if self.state().upstream.is_some() {
+            return;
+        }
+        let mut query = gst::query::Latency::new();
+        let upstream = if self.sinkpad.peer_query(&mut query) {
+            let (live, min, _) = query.result();
+            Upstream {
+                live,
+                min_latency: min.nseconds(),
+            }
+        } else {
+            Upstream::default()
+        };
+        gst::debug!(CAT, imp = self, "upstream: {upstream:?}");
+        self.set_upstream(upstream);
+    }
+
+    fn set_upstream(&self, upstream: Upstream) {
+        let settings = self.settings();
+        let mut state = self.state();
+        state.upstream = Some(upstream);
+        state.window.set_config(window_config(&settings, upstream));
+        state.wake_task(&self.cond);
+    }
+
+    fn reconfigure(&self) {
+        let settings = self.settings();
+        let mut state = self.state();
+        let upstream = state.upstream.unwrap_or_default();
+        state.window.set_config(window_config(&settings, upstream));
+        state.wake_task(&self.cond);
+    }
+
+    fn key_of(&self, order_by: OrderBy, buffer: &gst::BufferRef) -> Result<FrameKey, String> {
+        let seq = match order_by {
+            OrderBy::Pts => None,
+            OrderBy::Auto | OrderBy::Sequence => SeqMeta::read(buffer),
+        };
+        match (seq, order_by) {
+            (Some(Ok(meta)), _) => Ok(FrameKey::Sequence {
+                epoch: meta.epoch,
+                seq: meta.seq,
+            }),
+            (Some(Err(err)), _) => Err(format!("malformed sequence meta: {err}")),
+            (None, OrderBy::Sequence) => Err("no sequence meta".into()),
+            (None, _) => buffer
+                .pts()
+                .map(|pts| FrameKey::Pts(pts.nseconds()))
+                .ok_or_else(|| "neither sequence meta nor PTS".into()),
+        }
+    }
+
+    fn sink_chain(
+        &self,
+        _pad: &gst::Pad,
+        buffer: gst::Buffer,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let settings = self.settings();
+        self.ensure_upstream();
+        let key = self.key_of(settings.order_by, &buffer);
+        let now = self.now();
+
+        let mut state = self.state();
+        if state.flushing {
+            return Err(gst::FlowError::Flushing);
+        }
+        state.flow?;
+        let key = match key {
+            Ok(key) => key,
+            Err(reason) => {
+                state.window.count_invalid();
+                if !state.warned_malformed {
+                    state.warned_malformed = true;
+                    drop(state);
+                    gst::element_imp_warning!(
+                        self,
+                        gst::StreamError::Format,
+                        ("Dropping frames that cannot be ordered: {}", reason),
+                        ["counted in stats as `invalid`; this warning is posted once"]
+                    );
+                }
+                gst::debug!(CAT, imp = self, "dropping {buffer:?}: {reason}");
+                return Ok(gst::FlowSuccess::Ok);
+            }
+        };
+        let pts = buffer.pts();
+        let timing = Timing {
+            pts: pts.map(|t| t.nseconds()),
+            duration: buffer.duration().map(|t| t.nseconds()),
+            running_time: state.in_segment.to_running_time(pts).map(|t| t.nseconds()),
+        };
+
+        let mut item = buffer;
+        loop {
+            match state.window.push(key, timing, item, now) {
+                Arrival::Accepted => {
+                    state.wake_task(&self.cond);
+                    return state.flow;
+                }
+                Arrival::Rejected { item, reason } => {
+                    gst::debug!(CAT, imp = self, "dropping {key:?} {item:?}: {reason:?}");
+                    return Ok(gst::FlowSuccess::Ok);
+                }
+                Arrival::Blocked(back) => {
+                    item = back;
+                    state = self.wait_for_room(state)?;
+                }
+            }
+        }
+    }
+
+    /// Lets the task take outputs until the window has room, or the element stops.
+    fn wait_for_room<'a>(
+        &'a self,
+        mut state: MutexGuard<'a, State>,
+    ) -> Result<MutexGuard<'a, State>, gst::FlowError> {
+        state.wake_task(&self.cond);
+        state.chain_waiting = true;
+        state = self.cond.wait(state).unwrap_or_else(|e| e.into_inner());
+        state.chain_waiting = false;
+        if state.flushing {
+            return Err(gst::FlowError::Flushing);
+        }
+        state.flow?;
+        Ok(state)
+    }
+
+    fn sink_event(&self, pad: &gst::Pad, event: gst::Event) -> bool {
+        use gst::EventView;
+
+        gst::log!(CAT, obj = pad, "handling {event:?}");
+        match event.view() {
+            EventView::FlushStart(_) => {
+                {
+                    let mut state = self.state();
+                    state.flushing = true;
+                    state.wake_task(&self.cond);
+                    state.wake_chain(&self.cond);
+                }
+                let res = self.srcpad.push_event(event);
+                if let Err(err) = self.srcpad.pause_task() {
+                    gst::warning!(CAT, imp = self, "could not pause task: {err}");
+                }
+                return res;
+            }
+            EventView::FlushStop(_) => {
+                {
+                    let mut state = self.state();
+                    // Sticky events still queued describe the stream after the flush too.
+                    for event in state.window.reset() {
+                        if event.is_sticky()
+                            && !matches!(event.type_(), gst::EventType::Segment | gst::EventType::Eos)
+                        {
+                            let _ = self.srcpad.store_sticky_event(&event);
+                        }
+                    }
+                    state.in_segment = gst::FormattedSegment::new();
+                    state.upstream = None;
+                    state.flow = Ok(gst::FlowSuccess::Ok);
+                    state.flushing = false;
+                }
+                let res = self.srcpad.push_event(event);
+                if self.srcpad.is_active() {
+                    self.start_task();
+                }
+                return res;
+            }
+            EventView::CustomDownstream(_) => {
+                if let Some(gap) = Gap::from_event(&event) {
+                    return self.handle_gap(gap);
+                }
+            }
+            EventView::Segment(segment) => {
+                let segment = segment.segment();
+                let Some(segment) = segment.downcast_ref::<gst::ClockTime>() else {
+                    gst::element_imp_error!(
+                        self,
+                        gst::StreamError::Format,
+                        ("Only segments in time format can be ordered, got {:?}", segment.format())
+                    );
+                    return false;
+                };
+                self.state().in_segment = segment.clone();
+            }
+            _ => {}
+        }
+
+        if !event.is_serialized() {
+            return self.srcpad.push_event(event);
+        }
+        let mut state = self.state();
+        if state.flushing {
+            return false;
+        }
+        let is_eos = event.type_() == gst::EventType::Eos;
+        state.window.push_event(event);
+        if is_eos {
+            state.window.finish();
+        }
+        state.wake_task(&self.cond);
+        true
+    }
+
+    fn handle_gap(&self, gap: Result<Gap, crate::meta::MalformedError>) -> bool {
+        let gap = match gap {
+            Ok(gap) => gap,
+            Err(err) => {
+                gst::element_imp_warning!(
+                    self,
+                    gst::StreamError::Format,
+                    ("Ignoring a malformed ordered-gap event: {}", err)
+                );
+                return true;
+            }
+        };
+        let mut state = self.state();
+        loop {
+            if state.flushing {
+                return false;
+            }
+            match state.window.gap(gap.epoch, gap.seq, gap.count) {
+                GapArrival::Recorded => {
+                    gst::debug!(CAT, imp = self, "gap recorded: {gap:?}");
+                    state.wake_task(&self.cond);
+                    return true;
+                }
+                GapArrival::Stale => {
+                    gst::debug!(CAT, imp = self, "stale gap: {gap:?}");
+                    return true;
+                }
+                GapArrival::Blocked => match self.wait_for_room(state) {
+                    Ok(s) => state = s,
+                    Err(_) => return false,
+                },
+            }
+        }
+    }
+
+    fn src_query(&self, pad: &gst::Pad, query: &mut gst::QueryRef) -> bool {
+        if let gst::QueryViewMut::Latency(q) = query.view_mut() {
+            let mut upstream = gst::query::Latency::new();
+            if !self.sinkpad.peer_query(&mut upstream) {
+                return false;
+            }
+            let (live, min, max) = upstream.result();
+            self.set_upstream(Upstream {
+                live,
+                min_latency: min.nseconds(),
+            });
+            let ours = gst::ClockTime::from_nseconds(self.settings().latency);
+            q.set(live, min + ours, max.map(|max| max + ours));
+            gst::debug!(CAT, imp = self, "latency: live {live}, min {}, max {:?}", min + ours, max.map(|m| m + ours));
+            return true;
+        }
+        gst::Pad::query_default(pad, Some(&*self.obj()), query)
+    }
+
+    fn start_task(&self) {
+        let this = self.downgrade();
+        let res = self.srcpad.start_task(move || {
+            let Some(this) = this.upgrade() else { return };
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| this.task_loop()));
+            if outcome.is_err() {
+                gst::element_imp_error!(this, gst::CoreError::Failed, ("Panic in the resequencer task"));
+                let mut state = this.state();
+                state.flow = Err(gst::FlowError::Error);
+                state.wake_chain(&this.cond);
+                drop(state);
+                let _ = this.srcpad.pause_task();
+            }
+        });
+        if let Err(err) = res {
+            gst::element_imp_error!(self, gst::CoreError::Failed, ("Failed to start task: {}", err));
+        }
+    }
+
+    /// One run of the src pad task: push every due output, then wait for more.
+    fn task_loop(&self) {
+        let mut state = self.state();
+        loop {
+            if state.flushing || state.flow.is_err() {
+                drop(state);
+                let _ = self.srcpad.pause_task();
+                return;
+            }
+            let now = self.now();
+            if let Some(output) = state.window.pop(now) {
+                state.wake_chain(&self.cond);
+                drop(state);
+                let res = self.push_output(output);
+                state = self.state();
+                if let Err(err) = res {
+                    self.handle_flow_error(&mut state, err);
+                }
+                continue;
+            }
+            state = self.wait_for_work(state);
+        }
+    }
+
+    fn wait_for_work<'a>(&'a self, mut state: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        let deadline = state.window.next_deadline();
+        let obj = self.obj();
+        let clock = obj.clock().filter(|_| obj.current_state() == gst::State::Playing);
+        match (deadline, clock, obj.base_time()) {
+            (Some(deadline), Some(clock), Some(base_time)) => {
+                let at = base_time + gst::ClockTime::from_nseconds(deadline);
+                let id = clock.new_single_shot_id(at);
+                gst::trace!(CAT, imp = self, "waiting for deadline {at}");
+                state.clock_wait = Some(id.clone());
+                drop(state);
+                let _ = id.wait();
+                let mut state = self.state();
+                state.clock_wait = None;
+                state
+            }
+            _ => {
+                state.task_waiting = true;
+                let mut state = self.cond.wait(state).unwrap_or_else(|e| e.into_inner());
+                state.task_waiting = false;
+                state
+            }
+        }
+    }
+
+    fn push_output(&self, output: Output<gst::Buffer, gst::Event>) -> Result<gst::FlowSuccess, gst::FlowError> {
+        match output {
+            Output::Frame { mut item, discont } => {
+                if discont {
+                    item.make_mut().set_flags(gst::BufferFlags::DISCONT);
+                }
+                gst::trace!(CAT, imp = self, "pushing {item:?}");
+                self.srcpad.push(item)
+            }
+            Output::Skip(skip) => {
+                self.push_gap(skip);
+                Ok(gst::FlowSuccess::Ok)
+            }
+            Output::Event(event) => {
+                let is_eos = event.type_() == gst::EventType::Eos;
+                if !self.srcpad.push_event(event) {
+                    gst::debug!(CAT, imp = self, "downstream refused an event");
+                }
+                if is_eos {
+                    return Err(gst::FlowError::Eos);
+                }
+                Ok(gst::FlowSuccess::Ok)
+            }
+        }
+    }
+
+    fn push_gap(&self, skip: Skip) {
+        gst::debug!(CAT, imp = self, "skipping {skip:?}");
+        if let (Some(pts), Some(duration)) = (skip.pts, skip.duration) {
+            let event = gst::event::Gap::builder(gst::ClockTime::from_nseconds(pts))
+                .duration(gst::ClockTime::from_nseconds(duration))
+                .build();
+            self.srcpad.push_event(event);
+        }
+    }
+
+    fn handle_flow_error(&self, state: &mut State, err: gst::FlowError) {
+        gst::debug!(CAT, imp = self, "task pausing: {err:?}");
+        state.flow = Err(err);
+        state.wake_chain(&self.cond);
+        if !matches!(err, gst::FlowError::Flushing | gst::FlowError::Eos) {
+            gst::element_imp_error!(
+                self,
+                gst::StreamError::Failed,
+                ("Internal data stream error."),
+                ["streaming stopped, reason {:?}", err]
+            );
+            let _ = self.srcpad.push_event(gst::event::Eos::new());
+        }
+    }
+
+    fn src_activatemode(&self, mode: gst::PadMode, active: bool) -> Result<(), gst::LoggableError> {
+        if mode != gst::PadMode::Push {
+            return Err(gst::loggable_error!(CAT, "only push mode is supported"));
+        }
+        if active {
+            {
+                let mut state = self.state();
+                state.flushing = false;
+                state.flow = Ok(gst::FlowSuccess::Ok);
+            }
+            self.start_task();
+        } else {
+            {
+                let mut state = self.state();
+                state.flushing = true;
+                state.wake_task(&self.cond);
+                state.wake_chain(&self.cond);
+            }
+            self.srcpad
+                .stop_task()
+                .map_err(|err| gst::loggable_error!(CAT, "failed to stop task: {err}"))?;
+        }
+        Ok(())
+    }
+
+    fn post_stats(&self) {
+        let stats = stats_structure(self.state().window.stats());
+        let msg = gst::message::Element::builder(stats).src(&*self.obj()).build();
+        let _ = self.obj().post_message(msg);
+    }
+
+    fn restart_stats_timer(&self) {
+        let interval = self.settings().stats_interval;
+        let mut state = self.state();
+        if let Some(old) = state.stats_timer.take() {
+            old.unschedule();
+        }
+        if interval == 0 || !state.running {
+            return;
+        }
+        let clock = gst::SystemClock::obtain();
+        let interval = gst::ClockTime::from_nseconds(interval);
+        let now = clock.time();
+        let id = clock.new_periodic_id(now + interval, interval);
+        let this = self.downgrade();
+        let res = id.wait_async(move |_, _, _| {
+            if let Some(this) = this.upgrade() {
+                this.post_stats();
+            }
+        });
+        match res {
+            Ok(_) => state.stats_timer = Some(id),
+            Err(err) => gst::warning!(CAT, imp = self, "cannot schedule stats: {err:?}"),
+        }
+    }
+
+    fn stop_stats_timer(&self) {
+        if let Some(id) = self.state().stats_timer.take() {
+            id.unschedule();
+        }
+    }
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for Resequencer {
+    const NAME: &'static str = "GstResequencer";
+    type Type = super::Resequencer;
+    type ParentType = gst::Element;
+
+    fn with_class(klass: &Self::Class) -> Self {
+        let templ = klass.pad_template("sink").expect("sink template");
+        let sinkpad = gst::Pad::builder_from_template(&templ)
+            .chain_function(|pad, parent, buffer| {
+                Resequencer::catch_panic_pad_function(
+                    parent,
+                    || Err(gst::FlowError::Error),
+                    |imp| imp.sink_chain(pad, buffer),
+                )
+            })
+            .event_function(|pad, parent, event| {
+                Resequencer::catch_panic_pad_function(parent, || false, |imp| imp.sink_event(pad, event))
+            })
+            .flags(gst::PadFlags::PROXY_CAPS)
+            .build();
+
+        let templ = klass.pad_template("src").expect("src template");
+        let srcpad = gst::Pad::builder_from_template(&templ)
+            .activatemode_function(|_pad, parent, mode, active| {
+                Resequencer::catch_panic_pad_function(
+                    parent,
+                    || Err(gst::loggable_error!(CAT, "panic while activating")),
+                    |imp| imp.src_activatemode(mode, active),
+                )
+            })
+            .query_function(|pad, parent, query| {
+                Resequencer::catch_panic_pad_function(parent, || false, |imp| imp.src_query(pad, query))
+            })
+            .event_function(|_pad, parent, event| {
+                Resequencer::catch_panic_pad_function(parent, || false, |imp| imp.sinkpad.push_event(event))
+            })
+            .flags(gst::PadFlags::PROXY_CAPS)
+            .build();
+
+        let settings = Settings::default();
+        Resequencer {
+            sinkpad,
+            srcpad,
+            state: Mutex::new(State::new(&settings)),
+            settings: Mutex::new(settings),
+            cond: Condvar::new(),
+        }
+    }
+}
+
+impl ObjectImpl for Resequencer {
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            vec![
+                glib::ParamSpecEnum::builder_with_default("order-by", DEFAULT_ORDER_BY)
+                    .nick("Order by")
+                    .blurb(
+                        "What frames are ordered by: the OrderedSeqMeta sequence number (exact; \
+                         holes are known) or the PTS (the next frame is known when PTS = last \
+                         PTS + duration). auto picks per stream from the first frame",
+                    )
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt64::builder("latency")
+                    .nick("Latency")
+                    .blurb(
+                        "Live pipelines: how long a missing frame is waited for, in nanoseconds, \
+                         counted from its expected running time (plus upstream latency); then \
+                         it is skipped. Added to the LATENCY query. Not used when upstream is \
+                         not live",
+                    )
+                    .default_value(DEFAULT_LATENCY)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt::builder("max-window")
+                    .nick("Maximum window")
+                    .blurb(
+                        "The most frames held, in frames. When a frame does not fit, the missing \
+                         frames ahead of it are skipped; when none is missing, upstream waits",
+                    )
+                    .minimum(1)
+                    .maximum(1 << 20)
+                    .default_value(DEFAULT_MAX_WINDOW)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
+                    .nick("Statistics")
+                    .blurb(
+                        "resequencer-stats: in, pushed, reordered, skipped, late, duplicates, \
+                         gaps, stale-gaps, invalid, flushed, depth, max-depth (frames) and \
+                         max-hold (ns)",
+                    )
+                    .read_only()
+                    .build(),
+                glib::ParamSpecUInt64::builder("stats-interval")
+                    .nick("Statistics interval")
+                    .blurb(
+                        "Post the stats structure as an element message every this many \
+                         nanoseconds while running (0 = never)",
+                    )
+                    .default_value(DEFAULT_STATS_INTERVAL)
+                    .mutable_playing()
+                    .build(),
+            ]
+        });
+        PROPERTIES.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        let mut settings = self.settings.lock().unwrap_or_else(|e| e.into_inner());
+        match pspec.name() {
+            "order-by" => settings.order_by = value.get().expect("type checked upstream"),
+            "latency" => {
+                settings.latency = value.get().expect("type checked upstream");
+                drop(settings);
+                self.reconfigure();
+                let _ = self.obj().post_message(gst::message::Latency::builder().src(&*self.obj()).build());
+            }
+            "max-window" => {
+                settings.max_window = value.get().expect("type checked upstream");
+                drop(settings);
+                self.reconfigure();
+            }
+            "stats-interval" => {
+                settings.stats_interval = value.get().expect("type checked upstream");
+                drop(settings);
+                self.restart_stats_timer();
+            }
+            other => unreachable!("unknown property {other}"),
+        }
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        let settings = self.settings();
+        match pspec.name() {
+            "order-by" => settings.order_by.to_value(),
+            "latency" => settings.latency.to_value(),
+            "max-window" => settings.max_window.to_value(),
+            "stats" => stats_structure(self.state().window.stats()).to_value(),
+            "stats-interval" => settings.stats_interval.to_value(),
+            other => unreachable!("unknown property {other}"),
+        }
+    }
+
+    fn constructed(&self) {
+        self.parent_constructed();
+        let obj = self.obj();
+        obj.add_pad(&self.sinkpad).expect("new pad");
+        obj.add_pad(&self.srcpad).expect("new pad");
+    }
+}
+
+impl GstObjectImpl for Resequencer {}
+
+impl ElementImpl for Resequencer {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static METADATA: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "Resequencer",
+                "Generic",
+                "Pushes frames that were processed in parallel strictly in their original \
+                 order (OrderedSeqMeta sequence or PTS), skipping frames that will not come \
+                 after a deadline, a gap notice or when the window is full",
+                "gst-ordered developers",
+            )
+        });
+        Some(&*METADATA)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            let caps = gst::Caps::new_any();
+            vec![
+                gst::PadTemplate::new("sink", gst::PadDirection::Sink, gst::PadPresence::Always, &caps)
+                    .expect("valid template"),
+                gst::PadTemplate::new("src", gst::PadDirection::Src, gst::PadPresence::Always, &caps)
+                    .expect("valid template"),
+            ]
+        });
+        TEMPLATES.as_ref()
+    }
+
+    fn change_state(&self, transition: gst::StateChange) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+        gst::debug!(CAT, imp = self, "changing state {transition:?}");
+        match transition {
+            gst::StateChange::ReadyToPaused => {
+                let settings = self.settings();
+                *self.state() = State::new(&settings);
+            }
+            gst::StateChange::PausedToReady => {
+                let mut state = self.state();
+                state.flushing = true;
+                state.wake_task(&self.cond);
+                state.wake_chain(&self.cond);
+            }
+            _ => {}
+        }
+
+        let res = self.parent_change_state(transition)?;
+
+        match transition {
+            gst::StateChange::ReadyToPaused => {
+                self.state().running = true;
+                self.restart_stats_timer();
+            }
+            // The base time changed: deadlines must be waited for again.
+            gst::StateChange::PausedToPlaying => self.state().wake_task(&self.cond),
+            gst::StateChange::PausedToReady => {
+                self.state().running = false;
+                self.stop_stats_timer();
+            }
+            _ => {}
+        }
+        Ok(res)
+    }
+}

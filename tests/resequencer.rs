@@ -1,0 +1,462 @@
+//! The `resequencer` element driven through `gst_check::Harness`: ordering, live deadlines
+//! on a `TestClock`, gap events, EOS, flushes, events in place, and bad input.
+
+use std::sync::{Arc, Mutex};
+
+use gst::prelude::*;
+use gst_check::Harness;
+use gstordered::meta::{Gap, GapReason, SeqMeta};
+
+const FRAME: gst::ClockTime = gst::ClockTime::from_mseconds(40);
+
+fn init() {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        gst::init().unwrap();
+        gstordered::plugin_register_static().unwrap();
+    });
+}
+
+/// Frame `seq` of epoch 0 at PTS `seq * 40 ms`, one byte long.
+fn frame(seq: u64) -> gst::Buffer {
+    frame_in(0, seq, seq)
+}
+
+fn frame_in(epoch: u32, seq: u64, n: u64) -> gst::Buffer {
+    let mut buffer = gst::Buffer::with_size(1).unwrap();
+    {
+        let b = buffer.get_mut().unwrap();
+        b.set_pts(FRAME * n);
+        b.set_duration(FRAME);
+        SeqMeta {
+            seq,
+            epoch,
+            ingress: 0,
+        }
+        .add(b);
+    }
+    buffer
+}
+
+fn pts_frame(pts: gst::ClockTime) -> gst::Buffer {
+    let mut buffer = gst::Buffer::with_size(1).unwrap();
+    let b = buffer.get_mut().unwrap();
+    b.set_pts(pts);
+    b.set_duration(FRAME);
+    buffer
+}
+
+/// What left the element, in the order it left.
+#[derive(Clone, Debug, PartialEq)]
+enum Out {
+    Frame { seq: Option<u64>, discont: bool },
+    Event(String),
+}
+
+#[derive(Clone, Default)]
+struct Recorder(Arc<Mutex<Vec<Out>>>);
+
+impl Recorder {
+    fn attach(h: &Harness) -> Recorder {
+        let rec = Recorder::default();
+        let log = rec.0.clone();
+        let src = h.element().unwrap().static_pad("src").unwrap();
+        src.add_probe(
+            gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_DOWNSTREAM,
+            move |_, info| {
+                let item = match &info.data {
+                    Some(gst::PadProbeData::Buffer(b)) => Out::Frame {
+                        seq: SeqMeta::read(b).map(|m| m.unwrap().seq),
+                        discont: b.flags().contains(gst::BufferFlags::DISCONT),
+                    },
+                    Some(gst::PadProbeData::Event(e)) => Out::Event(e.type_().name().to_string()),
+                    _ => return gst::PadProbeReturn::Ok,
+                };
+                log.lock().unwrap().push(item);
+                gst::PadProbeReturn::Ok
+            },
+        );
+        rec
+    }
+
+    fn take(&self) -> Vec<Out> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+
+    fn frames(&self) -> Vec<u64> {
+        self.take()
+            .into_iter()
+            .filter_map(|o| match o {
+                Out::Frame { seq, .. } => seq,
+                Out::Event(_) => None,
+            })
+            .collect()
+    }
+}
+
+fn harness(props: &[(&str, &dyn ToValue)]) -> (Harness, Recorder) {
+    init();
+    let mut h = Harness::new("resequencer");
+    {
+        let element = h.element().unwrap();
+        for (name, value) in props {
+            element.set_property_from_value(name, &value.to_value());
+        }
+    }
+    let rec = Recorder::attach(&h);
+    h.set_src_caps_str("video/x-raw,format=GRAY8,width=4,height=4,framerate=25/1");
+    (h, rec)
+}
+
+fn stat(h: &Harness, name: &str) -> u64 {
+    let stats = h.element().unwrap().property::<gst::Structure>("stats");
+    stats.get::<u64>(name).unwrap()
+}
+
+fn pull_seqs(h: &mut Harness, n: usize) -> Vec<u64> {
+    (0..n)
+        .map(|_| SeqMeta::read(&h.pull().unwrap()).unwrap().unwrap().seq)
+        .collect()
+}
+
+#[test]
+fn frames_come_out_in_sequence_order() {
+    let (mut h, _) = harness(&[]);
+    for seq in [2, 0, 3, 1, 5, 4] {
+        assert_eq!(h.push(frame(seq)), Ok(gst::FlowSuccess::Ok));
+    }
+    assert_eq!(pull_seqs(&mut h, 6), vec![0, 1, 2, 3, 4, 5]);
+    assert_eq!(stat(&h, "pushed"), 6);
+    assert_eq!(stat(&h, "reordered"), 3);
+    assert_eq!(stat(&h, "skipped"), 0);
+}
+
+#[test]
+fn missing_frame_is_skipped_exactly_when_its_deadline_passes() {
+    let (mut h, rec) = harness(&[("latency", &100_000_000u64)]);
+    h.use_testclock();
+    let clock = h.testclock().unwrap();
+    for seq in [0, 1, 3] {
+        h.push(frame(seq)).unwrap();
+    }
+    assert_eq!(pull_seqs(&mut h, 2), vec![0, 1]);
+
+    // Frame 2 was expected at 80 ms; the task waits for 80 ms + latency, no earlier.
+    let id = clock.wait_for_next_pending_id();
+    let base = h.element().unwrap().base_time().unwrap();
+    assert_eq!(id.time(), base + gst::ClockTime::from_mseconds(180));
+    assert_eq!(rec.frames(), vec![0, 1], "nothing released before the deadline");
+    assert_eq!(stat(&h, "skipped"), 0);
+
+    assert!(h.crank_single_clock_wait().is_ok());
+    let third = h.pull().unwrap();
+    assert_eq!(SeqMeta::read(&third).unwrap().unwrap().seq, 3);
+    assert!(third.flags().contains(gst::BufferFlags::DISCONT));
+    assert_eq!(stat(&h, "skipped"), 1);
+
+    // A GAP event covers the missing frame's time.
+    let gap = std::iter::from_fn(|| h.try_pull_event())
+        .find(|e| e.type_() == gst::EventType::Gap)
+        .expect("a GAP event for frame 2");
+    let gst::EventView::Gap(gap) = gap.view() else { unreachable!() };
+    assert_eq!(gap.get(), (FRAME * 2, Some(FRAME)));
+
+    // Frame 2 coming now is late and dropped.
+    h.push(frame(2)).unwrap();
+    assert_eq!(stat(&h, "late"), 1);
+    h.push(frame(4)).unwrap();
+    assert_eq!(pull_seqs(&mut h, 1), vec![4]);
+}
+
+#[test]
+fn gap_event_releases_the_wait_at_once() {
+    let (mut h, _) = harness(&[("latency", &3_600_000_000_000u64)]);
+    h.use_testclock();
+    h.push(frame(0)).unwrap();
+    h.push(frame(3)).unwrap();
+    assert_eq!(pull_seqs(&mut h, 1), vec![0]);
+    let gap = Gap {
+        seq: 1,
+        count: 2,
+        epoch: 0,
+        reason: GapReason::Leaked,
+    };
+    assert!(h.push_event(gap.to_event()));
+    // No clock crank: the notice alone releases frame 3.
+    let third = h.pull().unwrap();
+    assert_eq!(SeqMeta::read(&third).unwrap().unwrap().seq, 3);
+    assert!(third.flags().contains(gst::BufferFlags::DISCONT));
+    assert_eq!(stat(&h, "gaps"), 2);
+    assert_eq!(stat(&h, "skipped"), 0);
+    // The gap notice is consumed, not forwarded.
+    let forwarded = std::iter::from_fn(|| h.try_pull_event()).any(|e| Gap::from_event(&e).is_some());
+    assert!(!forwarded);
+}
+
+#[test]
+fn gap_event_for_frames_already_pushed_is_counted_and_ignored() {
+    let (mut h, _) = harness(&[]);
+    h.push(frame(0)).unwrap();
+    h.push(frame(1)).unwrap();
+    assert_eq!(pull_seqs(&mut h, 2), vec![0, 1]);
+    let stale = Gap {
+        seq: 0,
+        count: 2,
+        epoch: 0,
+        reason: GapReason::Failed,
+    };
+    assert!(h.push_event(stale.to_event()));
+    assert_eq!(stat(&h, "stale-gaps"), 2);
+    h.push(frame(2)).unwrap();
+    assert_eq!(pull_seqs(&mut h, 1), vec![2]);
+    assert_eq!(stat(&h, "skipped") + stat(&h, "gaps"), 0);
+}
+
+#[test]
+fn eos_drains_everything_held_in_order() {
+    let (mut h, rec) = harness(&[("latency", &3_600_000_000_000u64)]);
+    for seq in [4, 2, 1] {
+        h.push(frame(seq)).unwrap();
+    }
+    assert!(h.push_event(gst::event::Eos::new()));
+    assert_eq!(pull_seqs(&mut h, 3), vec![1, 2, 4]);
+    // EOS leaves after the frames.
+    let events: Vec<_> = std::iter::from_fn(|| h.try_pull_event()).map(|e| e.type_()).collect();
+    assert_eq!(events.last(), Some(&gst::EventType::Eos));
+    let out = rec.take();
+    let eos_at = out.iter().position(|o| *o == Out::Event("eos".into())).unwrap();
+    let last_frame = out.iter().rposition(|o| matches!(o, Out::Frame { .. })).unwrap();
+    assert!(eos_at > last_frame);
+    assert_eq!(stat(&h, "skipped"), 2, "frames 0 and 3 never came");
+}
+
+#[test]
+fn flush_clears_everything_held() {
+    let (mut h, rec) = harness(&[("latency", &3_600_000_000_000u64)]);
+    h.push(frame(2)).unwrap();
+    h.push(frame(3)).unwrap();
+    assert!(h.push_event(gst::event::FlushStart::new()));
+    assert!(h.push_event(gst::event::FlushStop::new(true)));
+    assert_eq!(stat(&h, "flushed"), 2);
+    assert_eq!(stat(&h, "depth"), 0);
+    assert!(h.push_event(gst::event::Segment::new(&gst::FormattedSegment::<gst::ClockTime>::new())));
+    // After the flush, upstream starts a new epoch from 0.
+    h.push(frame_in(1, 1, 1)).unwrap();
+    h.push(frame_in(1, 0, 0)).unwrap();
+    assert_eq!(pull_seqs(&mut h, 2), vec![0, 1]);
+    assert_eq!(rec.frames(), vec![0, 1], "nothing from before the flush");
+}
+
+#[test]
+fn caps_change_mid_stream_stays_in_place() {
+    let (mut h, rec) = harness(&[]);
+    h.push(frame(1)).unwrap();
+    h.push(frame(0)).unwrap();
+    let caps = gst::Caps::builder("video/x-raw")
+        .field("format", "GRAY8")
+        .field("width", 8)
+        .field("height", 8)
+        .field("framerate", gst::Fraction::new(25, 1))
+        .build();
+    assert!(h.push_event(gst::event::Caps::new(&caps)));
+    h.push(frame(3)).unwrap();
+    h.push(frame(2)).unwrap();
+    assert_eq!(pull_seqs(&mut h, 4), vec![0, 1, 2, 3]);
+    let out: Vec<Out> = rec
+        .take()
+        .into_iter()
+        .filter(|o| !matches!(o, Out::Event(name) if name != "caps"))
+        .collect();
+    let f = |seq, discont| Out::Frame {
+        seq: Some(seq),
+        discont,
+    };
+    assert_eq!(
+        out,
+        vec![
+            Out::Event("caps".into()),
+            f(0, true),
+            f(1, false),
+            Out::Event("caps".into()),
+            f(2, false),
+            f(3, false)
+        ]
+    );
+    assert_eq!(h.sinkpad().unwrap().current_caps().unwrap(), caps);
+}
+
+#[test]
+fn events_between_frames_keep_their_place() {
+    let (mut h, rec) = harness(&[]);
+    h.push(frame(1)).unwrap();
+    let tags = gst::event::Tag::new(gst::TagList::new());
+    assert!(h.push_event(tags));
+    let custom = gst::event::CustomDownstream::new(gst::Structure::new_empty("app-marker"));
+    assert!(h.push_event(custom));
+    h.push(frame(0)).unwrap();
+    h.push(frame(2)).unwrap();
+    assert_eq!(pull_seqs(&mut h, 3), vec![0, 1, 2]);
+    let names: Vec<String> = rec
+        .take()
+        .into_iter()
+        .map(|o| match o {
+            Out::Frame { seq, .. } => seq.unwrap().to_string(),
+            Out::Event(name) => name,
+        })
+        .skip_while(|n| n != "0")
+        .collect();
+    assert_eq!(names, ["0", "1", "tag", "custom-downstream", "2"]);
+}
+
+#[test]
+fn latency_query_adds_the_resequencer_latency() {
+    let (mut h, _) = harness(&[("latency", &150_000_000u64)]);
+    h.set_upstream_latency(gst::ClockTime::from_mseconds(20));
+    let element = h.element().unwrap();
+    let mut q = gst::query::Latency::new();
+    assert!(element.static_pad("src").unwrap().query(&mut q));
+    let (live, min, _max) = q.result();
+    assert!(live);
+    assert_eq!(min, gst::ClockTime::from_mseconds(170));
+}
+
+#[test]
+fn buffer_with_neither_sequence_meta_nor_pts_is_dropped_and_counted() {
+    let (mut h, _) = harness(&[]);
+    h.push(frame(0)).unwrap();
+    assert_eq!(h.push(gst::Buffer::with_size(1).unwrap()), Ok(gst::FlowSuccess::Ok));
+    h.push(frame(1)).unwrap();
+    assert_eq!(pull_seqs(&mut h, 2), vec![0, 1]);
+    assert_eq!(stat(&h, "invalid"), 1);
+    assert_eq!(stat(&h, "in"), 3);
+}
+
+#[test]
+fn order_by_sequence_drops_frames_without_meta() {
+    let (mut h, _) = harness(&[("order-by", &gstordered::OrderBy::Sequence)]);
+    h.push(pts_frame(FRAME)).unwrap();
+    h.push(frame(0)).unwrap();
+    assert_eq!(pull_seqs(&mut h, 1), vec![0]);
+    assert_eq!(stat(&h, "invalid"), 1);
+}
+
+#[test]
+fn frame_from_an_older_epoch_is_late() {
+    let (mut h, _) = harness(&[]);
+    h.push(frame_in(1, 0, 0)).unwrap();
+    h.push(frame_in(0, 1, 1)).unwrap();
+    h.push(frame_in(1, 1, 1)).unwrap();
+    assert_eq!(pull_seqs(&mut h, 2), vec![0, 1]);
+    assert_eq!(stat(&h, "late"), 1);
+}
+
+#[test]
+fn sequence_jump_of_2_pow_40_neither_panics_nor_stalls() {
+    let (mut h, _) = harness(&[("latency", &3_600_000_000_000u64), ("max-window", &8u32)]);
+    let jump = 1u64 << 40;
+    h.push(frame(0)).unwrap();
+    h.push(frame(1)).unwrap();
+    h.push(frame_in(0, jump, 2)).unwrap();
+    h.push(frame_in(0, jump + 1, 3)).unwrap();
+    assert_eq!(pull_seqs(&mut h, 2), vec![0, 1]);
+    assert!(h.push_event(gst::event::Eos::new()));
+    assert_eq!(pull_seqs(&mut h, 2), vec![jump, jump + 1]);
+    assert_eq!(stat(&h, "skipped"), jump - 2);
+    assert_eq!(stat(&h, "max-depth"), 2);
+}
+
+#[test]
+fn zero_size_buffers_are_ordered_like_any_frame() {
+    let (mut h, _) = harness(&[]);
+    for seq in [1, 0, 2] {
+        let mut b = gst::Buffer::new();
+        {
+            let b = b.get_mut().unwrap();
+            b.set_pts(FRAME * seq);
+            SeqMeta {
+                seq,
+                epoch: 0,
+                ingress: 0,
+            }
+            .add(b);
+        }
+        h.push(b).unwrap();
+    }
+    assert_eq!(pull_seqs(&mut h, 3), vec![0, 1, 2]);
+}
+
+#[test]
+fn pts_going_back_an_hour_is_late_and_counted() {
+    let (mut h, _) = harness(&[("order-by", &gstordered::OrderBy::Pts), ("latency", &0u64)]);
+    h.use_testclock();
+    let hour = gst::ClockTime::from_seconds(3600);
+    h.push(pts_frame(hour)).unwrap();
+    // The first frame has nothing to be contiguous with and waits for its deadline.
+    h.crank_single_clock_wait().unwrap();
+    assert_eq!(h.pull().unwrap().pts(), Some(hour));
+    h.push(pts_frame(hour + FRAME)).unwrap();
+    assert_eq!(h.pull().unwrap().pts(), Some(hour + FRAME));
+    h.push(pts_frame(gst::ClockTime::ZERO)).unwrap();
+    h.push(pts_frame(hour + FRAME * 2)).unwrap();
+    assert_eq!(h.pull().unwrap().pts(), Some(hour + FRAME * 2));
+    assert_eq!(stat(&h, "late"), 1);
+    assert_eq!(stat(&h, "pushed"), 3);
+}
+
+#[test]
+fn pts_order_restores_shuffled_frames() {
+    let (mut h, _) = harness(&[("order-by", &gstordered::OrderBy::Pts)]);
+    h.use_testclock();
+    for n in [1u64, 0, 3, 2] {
+        h.push(pts_frame(FRAME * n)).unwrap();
+    }
+    // Frame 0 is released at its deadline; the others follow it contiguously.
+    h.crank_single_clock_wait().unwrap();
+    let pts: Vec<_> = (0..4).map(|_| h.pull().unwrap().pts().unwrap()).collect();
+    assert_eq!(pts, (0..4).map(|n| FRAME * n).collect::<Vec<_>>());
+    assert_eq!(stat(&h, "skipped"), 0);
+}
+
+#[test]
+fn full_window_skips_the_missing_head_without_waiting() {
+    let (mut h, _) = harness(&[("latency", &3_600_000_000_000u64), ("max-window", &4u32)]);
+    for seq in 1..=4 {
+        h.push(frame(seq)).unwrap();
+    }
+    assert_eq!(pull_seqs(&mut h, 4), vec![1, 2, 3, 4]);
+    assert_eq!(stat(&h, "skipped"), 1);
+    assert!(stat(&h, "max-depth") <= 4);
+}
+
+#[test]
+fn stop_while_downstream_blocks_and_the_chain_waits_for_room_does_not_hang() {
+    let (h, _) = harness(&[("max-window", &1u32)]);
+    let element = h.element().unwrap();
+    // Downstream blocks on the first frame; the window fills; the chain waits for room.
+    let (blocked_tx, blocked_rx) = std::sync::mpsc::channel();
+    element.static_pad("src").unwrap().add_probe(
+        gst::PadProbeType::BLOCK | gst::PadProbeType::BUFFER,
+        move |_, _| {
+            let _ = blocked_tx.send(());
+            gst::PadProbeReturn::Ok
+        },
+    );
+    let (about_to_block_tx, about_to_block_rx) = std::sync::mpsc::channel();
+    let peer = element.static_pad("sink").unwrap().peer().unwrap();
+    let pusher = std::thread::spawn(move || {
+        let mut results = Vec::new();
+        for seq in 0..3 {
+            if seq == 2 {
+                about_to_block_tx.send(()).unwrap();
+            }
+            results.push(peer.push(frame(seq)));
+        }
+        results
+    });
+    blocked_rx.recv().unwrap();
+    about_to_block_rx.recv().unwrap();
+    element.set_state(gst::State::Null).unwrap();
+    let results = pusher.join().unwrap();
+    assert_eq!(results[0], Ok(gst::FlowSuccess::Ok));
+    assert_eq!(results[2], Err(gst::FlowError::Flushing));
+}
