@@ -221,8 +221,7 @@ fn eos_drains_everything_held_in_order() {
     assert!(h.push_event(gst::event::Eos::new()));
     assert_eq!(pull_seqs(&mut h, 3), vec![1, 2, 4]);
     // EOS leaves after the frames.
-    let events: Vec<_> = std::iter::from_fn(|| h.try_pull_event()).map(|e| e.type_()).collect();
-    assert_eq!(events.last(), Some(&gst::EventType::Eos));
+    while h.pull_event().unwrap().type_() != gst::EventType::Eos {}
     let out = rec.take();
     let eos_at = out.iter().position(|o| *o == Out::Event("eos".into())).unwrap();
     let last_frame = out.iter().rposition(|o| matches!(o, Out::Frame { .. })).unwrap();
