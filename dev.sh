@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# gst-ordered developer entry point.
+#
+#   ./dev.sh demo [--seconds N]   run the main job: a live pipeline through the elements
+#   ./dev.sh test                 run the whole test suite (what CI runs)
+#   ./dev.sh deps                 only install the system packages
+#
+# Each command first installs the Debian packages it needs (idempotent; needs root or sudo
+# the first time). Rust itself (cargo >= the rust-version in Cargo.toml) must be installed.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PACKAGES=(
+  pkg-config
+  libgstreamer1.0-dev
+  libgstreamer-plugins-base1.0-dev
+  gstreamer1.0-tools
+  gstreamer1.0-plugins-base
+  gstreamer1.0-plugins-good
+  meson
+  ninja-build
+)
+
+deps() {
+  local missing=()
+  for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if ((${#missing[@]})); then
+    echo "==> installing ${missing[*]}"
+    local sudo=()
+    [[ $(id -u) -eq 0 ]] || sudo=(sudo)
+    "${sudo[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  fi
+  if ! command -v cargo >/dev/null; then
+    echo "error: cargo not found; install Rust $(sed -n 's/^rust-version = "\(.*\)"/\1/p' Cargo.toml) or newer" >&2
+    exit 1
+  fi
+}
+
+demo() {
+  deps
+  cargo run --locked --release --example demo -- "$@"
+}
+
+test_all() {
+  deps
+  local build=build
+  echo "==> meson setup + compile (builds libgstordered.so through cargo)"
+  if [[ -f $build/build.ninja ]]; then
+    meson setup --reconfigure "$build" >/dev/null
+  else
+    meson setup "$build" >/dev/null
+  fi
+  meson compile -C "$build"
+
+  echo "==> meson test (cargo test: unit, property, harness and pipeline tests; gst-inspect and gst-launch on the built plugin)"
+  local log=$build/test-output.log
+  meson test -C "$build" -v --print-errorlogs 2>&1 | tee "$log"
+  # One closing line for every test run: cargo's per-binary results, plus meson's own tests.
+  awk '/^test result:/ { p += $4; f += $6 } /^Ok:/ { mp += $2 } /^Fail:/ { mf += $2 }
+       END { printf "tests: %d passed, %d failed\n", p + mp, f + mf }' "$log"
+
+  echo "==> meson install into a staging folder"
+  local stage
+  stage=$(mktemp -d)
+  trap 'rm -rf "$stage"' RETURN
+  DESTDIR="$stage" meson install -C "$build" --no-rebuild >/dev/null
+  local installed
+  installed=$(find "$stage" -path '*/gstreamer-1.0/libgstordered.so' | head -n1)
+  [[ -n $installed ]] || { echo "error: meson install did not put libgstordered.so into a gstreamer-1.0 folder" >&2; exit 1; }
+  echo "installed: ${installed#"$stage"}"
+  GST_PLUGIN_PATH=$(dirname "$installed") GST_REGISTRY="$stage/registry.bin" \
+    gst-inspect-1.0 resequencer >/dev/null
+  echo "==> meson devenv"
+  meson devenv -C "$build" gst-inspect-1.0 resequencer >/dev/null
+
+  echo "==> benches and examples build"
+  CARGO_TARGET_DIR="$build/target" cargo build --locked --release --benches --examples
+  echo "all checks passed"
+}
+
+case "${1:-}" in
+  demo) shift; demo "$@" ;;
+  test) test_all ;;
+  deps) deps ;;
+  *) echo "usage: $0 demo [--seconds N] | test | deps" >&2; exit 2 ;;
+esac
