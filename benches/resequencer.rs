@@ -67,8 +67,13 @@ fn run(element: &str, input: Vec<gst::Buffer>) -> f64 {
             .unwrap(),
         other => gst::ElementFactory::make(other).build().unwrap(),
     };
-    let sink = gst::ElementFactory::make("fakesink").property("sync", false).build().unwrap();
-    pipeline.add_many([src.upcast_ref(), &middle, &sink]).unwrap();
+    let sink = gst::ElementFactory::make("fakesink")
+        .property("sync", false)
+        .build()
+        .unwrap();
+    pipeline
+        .add_many([src.upcast_ref(), &middle, &sink])
+        .unwrap();
     gst::Element::link_many([src.upcast_ref(), &middle, &sink]).unwrap();
     pipeline.set_state(gst::State::Playing).unwrap();
 
@@ -79,7 +84,10 @@ fn run(element: &str, input: Vec<gst::Buffer>) -> f64 {
     src.end_of_stream().unwrap();
     let bus = pipeline.bus().unwrap();
     let msg = bus
-        .timed_pop_filtered(gst::ClockTime::from_seconds(120), &[gst::MessageType::Eos, gst::MessageType::Error])
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(120),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
         .expect("run finished");
     let elapsed = start.elapsed();
     if let gst::MessageView::Error(err) = msg.view() {
@@ -87,7 +95,11 @@ fn run(element: &str, input: Vec<gst::Buffer>) -> f64 {
     }
     if element == "resequencer" {
         let stats = middle.property::<gst::Structure>("stats");
-        assert_eq!(stats.get::<u64>("pushed").unwrap() as f64, n, "resequencer lost frames");
+        assert_eq!(
+            stats.get::<u64>("pushed").unwrap() as f64,
+            n,
+            "resequencer lost frames"
+        );
     }
     pipeline.set_state(gst::State::Null).unwrap();
     elapsed.as_nanos() as f64 / n
@@ -113,10 +125,15 @@ fn main() {
     gstordered::plugin_register_static().unwrap();
     let mut rng = StdRng::seed_from_u64(7);
 
-    println!("resequencer vs identity: {frames} buffers per run, {rounds} rounds, median ns/buffer");
+    println!(
+        "resequencer vs identity: {frames} buffers per run, {rounds} rounds, median ns/buffer"
+    );
     println!("| input | identity (ns/buffer) | resequencer (ns/buffer) | ratio | target |");
     println!("|---|---:|---:|---:|---:|");
-    for (input, name, target) in [(Input::InOrder, "in order", 1.5), (Input::Shuffled, "shuffled within 64", 3.0)] {
+    for (input, name, target) in [
+        (Input::InOrder, "in order", 1.5),
+        (Input::Shuffled, "shuffled within 64", 3.0),
+    ] {
         // Warm-up: registry, first-run allocations.
         run("identity", buffers(1000, input, &mut rng));
         run("resequencer", buffers(1000, input, &mut rng));

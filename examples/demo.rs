@@ -74,7 +74,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .property("sync", true)
         .property("async", false)
         .build()?;
-    pipeline.add_many([&src, &caps, stage.sink.upcast_ref(), stage.src.upcast_ref(), &reseq, &sink])?;
+    pipeline.add_many([
+        &src,
+        &caps,
+        stage.sink.upcast_ref(),
+        stage.src.upcast_ref(),
+        &reseq,
+        &sink,
+    ])?;
     gst::Element::link_many([&src, &caps, stage.sink.upcast_ref()])?;
     gst::Element::link_many([stage.src.upcast_ref(), &reseq, &sink])?;
 
@@ -145,7 +152,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     println!("final resequencer stats:");
     for (name, value) in stats.iter() {
-        println!("  {:12} {}", name.as_str(), value.serialize().map(|v| v.to_string()).unwrap_or_default());
+        println!(
+            "  {:12} {}",
+            name.as_str(),
+            value.serialize().map(|v| v.to_string()).unwrap_or_default()
+        );
     }
     let log = log.lock().unwrap();
     let pushed = stats.get::<u64>("pushed")?;

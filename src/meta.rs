@@ -430,7 +430,9 @@ mod tests {
         let back = Enrichment::read(&buffer).unwrap().unwrap();
         assert_eq!(back, enrichment);
         let clash = Enrichment {
-            outputs: gst::Structure::builder("outputs").field("worker", 1u32).build(),
+            outputs: gst::Structure::builder("outputs")
+                .field("worker", 1u32)
+                .build(),
             ..enrichment
         };
         assert!(clash.add(buffer.get_mut().unwrap()).is_err());

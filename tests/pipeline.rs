@@ -55,7 +55,10 @@ fn run_live(n: u64, config: ShuffleConfig, reseq_props: &[(&str, &str)]) -> Outc
     for (name, value) in reseq_props {
         reseq.set_property_from_str(name, value);
     }
-    let sink = gst_app::AppSink::builder().sync(false).async_(false).build();
+    let sink = gst_app::AppSink::builder()
+        .sync(false)
+        .async_(false)
+        .build();
     let frames = Arc::new(Mutex::new(Vec::new()));
     let log = frames.clone();
     sink.set_callbacks(
@@ -70,7 +73,14 @@ fn run_live(n: u64, config: ShuffleConfig, reseq_props: &[(&str, &str)]) -> Outc
             .build(),
     );
     pipeline
-        .add_many([&src, &caps, stage.sink.upcast_ref(), stage.src.upcast_ref(), &reseq, sink.upcast_ref()])
+        .add_many([
+            &src,
+            &caps,
+            stage.sink.upcast_ref(),
+            stage.src.upcast_ref(),
+            &reseq,
+            sink.upcast_ref(),
+        ])
         .unwrap();
     gst::Element::link_many([&src, &caps, stage.sink.upcast_ref()]).unwrap();
     gst::Element::link_many([stage.src.upcast_ref(), &reseq, sink.upcast_ref()]).unwrap();
@@ -78,7 +88,10 @@ fn run_live(n: u64, config: ShuffleConfig, reseq_props: &[(&str, &str)]) -> Outc
     pipeline.set_state(gst::State::Playing).unwrap();
     let bus = pipeline.bus().unwrap();
     let msg = bus
-        .timed_pop_filtered(gst::ClockTime::from_seconds(120), &[gst::MessageType::Eos, gst::MessageType::Error])
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(120),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
         .expect("pipeline neither finished nor failed within 120 s");
     if let gst::MessageView::Error(err) = msg.view() {
         panic!("pipeline error: {} ({:?})", err.error(), err.debug());
@@ -95,7 +108,12 @@ fn stat(o: &Outcome, name: &str) -> u64 {
 
 fn assert_strictly_increasing(o: &Outcome) {
     for pair in o.frames.windows(2) {
-        assert!(pair[0].0 < pair[1].0, "PTS not increasing: {:?} then {:?}", pair[0], pair[1]);
+        assert!(
+            pair[0].0 < pair[1].0,
+            "PTS not increasing: {:?} then {:?}",
+            pair[0],
+            pair[1]
+        );
     }
 }
 
@@ -128,7 +146,11 @@ fn live_source_reordered_by_sequence_comes_out_in_order() {
         frame_duration: FRAME,
         lose_every: None,
     };
-    let o = run_live(n, config, &[("latency", "1000000000"), ("order-by", "sequence")]);
+    let o = run_live(
+        n,
+        config,
+        &[("latency", "1000000000"), ("order-by", "sequence")],
+    );
     assert_strictly_increasing(&o);
     let seqs: Vec<u64> = o.frames.iter().map(|(_, s)| s.unwrap()).collect();
     assert_eq!(seqs, (0..n).collect::<Vec<_>>());
@@ -168,7 +190,10 @@ fn stats_are_posted_every_stats_interval() {
     let mut seen = Vec::new();
     while seen.len() < 3 {
         let msg = bus
-            .timed_pop_filtered(gst::ClockTime::from_seconds(10), &[gst::MessageType::Element, gst::MessageType::Error])
+            .timed_pop_filtered(
+                gst::ClockTime::from_seconds(10),
+                &[gst::MessageType::Element, gst::MessageType::Error],
+            )
             .expect("no stats message within 10 s");
         let s = msg.structure().unwrap();
         assert_eq!(s.name(), "resequencer-stats", "{msg:?}");
@@ -177,7 +202,10 @@ fn stats_are_posted_every_stats_interval() {
     }
     pipeline.set_state(gst::State::Null).unwrap();
     assert!(seen.windows(2).all(|p| p[0] <= p[1]), "{seen:?}");
-    assert!(seen[2] > 0, "frames flowed while stats were posted: {seen:?}");
+    assert!(
+        seen[2] > 0,
+        "frames flowed while stats were posted: {seen:?}"
+    );
 }
 
 /// Where `libgstordered.so` is: `GST_ORDERED_PLUGIN_DIR` (meson points it at the plugin it
@@ -194,7 +222,12 @@ fn plugin_dir() -> PathBuf {
             let target_dir = profile_dir.parent().unwrap();
             let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
             build
-                .args(["build", "--lib", "--manifest-path", concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")])
+                .args([
+                    "build",
+                    "--lib",
+                    "--manifest-path",
+                    concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"),
+                ])
                 .arg("--target-dir")
                 .arg(target_dir);
             if profile_dir.file_name().is_some_and(|p| p == "release") {
@@ -206,32 +239,66 @@ fn plugin_dir() -> PathBuf {
         profile_dir
     });
     let dir = DIR.clone();
-    assert!(dir.join("libgstordered.so").exists(), "libgstordered.so not found in {}", dir.display());
+    assert!(
+        dir.join("libgstordered.so").exists(),
+        "libgstordered.so not found in {}",
+        dir.display()
+    );
     dir
 }
 
 fn gst_command(tool: &str) -> Command {
     let mut cmd = Command::new(tool);
-    let registry = std::env::temp_dir().join(format!("gst-ordered-registry-{}.bin", std::process::id()));
-    cmd.env("GST_PLUGIN_PATH", plugin_dir()).env("GST_REGISTRY", registry);
+    let registry =
+        std::env::temp_dir().join(format!("gst-ordered-registry-{}.bin", std::process::id()));
+    cmd.env("GST_PLUGIN_PATH", plugin_dir())
+        .env("GST_REGISTRY", registry);
     cmd
 }
 
 #[test]
 fn gst_launch_runs_a_live_pipeline_through_the_resequencer() {
     let out = gst_command("gst-launch-1.0")
-        .args(["-q", "videotestsrc", "is-live=true", "num-buffers=20", "!", "resequencer", "latency=50000000", "!", "fakesink", "sync=true"])
+        .args([
+            "-q",
+            "videotestsrc",
+            "is-live=true",
+            "num-buffers=20",
+            "!",
+            "resequencer",
+            "latency=50000000",
+            "!",
+            "fakesink",
+            "sync=true",
+        ])
         .output()
         .expect("gst-launch-1.0 runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
 fn gst_inspect_documents_every_property() {
-    let out = gst_command("gst-inspect-1.0").arg("resequencer").output().expect("gst-inspect-1.0 runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = gst_command("gst-inspect-1.0")
+        .arg("resequencer")
+        .output()
+        .expect("gst-inspect-1.0 runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
-    for prop in ["order-by", "latency", "max-window", "stats", "stats-interval"] {
+    for prop in [
+        "order-by",
+        "latency",
+        "max-window",
+        "stats",
+        "stats-interval",
+    ] {
         let line = text
             .lines()
             .find(|l| l.trim_start().starts_with(&format!("{prop} ")))

@@ -145,7 +145,11 @@ fn missing_frame_is_skipped_exactly_when_its_deadline_passes() {
     let id = clock.wait_for_next_pending_id();
     let base = h.element().unwrap().base_time().unwrap();
     assert_eq!(id.time(), base + gst::ClockTime::from_mseconds(180));
-    assert_eq!(rec.frames(), vec![0, 1], "nothing released before the deadline");
+    assert_eq!(
+        rec.frames(),
+        vec![0, 1],
+        "nothing released before the deadline"
+    );
     assert_eq!(stat(&h, "skipped"), 0);
 
     assert!(h.crank_single_clock_wait().is_ok());
@@ -158,7 +162,9 @@ fn missing_frame_is_skipped_exactly_when_its_deadline_passes() {
     let gap = std::iter::from_fn(|| h.try_pull_event())
         .find(|e| e.type_() == gst::EventType::Gap)
         .expect("a GAP event for frame 2");
-    let gst::EventView::Gap(gap) = gap.view() else { unreachable!() };
+    let gst::EventView::Gap(gap) = gap.view() else {
+        unreachable!()
+    };
     assert_eq!(gap.get(), (FRAME * 2, Some(FRAME)));
 
     // Frame 2 coming now is late and dropped.
@@ -189,7 +195,8 @@ fn gap_event_releases_the_wait_at_once() {
     assert_eq!(stat(&h, "gaps"), 2);
     assert_eq!(stat(&h, "skipped"), 0);
     // The gap notice is consumed, not forwarded.
-    let forwarded = std::iter::from_fn(|| h.try_pull_event()).any(|e| Gap::from_event(&e).is_some());
+    let forwarded =
+        std::iter::from_fn(|| h.try_pull_event()).any(|e| Gap::from_event(&e).is_some());
     assert!(!forwarded);
 }
 
@@ -223,8 +230,14 @@ fn eos_drains_everything_held_in_order() {
     // EOS leaves after the frames.
     while h.pull_event().unwrap().type_() != gst::EventType::Eos {}
     let out = rec.take();
-    let eos_at = out.iter().position(|o| *o == Out::Event("eos".into())).unwrap();
-    let last_frame = out.iter().rposition(|o| matches!(o, Out::Frame { .. })).unwrap();
+    let eos_at = out
+        .iter()
+        .position(|o| *o == Out::Event("eos".into()))
+        .unwrap();
+    let last_frame = out
+        .iter()
+        .rposition(|o| matches!(o, Out::Frame { .. }))
+        .unwrap();
     assert!(eos_at > last_frame);
     assert_eq!(stat(&h, "skipped"), 2, "frames 0 and 3 never came");
 }
@@ -238,7 +251,11 @@ fn flush_clears_everything_held() {
     assert!(h.push_event(gst::event::FlushStop::new(true)));
     assert_eq!(stat(&h, "flushed"), 2);
     assert_eq!(stat(&h, "depth"), 0);
-    assert!(h.push_event(gst::event::Segment::new(&gst::FormattedSegment::<gst::ClockTime>::new())));
+    assert!(
+        h.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
+            gst::ClockTime,
+        >::new()))
+    );
     // After the flush, upstream starts a new epoch from 0.
     h.push(frame_in(1, 1, 1)).unwrap();
     h.push(frame_in(1, 0, 0)).unwrap();
@@ -323,7 +340,10 @@ fn latency_query_adds_the_resequencer_latency() {
 fn buffer_with_neither_sequence_meta_nor_pts_is_dropped_and_counted() {
     let (mut h, _) = harness(&[]);
     h.push(frame(0)).unwrap();
-    assert_eq!(h.push(gst::Buffer::with_size(1).unwrap()), Ok(gst::FlowSuccess::Ok));
+    assert_eq!(
+        h.push(gst::Buffer::with_size(1).unwrap()),
+        Ok(gst::FlowSuccess::Ok)
+    );
     h.push(frame(1)).unwrap();
     assert_eq!(pull_seqs(&mut h, 2), vec![0, 1]);
     assert_eq!(stat(&h, "invalid"), 1);

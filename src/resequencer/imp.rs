@@ -328,7 +328,10 @@ impl Resequencer {
                     // Sticky events still queued describe the stream after the flush too.
                     for event in state.window.reset() {
                         if event.is_sticky()
-                            && !matches!(event.type_(), gst::EventType::Segment | gst::EventType::Eos)
+                            && !matches!(
+                                event.type_(),
+                                gst::EventType::Segment | gst::EventType::Eos
+                            )
                         {
                             let _ = self.srcpad.store_sticky_event(&event);
                         }
@@ -355,7 +358,10 @@ impl Resequencer {
                     gst::element_imp_error!(
                         self,
                         gst::StreamError::Format,
-                        ("Only segments in time format can be ordered, got {:?}", segment.format())
+                        (
+                            "Only segments in time format can be ordered, got {:?}",
+                            segment.format()
+                        )
                     );
                     return false;
                 };
@@ -428,7 +434,13 @@ impl Resequencer {
             });
             let ours = gst::ClockTime::from_nseconds(self.settings().latency);
             q.set(live, min + ours, max.map(|max| max + ours));
-            gst::debug!(CAT, imp = self, "latency: live {live}, min {}, max {:?}", min + ours, max.map(|m| m + ours));
+            gst::debug!(
+                CAT,
+                imp = self,
+                "latency: live {live}, min {}, max {:?}",
+                min + ours,
+                max.map(|m| m + ours)
+            );
             return true;
         }
         gst::Pad::query_default(pad, Some(&*self.obj()), query)
@@ -438,9 +450,14 @@ impl Resequencer {
         let this = self.downgrade();
         let res = self.srcpad.start_task(move || {
             let Some(this) = this.upgrade() else { return };
-            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| this.task_loop()));
+            let outcome =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| this.task_loop()));
             if outcome.is_err() {
-                gst::element_imp_error!(this, gst::CoreError::Failed, ("Panic in the resequencer task"));
+                gst::element_imp_error!(
+                    this,
+                    gst::CoreError::Failed,
+                    ("Panic in the resequencer task")
+                );
                 let mut state = this.state();
                 state.flow = Err(gst::FlowError::Error);
                 state.wake_chain(&this.cond);
@@ -449,7 +466,11 @@ impl Resequencer {
             }
         });
         if let Err(err) = res {
-            gst::element_imp_error!(self, gst::CoreError::Failed, ("Failed to start task: {}", err));
+            gst::element_imp_error!(
+                self,
+                gst::CoreError::Failed,
+                ("Failed to start task: {}", err)
+            );
         }
     }
 
@@ -480,7 +501,9 @@ impl Resequencer {
     fn wait_for_work<'a>(&'a self, mut state: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
         let deadline = state.window.next_deadline();
         let obj = self.obj();
-        let clock = obj.clock().filter(|_| obj.current_state() == gst::State::Playing);
+        let clock = obj
+            .clock()
+            .filter(|_| obj.current_state() == gst::State::Playing);
         match (deadline, clock, obj.base_time()) {
             (Some(deadline), Some(clock), Some(base_time)) => {
                 let at = base_time + gst::ClockTime::from_nseconds(deadline);
@@ -502,7 +525,10 @@ impl Resequencer {
         }
     }
 
-    fn push_output(&self, output: Output<gst::Buffer, gst::Event>) -> Result<gst::FlowSuccess, gst::FlowError> {
+    fn push_output(
+        &self,
+        output: Output<gst::Buffer, gst::Event>,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
         match output {
             Output::Frame { mut item, discont } => {
                 if discont {
@@ -580,7 +606,9 @@ impl Resequencer {
 
     fn post_stats(&self) {
         let stats = stats_structure(self.state().window.stats());
-        let msg = gst::message::Element::builder(stats).src(&*self.obj()).build();
+        let msg = gst::message::Element::builder(stats)
+            .src(&*self.obj())
+            .build();
         let _ = self.obj().post_message(msg);
     }
 
@@ -633,7 +661,11 @@ impl ObjectSubclass for Resequencer {
                 )
             })
             .event_function(|pad, parent, event| {
-                Resequencer::catch_panic_pad_function(parent, || false, |imp| imp.sink_event(pad, event))
+                Resequencer::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |imp| imp.sink_event(pad, event),
+                )
             })
             .flags(gst::PadFlags::PROXY_CAPS)
             .build();
@@ -648,10 +680,18 @@ impl ObjectSubclass for Resequencer {
                 )
             })
             .query_function(|pad, parent, query| {
-                Resequencer::catch_panic_pad_function(parent, || false, |imp| imp.src_query(pad, query))
+                Resequencer::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |imp| imp.src_query(pad, query),
+                )
             })
             .event_function(|_pad, parent, event| {
-                Resequencer::catch_panic_pad_function(parent, || false, |imp| imp.sinkpad.push_event(event))
+                Resequencer::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |imp| imp.sinkpad.push_event(event),
+                )
             })
             .flags(gst::PadFlags::PROXY_CAPS)
             .build();
@@ -733,7 +773,9 @@ impl ObjectImpl for Resequencer {
                 settings.latency = value.get().expect("type checked upstream");
                 drop(settings);
                 self.reconfigure();
-                let _ = self.obj().post_message(gst::message::Latency::builder().src(&*self.obj()).build());
+                let _ = self
+                    .obj()
+                    .post_message(gst::message::Latency::builder().src(&*self.obj()).build());
             }
             "max-window" => {
                 settings.max_window = value.get().expect("type checked upstream");
@@ -790,16 +832,29 @@ impl ElementImpl for Resequencer {
         static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
             let caps = gst::Caps::new_any();
             vec![
-                gst::PadTemplate::new("sink", gst::PadDirection::Sink, gst::PadPresence::Always, &caps)
-                    .expect("valid template"),
-                gst::PadTemplate::new("src", gst::PadDirection::Src, gst::PadPresence::Always, &caps)
-                    .expect("valid template"),
+                gst::PadTemplate::new(
+                    "sink",
+                    gst::PadDirection::Sink,
+                    gst::PadPresence::Always,
+                    &caps,
+                )
+                .expect("valid template"),
+                gst::PadTemplate::new(
+                    "src",
+                    gst::PadDirection::Src,
+                    gst::PadPresence::Always,
+                    &caps,
+                )
+                .expect("valid template"),
             ]
         });
         TEMPLATES.as_ref()
     }
 
-    fn change_state(&self, transition: gst::StateChange) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+    fn change_state(
+        &self,
+        transition: gst::StateChange,
+    ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
         gst::debug!(CAT, imp = self, "changing state {transition:?}");
         match transition {
             gst::StateChange::ReadyToPaused => {

@@ -29,32 +29,34 @@ fn timing(seq: u64) -> Timing {
 /// Frames 0..n in a locally shuffled order, some missing, some repeated, with gap notices
 /// for some of the missing ones and clock ticks in between.
 fn scenario() -> impl Strategy<Value = (usize, Vec<Op>)> {
-    (1usize..12, 1u64..60).prop_flat_map(|(max_window, n)| {
-        let per_frame = prop::collection::vec((0u8..10, 0u64..8, 0u8..4), n as usize);
-        (Just(max_window), Just(n), per_frame)
-    })
-    .prop_map(|(max_window, n, per_frame)| {
-        // Sort frames by seq + a random displacement: a bounded, realistic disorder.
-        let mut order: Vec<(u64, u64)> = (0..n).map(|s| (s + per_frame[s as usize].1, s)).collect();
-        order.sort();
-        let mut ops = Vec::new();
-        for (_, s) in order {
-            let (fate, _, extra) = per_frame[s as usize];
-            match fate {
-                0 => {}                                        // lost
-                1 => ops.push(Op::Gap(s, 1 + extra as u64 % 2)), // announced lost
-                2 => {
-                    ops.push(Op::Frame(s));
-                    ops.push(Op::Frame(s)); // duplicate
+    (1usize..12, 1u64..60)
+        .prop_flat_map(|(max_window, n)| {
+            let per_frame = prop::collection::vec((0u8..10, 0u64..8, 0u8..4), n as usize);
+            (Just(max_window), Just(n), per_frame)
+        })
+        .prop_map(|(max_window, n, per_frame)| {
+            // Sort frames by seq + a random displacement: a bounded, realistic disorder.
+            let mut order: Vec<(u64, u64)> =
+                (0..n).map(|s| (s + per_frame[s as usize].1, s)).collect();
+            order.sort();
+            let mut ops = Vec::new();
+            for (_, s) in order {
+                let (fate, _, extra) = per_frame[s as usize];
+                match fate {
+                    0 => {}                                          // lost
+                    1 => ops.push(Op::Gap(s, 1 + extra as u64 % 2)), // announced lost
+                    2 => {
+                        ops.push(Op::Frame(s));
+                        ops.push(Op::Frame(s)); // duplicate
+                    }
+                    _ => ops.push(Op::Frame(s)),
                 }
-                _ => ops.push(Op::Frame(s)),
+                if extra == 0 {
+                    ops.push(Op::Tick(s * 10));
+                }
             }
-            if extra == 0 {
-                ops.push(Op::Tick(s * 10));
-            }
-        }
-        (max_window, ops)
-    })
+            (max_window, ops)
+        })
 }
 
 struct Run {
@@ -75,14 +77,20 @@ fn run(max_window: usize, ops: &[Op], deadlines: bool) -> Run {
     let mut now = 0;
     let mut offered = 0;
 
-    let take = |w: &mut Window<u64, ()>, now: u64, pushed: &mut Vec<u64>, skipped: &mut BTreeSet<u64>| -> bool {
+    let take = |w: &mut Window<u64, ()>,
+                now: u64,
+                pushed: &mut Vec<u64>,
+                skipped: &mut BTreeSet<u64>|
+     -> bool {
         match w.pop(Some(now)) {
             Some(Output::Frame { item, .. }) => {
                 pushed.push(item);
                 true
             }
             Some(Output::Skip(s)) => {
-                let first = s.first_seq.expect("sequence order names the first skipped frame");
+                let first = s
+                    .first_seq
+                    .expect("sequence order names the first skipped frame");
                 assert!(s.count > 0);
                 for seq in first..first + s.count {
                     assert!(skipped.insert(seq), "{seq} skipped twice");
@@ -106,7 +114,10 @@ fn run(max_window: usize, ops: &[Op], deadlines: bool) -> Run {
                         Arrival::Accepted | Arrival::Rejected { .. } => break,
                         Arrival::Blocked(back) => {
                             item = back;
-                            assert!(take(&mut w, now, &mut pushed, &mut skipped), "blocked without progress");
+                            assert!(
+                                take(&mut w, now, &mut pushed, &mut skipped),
+                                "blocked without progress"
+                            );
                             tries += 1;
                             assert!(tries <= 2 * max_window + 2, "push never fits");
                         }
@@ -116,7 +127,10 @@ fn run(max_window: usize, ops: &[Op], deadlines: bool) -> Run {
             Op::Gap(seq, count) => {
                 let mut tries = 0;
                 while w.gap(0, seq, count) == GapArrival::Blocked {
-                    assert!(take(&mut w, now, &mut pushed, &mut skipped), "blocked without progress");
+                    assert!(
+                        take(&mut w, now, &mut pushed, &mut skipped),
+                        "blocked without progress"
+                    );
                     tries += 1;
                     assert!(tries <= 2 * max_window + 2, "gap never fits");
                 }
@@ -126,7 +140,11 @@ fn run(max_window: usize, ops: &[Op], deadlines: bool) -> Run {
                 while take(&mut w, now, &mut pushed, &mut skipped) {}
             }
         }
-        assert!(w.depth() <= max_window, "window holds {} > {max_window}", w.depth());
+        assert!(
+            w.depth() <= max_window,
+            "window holds {} > {max_window}",
+            w.depth()
+        );
     }
     w.finish();
     while take(&mut w, now, &mut pushed, &mut skipped) {}
@@ -141,17 +159,35 @@ fn run(max_window: usize, ops: &[Op], deadlines: bool) -> Run {
 
 fn check(run: &Run) {
     // Strictly increasing, so nothing is pushed twice.
-    assert!(run.pushed.windows(2).all(|p| p[0] < p[1]), "out of order: {:?}", run.pushed);
+    assert!(
+        run.pushed.windows(2).all(|p| p[0] < p[1]),
+        "out of order: {:?}",
+        run.pushed
+    );
     let pushed: BTreeSet<u64> = run.pushed.iter().copied().collect();
-    assert!(pushed.is_disjoint(&run.skipped), "a frame was both pushed and skipped");
+    assert!(
+        pushed.is_disjoint(&run.skipped),
+        "a frame was both pushed and skipped"
+    );
     let s = run.stats;
     assert_eq!(s.pushed, run.pushed.len() as u64);
     // Every offered frame is pushed or counted.
     assert_eq!(s.received, run.offered);
-    assert_eq!(s.received, s.pushed + s.late + s.duplicates + s.invalid + s.flushed + s.depth);
+    assert_eq!(
+        s.received,
+        s.pushed + s.late + s.duplicates + s.invalid + s.flushed + s.depth
+    );
     // Every sequence number up to the last output is pushed or skipped (by notice or not).
-    let end = pushed.iter().chain(run.skipped.iter()).max().map_or(0, |m| m + 1);
-    assert_eq!(pushed.len() as u64 + run.skipped.len() as u64, end, "a hole is unaccounted");
+    let end = pushed
+        .iter()
+        .chain(run.skipped.iter())
+        .max()
+        .map_or(0, |m| m + 1);
+    assert_eq!(
+        pushed.len() as u64 + run.skipped.len() as u64,
+        end,
+        "a hole is unaccounted"
+    );
     assert_eq!(s.skipped + s.gaps, run.skipped.len() as u64);
 }
 

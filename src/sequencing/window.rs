@@ -10,7 +10,9 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use super::{Arrival, Config, FrameKey, GapArrival, Output, Rejection, Skip, SkipReason, Stats, Timing};
+use super::{
+    Arrival, Config, FrameKey, GapArrival, Output, Rejection, Skip, SkipReason, Stats, Timing,
+};
 
 /// How many recently skipped ranges are remembered to tell a late frame from a duplicate.
 const SKIPPED_HISTORY: usize = 64;
@@ -128,7 +130,10 @@ impl<T, E> Window<T, E> {
     /// are counted in `flushed`. The next frame starts a new stream.
     pub fn reset(&mut self) -> Vec<E> {
         self.stats.flushed += self.frames.len() as u64;
-        let events = std::mem::take(&mut self.events).into_iter().map(|(_, e)| e).collect();
+        let events = std::mem::take(&mut self.events)
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect();
         let stats = self.stats;
         *self = Window::new(self.config);
         self.stats = stats;
@@ -287,11 +292,11 @@ impl<T, E> Window<T, E> {
 
     /// The next output, if one is due at running time `now`.
     pub fn pop(&mut self, now: Option<u64>) -> Option<Output<T, E>> {
-        if let Some(&(pos, _)) = self.events.front() {
-            if self.position_done(pos) {
-                let (_, event) = self.events.pop_front().expect("front checked");
-                return Some(Output::Event(event));
-            }
+        if let Some(&(pos, _)) = self.events.front()
+            && self.position_done(pos)
+        {
+            let (_, event) = self.events.pop_front().expect("front checked");
+            return Some(Output::Event(event));
         }
         match self.mode {
             Some(Mode::Sequence) => self.pop_seq(now),
@@ -376,7 +381,9 @@ impl<T, E> Window<T, E> {
                 Rejection::Duplicate
             });
         }
-        self.frames.contains_key(&seq).then_some(Rejection::Duplicate)
+        self.frames
+            .contains_key(&seq)
+            .then_some(Rejection::Duplicate)
     }
 
     fn classify_pts(&self, pts: u64) -> Option<Rejection> {
@@ -436,8 +443,12 @@ impl<T, E> Window<T, E> {
                 let span = (tb - ta) as u128 * (seq - a) as u128 / (b - a) as u128;
                 Some(ta + span as u64)
             }
-            (_, Some((b, tb, dur))) => Some(tb.saturating_sub(dur.unwrap_or(0).saturating_mul(b - seq))),
-            (Some((a, ta, Some(dur))), None) => Some(ta.saturating_add(dur.saturating_mul(seq - a))),
+            (_, Some((b, tb, dur))) => {
+                Some(tb.saturating_sub(dur.unwrap_or(0).saturating_mul(b - seq)))
+            }
+            (Some((a, ta, Some(dur))), None) => {
+                Some(ta.saturating_add(dur.saturating_mul(seq - a)))
+            }
             _ => None,
         }
     }
@@ -459,11 +470,11 @@ impl<T, E> Window<T, E> {
     }
 
     fn remember_skipped(&mut self, start: u64, end: u64) {
-        if let Some(last) = self.skipped_ranges.back_mut() {
-            if last.1 == start {
-                last.1 = end;
-                return;
-            }
+        if let Some(last) = self.skipped_ranges.back_mut()
+            && last.1 == start
+        {
+            last.1 = end;
+            return;
         }
         if self.skipped_ranges.len() == SKIPPED_HISTORY {
             self.skipped_ranges.pop_front();
@@ -477,12 +488,12 @@ impl<T, E> Window<T, E> {
             self.next += 1;
             return Some(self.take_frame(key, now));
         }
-        if let Some((&start, &end)) = self.gaps.first_key_value() {
-            if start == self.next {
-                self.gaps.remove(&start);
-                self.stats.gaps += end - start;
-                return Some(self.skip_seq(end - start, SkipReason::Gap));
-            }
+        if let Some((&start, &end)) = self.gaps.first_key_value()
+            && start == self.next
+        {
+            self.gaps.remove(&start);
+            self.stats.gaps += end - start;
+            return Some(self.skip_seq(end - start, SkipReason::Gap));
         }
 
         let run_end = self.run_end();
@@ -494,7 +505,10 @@ impl<T, E> Window<T, E> {
         let (count, reason) = if self.draining {
             (run_end? - self.next, SkipReason::Drain)
         } else if let Some(until) = make_room_until {
-            (run_end.map_or(until, |r| r.min(until)) - self.next, SkipReason::WindowFull)
+            (
+                run_end.map_or(until, |r| r.min(until)) - self.next,
+                SkipReason::WindowFull,
+            )
         } else {
             let now = now.filter(|_| self.config.deadlines)?;
             let run_end = run_end?;
@@ -583,7 +597,10 @@ impl<T, E> Window<T, E> {
         }
         let output = self.take_frame(key, now);
         self.next = key + 1;
-        self.contiguous_pts = timing.duration.filter(|&d| d > 0).map(|d| key.saturating_add(d));
+        self.contiguous_pts = timing
+            .duration
+            .filter(|&d| d > 0)
+            .map(|d| key.saturating_add(d));
         Some(output)
     }
 }
@@ -625,8 +642,12 @@ mod tests {
         let mut out = Vec::new();
         while let Some(o) = w.pop(now) {
             out.push(match o {
-                Output::Frame { item, discont } => format!("{item}{}", if discont { "!" } else { "" }),
-                Output::Skip(s) => format!("skip{}x{}", s.first_seq.map_or(-1, |v| v as i64), s.count),
+                Output::Frame { item, discont } => {
+                    format!("{item}{}", if discont { "!" } else { "" })
+                }
+                Output::Skip(s) => {
+                    format!("skip{}x{}", s.first_seq.map_or(-1, |v| v as i64), s.count)
+                }
                 Output::Event(e) => e.to_string(),
             });
         }
@@ -634,7 +655,10 @@ mod tests {
     }
 
     fn accept(w: &mut W, n: u64) {
-        assert!(matches!(w.push(seq(n), t(n), n, Some(n * 10)), Arrival::Accepted), "frame {n}");
+        assert!(
+            matches!(w.push(seq(n), t(n), n, Some(n * 10)), Arrival::Accepted),
+            "frame {n}"
+        );
     }
 
     #[test]
@@ -643,7 +667,14 @@ mod tests {
         for n in 0..5 {
             accept(&mut w, n);
             let out = drain(&mut w, Some(n * 10));
-            assert_eq!(out, vec![if n == 0 { "0!".to_string() } else { n.to_string() }]);
+            assert_eq!(
+                out,
+                vec![if n == 0 {
+                    "0!".to_string()
+                } else {
+                    n.to_string()
+                }]
+            );
         }
         assert_eq!(w.stats().pushed, 5);
         assert_eq!(w.stats().reordered, 0);
@@ -704,7 +735,10 @@ mod tests {
         w.pop(None);
         match w.pop(Some(1000)) {
             Some(Output::Skip(s)) => {
-                assert_eq!((s.first_seq, s.count, s.reason), (Some(1), 2, SkipReason::Deadline));
+                assert_eq!(
+                    (s.first_seq, s.count, s.reason),
+                    (Some(1), 2, SkipReason::Deadline)
+                );
                 assert_eq!((s.pts, s.duration), (Some(10), Some(20)));
             }
             other => panic!("expected a skip, got {other:?}"),
@@ -751,12 +785,30 @@ mod tests {
         drain(&mut w, Some(0));
         drain(&mut w, Some(1000));
         let late = w.push(seq(1), t(1), 1, None);
-        assert!(matches!(late, Arrival::Rejected { reason: Rejection::Late, .. }));
+        assert!(matches!(
+            late,
+            Arrival::Rejected {
+                reason: Rejection::Late,
+                ..
+            }
+        ));
         let dup = w.push(seq(2), t(2), 2, None);
-        assert!(matches!(dup, Arrival::Rejected { reason: Rejection::Duplicate, .. }));
+        assert!(matches!(
+            dup,
+            Arrival::Rejected {
+                reason: Rejection::Duplicate,
+                ..
+            }
+        ));
         accept(&mut w, 4);
         let held_dup = w.push(seq(4), t(4), 4, None);
-        assert!(matches!(held_dup, Arrival::Rejected { reason: Rejection::Duplicate, .. }));
+        assert!(matches!(
+            held_dup,
+            Arrival::Rejected {
+                reason: Rejection::Duplicate,
+                ..
+            }
+        ));
         let s = w.stats();
         assert_eq!((s.late, s.duplicates, s.received), (1, 2, 6));
     }
@@ -772,7 +824,10 @@ mod tests {
             panic!("frame 4 does not fit while 0 is missing");
         };
         assert_eq!(drain(&mut w, None), vec!["skip0x1", "1!", "2", "3"]);
-        assert!(matches!(w.push(seq(4), t(4), item, None), Arrival::Accepted));
+        assert!(matches!(
+            w.push(seq(4), t(4), item, None),
+            Arrival::Accepted
+        ));
         assert_eq!(drain(&mut w, None), vec!["4"]);
     }
 
@@ -797,10 +852,16 @@ mod tests {
             panic!("jump must not fit");
         };
         assert_eq!(drain(&mut w, None), vec![format!("skip1x{}", jump - 4)]);
-        assert!(matches!(w.push(seq(jump), t(1), item, None), Arrival::Accepted));
+        assert!(matches!(
+            w.push(seq(jump), t(1), item, None),
+            Arrival::Accepted
+        ));
         assert_eq!(w.depth(), 1);
         w.finish();
-        assert_eq!(drain(&mut w, None), vec!["skip1099511627773x3".to_string(), format!("{jump}!")]);
+        assert_eq!(
+            drain(&mut w, None),
+            vec!["skip1099511627773x3".to_string(), format!("{jump}!")]
+        );
     }
 
     #[test]
@@ -821,7 +882,10 @@ mod tests {
         accept(&mut w, 1);
         w.push_event("eos");
         w.finish();
-        assert_eq!(drain(&mut w, None), vec!["skip0x1", "1!", "skip2x1", "3!", "eos"]);
+        assert_eq!(
+            drain(&mut w, None),
+            vec!["skip0x1", "1!", "skip2x1", "3!", "eos"]
+        );
         assert!(w.is_empty());
     }
 
@@ -837,7 +901,13 @@ mod tests {
         assert!(matches!(w.push(next, t(0), item, None), Arrival::Accepted));
         assert_eq!(drain(&mut w, None), vec!["100!"]);
         let old = w.push(seq(2), t(2), 2, None);
-        assert!(matches!(old, Arrival::Rejected { reason: Rejection::Late, .. }));
+        assert!(matches!(
+            old,
+            Arrival::Rejected {
+                reason: Rejection::Late,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -858,7 +928,13 @@ mod tests {
         let mut w = W::new(config(8));
         accept(&mut w, 0);
         let r = w.push(FrameKey::Pts(5), t(0), 9, None);
-        assert!(matches!(r, Arrival::Rejected { reason: Rejection::Mismatched, .. }));
+        assert!(matches!(
+            r,
+            Arrival::Rejected {
+                reason: Rejection::Mismatched,
+                ..
+            }
+        ));
         assert_eq!(w.stats().invalid, 1);
     }
 
@@ -888,7 +964,13 @@ mod tests {
         assert!(drain(&mut w, Some(129)).is_empty());
         assert_eq!(drain(&mut w, Some(130)), vec!["skip-1x2", "3!"]);
         let late = w.push(pts(2), t(2), 2, None);
-        assert!(matches!(late, Arrival::Rejected { reason: Rejection::Late, .. }));
+        assert!(matches!(
+            late,
+            Arrival::Rejected {
+                reason: Rejection::Late,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -900,11 +982,20 @@ mod tests {
             duration: Some(10),
             running_time: Some(hour),
         };
-        assert!(matches!(w.push(FrameKey::Pts(hour), timing, 0, None), Arrival::Accepted));
+        assert!(matches!(
+            w.push(FrameKey::Pts(hour), timing, 0, None),
+            Arrival::Accepted
+        ));
         w.finish();
         drain(&mut w, None);
         let back = w.push(FrameKey::Pts(0), t(0), 1, None);
-        assert!(matches!(back, Arrival::Rejected { reason: Rejection::Late, .. }));
+        assert!(matches!(
+            back,
+            Arrival::Rejected {
+                reason: Rejection::Late,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -916,7 +1007,10 @@ mod tests {
             panic!("window of 2 is full");
         };
         assert_eq!(drain(&mut w, None), vec!["3!"]);
-        assert!(matches!(w.push(pts(4), t(4), item, None), Arrival::Accepted));
+        assert!(matches!(
+            w.push(pts(4), t(4), item, None),
+            Arrival::Accepted
+        ));
         assert_eq!(drain(&mut w, None), vec!["4", "5"]);
     }
 }

@@ -58,7 +58,10 @@ pub fn shuffle(config: ShuffleConfig) -> Shuffle {
         frame_duration,
         ..
     } = config;
-    let sink = gst_app::AppSink::builder().sync(false).async_(false).build();
+    let sink = gst_app::AppSink::builder()
+        .sync(false)
+        .async_(false)
+        .build();
     let src = gst_app::AppSrc::builder()
         .is_live(true)
         .format(gst::Format::Time)
