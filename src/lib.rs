@@ -31,3 +31,4 @@ gst::plugin_define!(
     env!("CARGO_PKG_NAME"),
     "gst-ordered"
 );
+pub mod pool;
