@@ -7,16 +7,20 @@
 
 use gst::glib;
 
+pub mod enrichpool;
 pub mod meta;
+pub mod pool;
 pub mod sequencing;
 
 mod resequencer;
 
+pub use enrichpool::EnrichPool;
 pub use resequencer::{OrderBy, Resequencer};
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     meta::register();
     resequencer::register(plugin)?;
+    enrichpool::register(plugin)?;
     Ok(())
 }
 
@@ -31,4 +35,3 @@ gst::plugin_define!(
     env!("CARGO_PKG_NAME"),
     "gst-ordered"
 );
-pub mod pool;

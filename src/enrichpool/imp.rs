@@ -1,0 +1,950 @@
+//! The enrichpool's implementation.
+//!
+//! The sink pad stamps frames and submits them to a [`Pool`]; its workers run the Rust
+//! handler or the `process` signal and push results from their own threads, one push at a
+//! time (the pool serializes deliveries and losses). Serialized events are barriers: they
+//! wait until every earlier frame is pushed or gapped, then go out between deliveries.
+//!
+//! Locks: `settings` and `state` are each only held briefly and never together; neither is
+//! held while calling into the pool, which has its own locks (see `crate::pool`). The
+//! shared `Enricher` keeps its own small locks for the handler and the last flow result.
+
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
+use std::time::Duration;
+
+use gst::glib;
+use gst::glib::translate::{IntoGlib, ToGlibPtrMut};
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+
+use super::{Handler, Job, Verdict};
+use crate::meta::{Enrichment, Gap, GapReason, SeqMeta};
+use crate::pool::{self, Limits, Loss, Pool, PoolConfig, PoolStats, Report, Submitted, Work};
+
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "enrichpool",
+        gst::DebugColorFlags::empty(),
+        Some("Bounded queue and worker pool for per-frame enrichment"),
+    )
+});
+
+/// What a full queue does.
+#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstEnrichPoolLeaky")]
+pub enum Leaky {
+    #[enum_value(name = "None: upstream waits for room (backpressure)", nick = "none")]
+    None = 0,
+    #[enum_value(name = "Upstream: the new frame is dropped", nick = "upstream")]
+    Upstream = 1,
+    #[enum_value(
+        name = "Downstream: the oldest queued frame is dropped",
+        nick = "downstream"
+    )]
+    Downstream = 2,
+}
+
+/// What a failed attempt leads to.
+#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstEnrichPoolOnError")]
+pub enum OnError {
+    #[enum_value(
+        name = "Retry: up to `retries` more attempts, then a gap",
+        nick = "retry"
+    )]
+    Retry = 0,
+    #[enum_value(name = "Drop: the frame becomes a gap at once", nick = "drop")]
+    Drop = 1,
+    #[enum_value(
+        name = "Fail: the frame becomes a gap and an error is posted",
+        nick = "fail"
+    )]
+    Fail = 2,
+}
+
+const DEFAULT_MAX_SIZE_BUFFERS: u32 = 30;
+const DEFAULT_IDLE_TIMEOUT: u64 = 5_000_000_000;
+const DEFAULT_RETRIES: u32 = 2;
+/// How long stopping waits for workers busy with a frame before leaving them behind.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
+fn default_workers() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Settings {
+    workers: u32,
+    max_workers: u32,
+    idle_timeout: u64,
+    max_size_buffers: u32,
+    max_size_bytes: u64,
+    max_size_time: u64,
+    leaky: Leaky,
+    timeout: u64,
+    on_error: OnError,
+    retries: u32,
+    latency: i64,
+    overlay: bool,
+    stats_interval: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            workers: default_workers(),
+            max_workers: 0,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_size_buffers: DEFAULT_MAX_SIZE_BUFFERS,
+            max_size_bytes: 0,
+            max_size_time: 0,
+            leaky: Leaky::None,
+            timeout: 0,
+            on_error: OnError::Retry,
+            retries: DEFAULT_RETRIES,
+            latency: -1,
+            overlay: false,
+            stats_interval: 0,
+        }
+    }
+}
+
+impl Settings {
+    fn pool_config(&self) -> PoolConfig {
+        PoolConfig {
+            workers: self.workers.max(1) as usize,
+            max_workers: self.max_workers as usize,
+            idle_timeout: Duration::from_nanos(self.idle_timeout),
+            limits: Limits {
+                max_buffers: self.max_size_buffers as u64,
+                max_bytes: self.max_size_bytes,
+                max_time: self.max_size_time,
+            },
+            leaky: match self.leaky {
+                Leaky::None => pool::Leaky::None,
+                Leaky::Upstream => pool::Leaky::Upstream,
+                Leaky::Downstream => pool::Leaky::Downstream,
+            },
+            timeout: (self.timeout > 0).then(|| Duration::from_nanos(self.timeout)),
+            on_error: match self.on_error {
+                OnError::Retry => pool::OnError::Retry,
+                OnError::Drop => pool::OnError::Drop,
+                OnError::Fail => pool::OnError::Fail,
+            },
+            retries: self.retries,
+        }
+    }
+}
+
+/// A frame in the pool, with the results its handler attached.
+pub(super) struct Frame {
+    buffer: gst::Buffer,
+    outputs: gst::Structure,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Tag {
+    seq: u64,
+    epoch: u32,
+}
+
+/// The pool's view of the element: runs the handler, pushes results and gaps.
+pub(super) struct Enricher {
+    element: glib::WeakRef<super::EnrichPool>,
+    srcpad: gst::Pad,
+    handler: Mutex<Option<Arc<Handler>>>,
+    /// The last result of pushing downstream, returned upstream by the chain.
+    flow: Mutex<Result<gst::FlowSuccess, gst::FlowError>>,
+    /// Processing latency last reported in a LATENCY message (ns).
+    reported_latency: Mutex<u64>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Enricher {
+    /// Emits `process(buffer, worker, outputs)`, reading back what the handlers put into
+    /// `outputs`. `None` when no handler is connected.
+    fn emit_process(
+        &self,
+        element: &super::EnrichPool,
+        frame: &mut Frame,
+        worker: u32,
+    ) -> Option<bool> {
+        let signal = glib::subclass::SignalId::lookup("process", super::EnrichPool::static_type())?;
+        if !glib::signal::signal_has_handler_pending(element, signal, None, false) {
+            return None;
+        }
+        // Emitted with our own GValues, so that handlers (Python's among them) can fill the
+        // `outputs` structure in place; glib's emit helpers would hand them a copy.
+        let mut args = [
+            element.to_value(),
+            frame.buffer.to_value(),
+            worker.to_value(),
+            frame.outputs.to_value(),
+        ];
+        let mut ret = glib::Value::from_type(glib::Type::BOOL);
+        unsafe {
+            glib::gobject_ffi::g_signal_emitv(
+                args.as_mut_ptr() as *const glib::gobject_ffi::GValue,
+                signal.into_glib(),
+                0,
+                ret.to_glib_none_mut().0,
+            );
+        }
+        if let Ok(outputs) = args[3].get::<gst::Structure>() {
+            frame.outputs = outputs;
+        }
+        Some(ret.get::<bool>().unwrap_or(false))
+    }
+}
+
+impl Work for Enricher {
+    type Job = Frame;
+    type Tag = Tag;
+
+    fn process(&self, frame: &mut Frame, worker: u32, attempt: u32) -> pool::Verdict {
+        let Some(element) = self.element.upgrade() else {
+            return pool::Verdict::Fail("element is gone".into());
+        };
+        let handler = lock(&self.handler).clone();
+        if let Some(handler) = handler {
+            let mut job = Job {
+                buffer: frame.buffer.make_mut(),
+                worker,
+                attempt,
+                outputs: &mut frame.outputs,
+            };
+            return match handler(&mut job) {
+                Ok(Verdict::Keep) => pool::Verdict::Keep,
+                Ok(Verdict::Drop) => pool::Verdict::Drop,
+                Err(message) => pool::Verdict::Fail(message),
+            };
+        }
+        match self.emit_process(&element, frame, worker) {
+            Some(true) | None => pool::Verdict::Keep,
+            Some(false) => pool::Verdict::Drop,
+        }
+    }
+
+    fn deliver(&self, frame: Frame, tag: Tag, report: Report) {
+        let Frame {
+            mut buffer,
+            outputs,
+        } = frame;
+        let enrichment = Enrichment {
+            worker: report.worker,
+            server: String::new(),
+            attempts: report.attempts,
+            processing_time: report.processing_time.as_nanos() as u64,
+            outputs,
+        };
+        if let Err(err) = enrichment.add(buffer.make_mut()) {
+            gst::warning!(
+                CAT,
+                obj = self.srcpad,
+                "frame {}: {err}; outputs not attached",
+                tag.seq
+            );
+            let bare = Enrichment {
+                outputs: gst::Structure::new_empty("outputs"),
+                ..enrichment
+            };
+            let _ = bare.add(buffer.make_mut());
+        }
+        let res = self.srcpad.push(buffer);
+        if let Err(err) = res {
+            gst::debug!(
+                CAT,
+                obj = self.srcpad,
+                "push of frame {} returned {err:?}",
+                tag.seq
+            );
+        }
+        *lock(&self.flow) = res;
+        self.maybe_report_latency(report.processing_time);
+    }
+
+    fn lost(&self, tag: Tag, reason: Loss) {
+        let reason = match reason {
+            Loss::Leaked => GapReason::Leaked,
+            Loss::Failed => GapReason::Failed,
+            Loss::Timeout => GapReason::Timeout,
+            Loss::Dropped => GapReason::Dropped,
+        };
+        gst::debug!(
+            CAT,
+            obj = self.srcpad,
+            "frame {} of epoch {} lost: {}",
+            tag.seq,
+            tag.epoch,
+            reason.as_str()
+        );
+        let gap = Gap {
+            seq: tag.seq,
+            count: 1,
+            epoch: tag.epoch,
+            reason,
+        };
+        self.srcpad.push_event(gap.to_event());
+    }
+
+    fn fatal(&self, tag: Tag, message: &str) {
+        if let Some(element) = self.element.upgrade() {
+            gst::element_error!(
+                element,
+                gst::StreamError::Failed,
+                ("Enrichment of frame {} failed: {}", tag.seq, message),
+                ["on-error=fail"]
+            );
+        }
+        *lock(&self.flow) = Err(gst::FlowError::Error);
+    }
+}
+
+impl Enricher {
+    /// With `latency=-1`, posts a LATENCY message when processing grows slower than what
+    /// was last reported by a quarter.
+    fn maybe_report_latency(&self, processing: Duration) {
+        let Some(element) = self.element.upgrade() else {
+            return;
+        };
+        if element.imp().settings().latency >= 0 {
+            return;
+        }
+        let ns = processing.as_nanos() as u64;
+        let mut reported = lock(&self.reported_latency);
+        if ns > *reported + *reported / 4 && ns > 1_000_000 {
+            *reported = ns;
+            drop(reported);
+            let _ = element.post_message(gst::message::Latency::builder().src(&element).build());
+        }
+    }
+}
+
+struct State {
+    pool: Option<Arc<Pool<Enricher>>>,
+    epoch: u32,
+    next_seq: u64,
+    in_segment: gst::FormattedSegment<gst::ClockTime>,
+    /// Stats of the last pool, kept after it stopped.
+    last_stats: PoolStats,
+    stats_timer: Option<gst::PeriodicClockId>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            pool: None,
+            epoch: 0,
+            next_seq: 0,
+            in_segment: gst::FormattedSegment::new(),
+            last_stats: PoolStats::default(),
+            stats_timer: None,
+        }
+    }
+}
+
+pub struct EnrichPool {
+    sinkpad: gst::Pad,
+    srcpad: gst::Pad,
+    settings: Mutex<Settings>,
+    state: Mutex<State>,
+    enricher: Arc<Enricher>,
+}
+
+fn stats_structure(stats: &PoolStats, settings: &Settings) -> gst::Structure {
+    let dropped = stats.leaked + stats.failed + stats.timeout + stats.dropped;
+    let workers = gst::Array::new(stats.per_worker.iter().enumerate().map(|(n, w)| {
+        gst::Structure::builder("worker")
+            .field("worker", n as u32)
+            .field("processed", w.processed)
+            .field("busy", w.busy.as_nanos() as u64)
+            .field("errors", w.errors)
+            .build()
+            .to_send_value()
+    }));
+    gst::Structure::builder("enrichpool-stats")
+        .field("in", stats.submitted)
+        .field("pushed", stats.delivered)
+        .field("dropped", dropped)
+        .field("dropped-leaked", stats.leaked)
+        .field("dropped-failed", stats.failed)
+        .field("dropped-timeout", stats.timeout)
+        .field("dropped-dropped", stats.dropped)
+        .field("flushed", stats.flushed)
+        .field("retries", stats.retries)
+        .field("queued", stats.queued)
+        .field("max-queued", stats.max_queued)
+        .field("in-flight", stats.in_flight)
+        .field("workers", stats.workers)
+        .field("latency", processing_latency(stats, settings))
+        .field("worker-stats", workers)
+        .build()
+}
+
+/// The latency this element adds: the property, or the slowest processing seen so far.
+fn processing_latency(stats: &PoolStats, settings: &Settings) -> u64 {
+    if settings.latency >= 0 {
+        settings.latency as u64
+    } else {
+        stats.max_processing_time.as_nanos() as u64
+    }
+}
+
+impl EnrichPool {
+    fn settings(&self) -> Settings {
+        *lock(&self.settings)
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
+    }
+
+    fn pool(&self) -> Option<Arc<Pool<Enricher>>> {
+        self.state().pool.clone()
+    }
+
+    pub(super) fn set_handler(&self, handler: Option<Arc<Handler>>) {
+        *lock(&self.enricher.handler) = handler;
+    }
+
+    fn current_stats(&self) -> PoolStats {
+        match self.pool() {
+            Some(pool) => pool.stats(),
+            None => self.state().last_stats.clone(),
+        }
+    }
+
+    fn sink_chain(&self, buffer: gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
+        (*lock(&self.enricher.flow))?;
+        let pool = self.pool().ok_or(gst::FlowError::Flushing)?;
+        let mut buffer = buffer;
+        let now = self.obj().current_running_time().map(|t| t.nseconds());
+
+        let (tag, running_time) = {
+            let mut state = self.state();
+            let running_time = state
+                .in_segment
+                .to_running_time(buffer.pts())
+                .map(|t| t.nseconds());
+            let tag = match SeqMeta::read(&buffer) {
+                // Keep the meta of a pool upstream: one resequencer can serve both.
+                Some(Ok(meta)) => Tag {
+                    seq: meta.seq,
+                    epoch: meta.epoch,
+                },
+                other => {
+                    if let Some(Err(err)) = other {
+                        gst::warning!(
+                            CAT,
+                            imp = self,
+                            "replacing a malformed sequence meta: {err}"
+                        );
+                    }
+                    let tag = Tag {
+                        seq: state.next_seq,
+                        epoch: state.epoch,
+                    };
+                    state.next_seq += 1;
+                    SeqMeta {
+                        seq: tag.seq,
+                        epoch: tag.epoch,
+                        ingress: now.unwrap_or(0),
+                    }
+                    .add(buffer.make_mut());
+                    tag
+                }
+            };
+            (tag, running_time)
+        };
+
+        let bytes = buffer.size() as u64;
+        let frame = Frame {
+            buffer,
+            outputs: gst::Structure::new_empty("outputs"),
+        };
+        match pool.submit(frame, tag, bytes, running_time) {
+            Submitted::Queued { .. } | Submitted::Leaked => *lock(&self.enricher.flow),
+            Submitted::Stopped => Err(gst::FlowError::Flushing),
+        }
+    }
+
+    fn sink_event(&self, pad: &gst::Pad, event: gst::Event) -> bool {
+        use gst::EventView;
+
+        gst::log!(CAT, obj = pad, "handling {event:?}");
+        match event.view() {
+            EventView::FlushStart(_) => {
+                if let Some(pool) = self.pool() {
+                    pool.flush();
+                }
+                return self.srcpad.push_event(event);
+            }
+            EventView::FlushStop(_) => {
+                {
+                    let mut state = self.state();
+                    state.epoch = state.epoch.wrapping_add(1);
+                    state.next_seq = 0;
+                    state.in_segment = gst::FormattedSegment::new();
+                }
+                *lock(&self.enricher.flow) = Ok(gst::FlowSuccess::Ok);
+                if let Some(pool) = self.pool() {
+                    pool.resume();
+                }
+                return self.srcpad.push_event(event);
+            }
+            EventView::CustomDownstream(_) if Gap::from_event(&event).is_some() => {
+                // A gap from a pool upstream: order does not matter, no barrier.
+                return match self.pool() {
+                    Some(pool) => pool.exclusive(|| self.srcpad.push_event(event)),
+                    None => self.srcpad.push_event(event),
+                };
+            }
+            EventView::Segment(segment) => {
+                let Some(segment) = segment.segment().downcast_ref::<gst::ClockTime>().cloned()
+                else {
+                    gst::element_imp_error!(
+                        self,
+                        gst::StreamError::Format,
+                        ("Only time segments are supported")
+                    );
+                    return false;
+                };
+                let mut state = self.state();
+                if state.next_seq > 0 {
+                    // A restart: the sequence begins again in a new epoch.
+                    state.epoch = state.epoch.wrapping_add(1);
+                    state.next_seq = 0;
+                }
+                state.in_segment = segment;
+            }
+            _ => {}
+        }
+        if !event.is_serialized() {
+            return self.srcpad.push_event(event);
+        }
+        // A barrier: every earlier frame is pushed or gapped before the event goes.
+        let Some(pool) = self.pool() else {
+            return self.srcpad.push_event(event);
+        };
+        if !pool.wait_idle() {
+            gst::debug!(
+                CAT,
+                imp = self,
+                "flushing while waiting to forward {event:?}"
+            );
+            return false;
+        }
+        pool.exclusive(|| self.srcpad.push_event(event))
+    }
+
+    fn src_query(&self, pad: &gst::Pad, query: &mut gst::QueryRef) -> bool {
+        if let gst::QueryViewMut::Latency(q) = query.view_mut() {
+            let mut upstream = gst::query::Latency::new();
+            if !self.sinkpad.peer_query(&mut upstream) {
+                return false;
+            }
+            let (live, min, max) = upstream.result();
+            let ours = gst::ClockTime::from_nseconds(processing_latency(
+                &self.current_stats(),
+                &self.settings(),
+            ));
+            *lock(&self.enricher.reported_latency) = ours.nseconds();
+            q.set(live, min + ours, max.map(|m| m + ours));
+            return true;
+        }
+        gst::Pad::query_default(pad, Some(&*self.obj()), query)
+    }
+
+    fn start(&self) {
+        let settings = self.settings();
+        let pool = Pool::start(self.enricher.clone(), settings.pool_config());
+        *lock(&self.enricher.flow) = Ok(gst::FlowSuccess::Ok);
+        *lock(&self.enricher.reported_latency) = 0;
+        let mut state = self.state();
+        *state = State {
+            pool: Some(Arc::new(pool)),
+            stats_timer: state.stats_timer.take(),
+            ..State::default()
+        };
+        drop(state);
+        self.restart_stats_timer();
+    }
+
+    fn stop(&self) {
+        let pool = self.state().pool.take();
+        if let Some(pool) = pool {
+            let stats = pool.stats();
+            self.state().last_stats = stats;
+            match Arc::try_unwrap(pool) {
+                Ok(pool) => {
+                    let left = pool.stop(STOP_GRACE);
+                    if left > 0 {
+                        gst::warning!(
+                            CAT,
+                            imp = self,
+                            "{left} workers still busy after {STOP_GRACE:?}; left to finish alone"
+                        );
+                    }
+                }
+                // A pad function still holds it; it stops when that one lets go.
+                Err(pool) => pool.flush(),
+            }
+        }
+        if let Some(id) = self.state().stats_timer.take() {
+            id.unschedule();
+        }
+    }
+
+    fn post_stats(&self) {
+        let s = stats_structure(&self.current_stats(), &self.settings());
+        let _ = self
+            .obj()
+            .post_message(gst::message::Element::builder(s).src(&*self.obj()).build());
+    }
+
+    fn restart_stats_timer(&self) {
+        let interval = self.settings().stats_interval;
+        let mut state = self.state();
+        if let Some(old) = state.stats_timer.take() {
+            old.unschedule();
+        }
+        if interval == 0 || state.pool.is_none() {
+            return;
+        }
+        let clock = gst::SystemClock::obtain();
+        let interval = gst::ClockTime::from_nseconds(interval);
+        let id = clock.new_periodic_id(clock.time() + interval, interval);
+        let this = self.downgrade();
+        if id
+            .wait_async(move |_, _, _| {
+                if let Some(this) = this.upgrade() {
+                    this.post_stats();
+                }
+            })
+            .is_ok()
+        {
+            state.stats_timer = Some(id);
+        }
+    }
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for EnrichPool {
+    const NAME: &'static str = "GstEnrichPool";
+    type Type = super::EnrichPool;
+    type ParentType = gst::Element;
+
+    fn with_class(klass: &Self::Class) -> Self {
+        let templ = klass.pad_template("sink").expect("sink template");
+        let sinkpad = gst::Pad::builder_from_template(&templ)
+            .chain_function(|_pad, parent, buffer| {
+                EnrichPool::catch_panic_pad_function(
+                    parent,
+                    || Err(gst::FlowError::Error),
+                    |imp| imp.sink_chain(buffer),
+                )
+            })
+            .event_function(|pad, parent, event| {
+                EnrichPool::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |imp| imp.sink_event(pad, event),
+                )
+            })
+            .flags(gst::PadFlags::PROXY_CAPS)
+            .build();
+        let templ = klass.pad_template("src").expect("src template");
+        let srcpad = gst::Pad::builder_from_template(&templ)
+            .query_function(|pad, parent, query| {
+                EnrichPool::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |imp| imp.src_query(pad, query),
+                )
+            })
+            .flags(gst::PadFlags::PROXY_CAPS)
+            .build();
+        let enricher = Arc::new(Enricher {
+            element: glib::WeakRef::new(),
+            srcpad: srcpad.clone(),
+            handler: Mutex::new(None),
+            flow: Mutex::new(Ok(gst::FlowSuccess::Ok)),
+            reported_latency: Mutex::new(0),
+        });
+        EnrichPool {
+            sinkpad,
+            srcpad,
+            settings: Mutex::new(Settings::default()),
+            state: Mutex::new(State::default()),
+            enricher,
+        }
+    }
+}
+
+impl ObjectImpl for EnrichPool {
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            vec![
+                glib::ParamSpecUInt::builder("workers")
+                    .nick("Workers")
+                    .blurb("Worker threads started, and kept at least (default: the number of CPU cores)")
+                    .minimum(1)
+                    .maximum(1024)
+                    .default_value(default_workers())
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("max-workers")
+                    .nick("Maximum workers")
+                    .blurb(
+                        "Above `workers`, turns on autoscaling: a worker is added while more frames \
+                         are queued than there are workers and none is idle, up to this many \
+                         (0 = fixed at `workers`)",
+                    )
+                    .maximum(1024)
+                    .default_value(0)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt64::builder("idle-timeout")
+                    .nick("Idle timeout")
+                    .blurb("Workers above `workers` retire after being idle this long, in nanoseconds")
+                    .minimum(1_000_000)
+                    .default_value(DEFAULT_IDLE_TIMEOUT)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("max-size-buffers")
+                    .nick("Max. size (buffers)")
+                    .blurb("The most frames queued plus in flight (0 = unlimited)")
+                    .default_value(DEFAULT_MAX_SIZE_BUFFERS)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt64::builder("max-size-bytes")
+                    .nick("Max. size (bytes)")
+                    .blurb("The most bytes of frames queued plus in flight (0 = unlimited)")
+                    .default_value(0)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt64::builder("max-size-time")
+                    .nick("Max. size (ns)")
+                    .blurb(
+                        "The most running time, in nanoseconds, between the oldest and the newest \
+                         frame queued or in flight (0 = unlimited)",
+                    )
+                    .default_value(0)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("leaky", Leaky::None)
+                    .nick("Leaky")
+                    .blurb(
+                        "When the queue is full: none waits (backpressure), upstream drops the new \
+                         frame, downstream drops the oldest queued frame. Every drop is an \
+                         ordered-gap event with reason `leaked`",
+                    )
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt64::builder("timeout")
+                    .nick("Timeout")
+                    .blurb(
+                        "Bound on one frame's processing, all attempts together, in nanoseconds; \
+                         past it the frame is a gap with reason `timeout`, a replacement worker \
+                         starts and the late result is discarded (0 = no bound)",
+                    )
+                    .default_value(0)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("on-error", OnError::Retry)
+                    .nick("On error")
+                    .blurb("What a failed attempt leads to: retry, drop (a gap) or fail (a gap and an error)")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("retries")
+                    .nick("Retries")
+                    .blurb("With on-error=retry: how many more attempts a failed frame gets")
+                    .maximum(100)
+                    .default_value(DEFAULT_RETRIES)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecInt64::builder("latency")
+                    .nick("Latency")
+                    .blurb(
+                        "Processing latency added to the LATENCY query, in nanoseconds \
+                         (-1 = measured: the slowest processing seen; a LATENCY message is \
+                         posted when it grows by a quarter)",
+                    )
+                    .minimum(-1)
+                    .default_value(-1)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecBoolean::builder("overlay")
+                    .nick("Overlay")
+                    .blurb("Draw analysis and enrichment results into the frame (drawing is not implemented yet; the frame is left unchanged)")
+                    .default_value(false)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
+                    .nick("Statistics")
+                    .blurb(
+                        "enrichpool-stats: in, pushed, dropped, dropped-leaked, dropped-failed, \
+                         dropped-timeout, dropped-dropped, flushed, retries, queued, max-queued, \
+                         in-flight, workers (frames), latency (ns) and worker-stats (per worker: \
+                         worker, processed, busy ns, errors)",
+                    )
+                    .read_only()
+                    .build(),
+                glib::ParamSpecUInt64::builder("stats-interval")
+                    .nick("Statistics interval")
+                    .blurb("Post the stats structure as an element message every this many nanoseconds while running (0 = never)")
+                    .default_value(0)
+                    .mutable_playing()
+                    .build(),
+            ]
+        });
+        PROPERTIES.as_ref()
+    }
+
+    fn signals() -> &'static [glib::subclass::Signal] {
+        static SIGNALS: LazyLock<Vec<glib::subclass::Signal>> = LazyLock::new(|| {
+            vec![
+                glib::subclass::Signal::builder("process")
+                    .param_types([
+                        gst::Buffer::static_type(),
+                        u32::static_type(),
+                        gst::Structure::static_type(),
+                    ])
+                    .return_type::<bool>()
+                    .build(),
+            ]
+        });
+        SIGNALS.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        let mut s = lock(&self.settings);
+        match pspec.name() {
+            "workers" => s.workers = value.get().expect("type checked upstream"),
+            "max-workers" => s.max_workers = value.get().expect("type checked upstream"),
+            "idle-timeout" => s.idle_timeout = value.get().expect("type checked upstream"),
+            "max-size-buffers" => s.max_size_buffers = value.get().expect("type checked upstream"),
+            "max-size-bytes" => s.max_size_bytes = value.get().expect("type checked upstream"),
+            "max-size-time" => s.max_size_time = value.get().expect("type checked upstream"),
+            "leaky" => s.leaky = value.get().expect("type checked upstream"),
+            "timeout" => s.timeout = value.get().expect("type checked upstream"),
+            "on-error" => s.on_error = value.get().expect("type checked upstream"),
+            "retries" => s.retries = value.get().expect("type checked upstream"),
+            "latency" => {
+                s.latency = value.get().expect("type checked upstream");
+                drop(s);
+                let _ = self
+                    .obj()
+                    .post_message(gst::message::Latency::builder().src(&*self.obj()).build());
+            }
+            "overlay" => s.overlay = value.get().expect("type checked upstream"),
+            "stats-interval" => {
+                s.stats_interval = value.get().expect("type checked upstream");
+                drop(s);
+                self.restart_stats_timer();
+            }
+            other => unreachable!("unknown property {other}"),
+        }
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        let s = self.settings();
+        match pspec.name() {
+            "workers" => s.workers.to_value(),
+            "max-workers" => s.max_workers.to_value(),
+            "idle-timeout" => s.idle_timeout.to_value(),
+            "max-size-buffers" => s.max_size_buffers.to_value(),
+            "max-size-bytes" => s.max_size_bytes.to_value(),
+            "max-size-time" => s.max_size_time.to_value(),
+            "leaky" => s.leaky.to_value(),
+            "timeout" => s.timeout.to_value(),
+            "on-error" => s.on_error.to_value(),
+            "retries" => s.retries.to_value(),
+            "latency" => s.latency.to_value(),
+            "overlay" => s.overlay.to_value(),
+            "stats" => stats_structure(&self.current_stats(), &s).to_value(),
+            "stats-interval" => s.stats_interval.to_value(),
+            other => unreachable!("unknown property {other}"),
+        }
+    }
+
+    fn constructed(&self) {
+        self.parent_constructed();
+        let obj = self.obj();
+        self.enricher.element.set(Some(&*obj));
+        obj.add_pad(&self.sinkpad).expect("new pad");
+        obj.add_pad(&self.srcpad).expect("new pad");
+    }
+}
+
+impl GstObjectImpl for EnrichPool {}
+
+impl ElementImpl for EnrichPool {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static METADATA: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "Enrichment pool",
+                "Generic",
+                "Stamps frames with OrderedSeqMeta, processes them on a pool of worker threads \
+                 (the `process` signal or a Rust handler) behind a bounded queue, and pushes \
+                 results as they finish; frames that will not be pushed become ordered-gap \
+                 events. Put a resequencer downstream to restore the order",
+                "gst-ordered developers",
+            )
+        });
+        Some(&*METADATA)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            let caps = gst::Caps::new_any();
+            vec![
+                gst::PadTemplate::new(
+                    "sink",
+                    gst::PadDirection::Sink,
+                    gst::PadPresence::Always,
+                    &caps,
+                )
+                .expect("valid template"),
+                gst::PadTemplate::new(
+                    "src",
+                    gst::PadDirection::Src,
+                    gst::PadPresence::Always,
+                    &caps,
+                )
+                .expect("valid template"),
+            ]
+        });
+        TEMPLATES.as_ref()
+    }
+
+    fn change_state(
+        &self,
+        transition: gst::StateChange,
+    ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+        gst::debug!(CAT, imp = self, "changing state {transition:?}");
+        match transition {
+            gst::StateChange::ReadyToPaused => self.start(),
+            gst::StateChange::PausedToReady => {
+                // Wake a chain waiting for room and a barrier waiting for idleness first.
+                if let Some(pool) = self.pool() {
+                    pool.flush();
+                }
+            }
+            _ => {}
+        }
+        let res = self.parent_change_state(transition);
+        if transition == gst::StateChange::PausedToReady {
+            self.stop();
+        }
+        if res.is_err() && transition == gst::StateChange::ReadyToPaused {
+            self.stop();
+        }
+        res
+    }
+}

@@ -1,0 +1,549 @@
+//! The `enrichpool` element, alone and in front of a `resequencer`: order restored after
+//! random finish order, every lost frame named in a gap, faults handled, events in place,
+//! and live pipelines that keep their ledger.
+
+use std::sync::{Arc, Condvar, Mutex, mpsc};
+use std::time::Duration;
+
+use gst::prelude::*;
+use gst_check::Harness;
+use gstordered::EnrichPool;
+use gstordered::enrichpool::Verdict;
+use gstordered::meta::{Enrichment, Gap, GapReason, SeqMeta};
+
+fn init() {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        gst::init().unwrap();
+        gstordered::plugin_register_static().unwrap();
+    });
+}
+
+const FRAME: gst::ClockTime = gst::ClockTime::from_mseconds(40);
+
+fn frame(n: u64) -> gst::Buffer {
+    let mut buffer = gst::Buffer::with_size(8).unwrap();
+    {
+        let b = buffer.get_mut().unwrap();
+        b.set_pts(FRAME * n);
+        b.set_duration(FRAME);
+    }
+    buffer
+}
+
+/// `enrichpool ! resequencer` in a harness whose clock stands still, so only gaps, not
+/// deadlines, move the resequencer past lost frames.
+fn pool_harness(props: &str) -> (Harness, EnrichPool, gst::Element) {
+    init();
+    let mut h = Harness::new_parse(&format!(
+        "enrichpool name=pool {props} ! resequencer name=reseq"
+    ));
+    h.use_testclock();
+    let bin = h.element().unwrap().downcast::<gst::Bin>().unwrap();
+    let pool = bin
+        .by_name("pool")
+        .unwrap()
+        .downcast::<EnrichPool>()
+        .unwrap();
+    let reseq = bin.by_name("reseq").unwrap();
+    h.set_src_caps_str("video/x-raw,format=GRAY8,width=4,height=2,framerate=25/1");
+    (h, pool, reseq)
+}
+
+fn stat(element: &impl IsA<gst::Element>, name: &str) -> u64 {
+    element
+        .property::<gst::Structure>("stats")
+        .get::<u64>(name)
+        .unwrap()
+}
+
+fn seq_of(buffer: &gst::BufferRef) -> u64 {
+    SeqMeta::read(buffer).unwrap().unwrap().seq
+}
+
+/// A pseudo-random sleep in 0..max_ms, fixed per sequence number.
+fn jitter(seq: u64, max_ms: u64) -> Duration {
+    let mixed = seq.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17);
+    Duration::from_micros(mixed % (max_ms * 1000))
+}
+
+/// A gate handlers wait at until the test opens it.
+#[derive(Clone, Default)]
+struct Gate(Arc<(Mutex<bool>, Condvar)>);
+
+impl Gate {
+    fn wait(&self) {
+        let mut open = self.0.0.lock().unwrap();
+        while !*open {
+            open = self.0.1.wait(open).unwrap();
+        }
+    }
+    fn open(&self) {
+        *self.0.0.lock().unwrap() = true;
+        self.0.1.notify_all();
+    }
+}
+
+#[test]
+fn frames_finishing_in_random_order_come_out_in_order_with_their_outputs() {
+    let (mut h, pool, _) = pool_harness("workers=4");
+    pool.set_handler(|job| {
+        let seq = SeqMeta::read(job.buffer).unwrap().unwrap().seq;
+        std::thread::sleep(jitter(seq, 4));
+        job.outputs.set("triple", seq * 3);
+        Ok(Verdict::Keep)
+    });
+    let n = 40;
+    for i in 0..n {
+        h.push(frame(i)).unwrap();
+    }
+    for i in 0..n {
+        let out = h.pull().unwrap();
+        assert_eq!(seq_of(&out), i);
+        let e = Enrichment::read(&out).unwrap().unwrap();
+        assert_eq!(e.outputs.get::<u64>("triple").unwrap(), i * 3);
+        assert!(e.worker < 4);
+        assert_eq!(e.attempts, 1);
+        assert!(e.server.is_empty());
+    }
+    assert_eq!(stat(&pool, "pushed"), n);
+    assert_eq!(stat(&pool, "in"), n);
+}
+
+#[test]
+fn frames_the_handler_drops_become_gaps_and_the_rest_stay_in_order() {
+    let (mut h, pool, reseq) = pool_harness("workers=3");
+    pool.set_handler(|job| {
+        let seq = SeqMeta::read(job.buffer).unwrap().unwrap().seq;
+        std::thread::sleep(jitter(seq, 3));
+        Ok(if seq % 5 == 0 {
+            Verdict::Drop
+        } else {
+            Verdict::Keep
+        })
+    });
+    for i in 0..30 {
+        h.push(frame(i)).unwrap();
+    }
+    let kept: Vec<u64> = (0..30).filter(|s| s % 5 != 0).collect();
+    let got: Vec<u64> = (0..kept.len())
+        .map(|_| seq_of(&h.pull().unwrap()))
+        .collect();
+    assert_eq!(got, kept);
+    assert_eq!(stat(&pool, "dropped-dropped"), 6);
+    assert_eq!(stat(&reseq, "gaps"), 6);
+    assert_eq!(stat(&reseq, "skipped"), 0);
+}
+
+#[test]
+fn a_panicking_handler_costs_one_frame_and_the_pipeline_goes_on() {
+    let (mut h, pool, reseq) = pool_harness("workers=2");
+    pool.set_handler(|job| {
+        if SeqMeta::read(job.buffer).unwrap().unwrap().seq == 7 {
+            panic!("handler bug on frame 7");
+        }
+        Ok(Verdict::Keep)
+    });
+    for i in 0..20 {
+        h.push(frame(i)).unwrap();
+    }
+    let got: Vec<u64> = (0..19).map(|_| seq_of(&h.pull().unwrap())).collect();
+    assert_eq!(got, (0..20).filter(|&s| s != 7).collect::<Vec<_>>());
+    assert_eq!(stat(&pool, "dropped-failed"), 1);
+    assert_eq!(
+        stat(&pool, "workers"),
+        2,
+        "the worker that panicked was replaced"
+    );
+    assert_eq!(stat(&reseq, "gaps"), 1);
+}
+
+#[test]
+fn a_handler_hanging_past_timeout_becomes_a_timeout_gap() {
+    let (mut h, pool, reseq) = pool_harness("workers=2 timeout=50000000");
+    let gate = Gate::default();
+    let g = gate.clone();
+    pool.set_handler(move |job| {
+        if SeqMeta::read(job.buffer).unwrap().unwrap().seq == 3 {
+            g.wait();
+        }
+        Ok(Verdict::Keep)
+    });
+    let mut gaps = Vec::new();
+    let probe_gaps = Arc::new(Mutex::new(Vec::new()));
+    let log = probe_gaps.clone();
+    pool.static_pad("src").unwrap().add_probe(
+        gst::PadProbeType::EVENT_DOWNSTREAM,
+        move |_, info| {
+            if let Some(gst::PadProbeData::Event(e)) = &info.data {
+                if let Some(Ok(gap)) = Gap::from_event(e) {
+                    log.lock().unwrap().push(gap);
+                }
+            }
+            gst::PadProbeReturn::Ok
+        },
+    );
+    for i in 0..8 {
+        h.push(frame(i)).unwrap();
+    }
+    let got: Vec<u64> = (0..7).map(|_| seq_of(&h.pull().unwrap())).collect();
+    assert_eq!(got, vec![0, 1, 2, 4, 5, 6, 7]);
+    gaps.extend(probe_gaps.lock().unwrap().iter().copied());
+    assert_eq!(gaps.len(), 1);
+    assert_eq!((gaps[0].seq, gaps[0].reason), (3, GapReason::Timeout));
+    assert_eq!(stat(&pool, "dropped-timeout"), 1);
+    gate.open();
+    // The late result is discarded: nothing more reaches the resequencer.
+    h.push(frame(8)).unwrap();
+    assert_eq!(seq_of(&h.pull().unwrap()), 8);
+    // EOS passes the pool only when everything before it is settled.
+    assert!(h.push_event(gst::event::Eos::new()));
+    while h.pull_event().unwrap().type_() != gst::EventType::Eos {}
+    assert_eq!(stat(&reseq, "late") + stat(&reseq, "duplicates"), 0);
+    assert_eq!(stat(&pool, "pushed"), 8);
+}
+
+#[test]
+fn failures_are_retried_per_on_error() {
+    let (mut h, pool, _) = pool_harness("workers=1 retries=2");
+    pool.set_handler(|job| {
+        let seq = SeqMeta::read(job.buffer).unwrap().unwrap().seq;
+        // Frame 1 succeeds on its third attempt; frame 2 never does.
+        match (seq, job.attempt) {
+            (1, 2) => Ok(Verdict::Keep),
+            (1, _) | (2, _) => Err(format!("attempt {} failed", job.attempt)),
+            _ => Ok(Verdict::Keep),
+        }
+    });
+    for i in 0..4 {
+        h.push(frame(i)).unwrap();
+    }
+    let out: Vec<gst::Buffer> = (0..3).map(|_| h.pull().unwrap()).collect();
+    assert_eq!(
+        out.iter().map(|b| seq_of(b)).collect::<Vec<_>>(),
+        vec![0, 1, 3]
+    );
+    assert_eq!(Enrichment::read(&out[1]).unwrap().unwrap().attempts, 3);
+    assert_eq!(stat(&pool, "retries"), 4);
+    assert_eq!(stat(&pool, "dropped-failed"), 1);
+}
+
+#[test]
+fn on_error_fail_posts_an_error() {
+    init();
+    let pipeline = gst::parse::launch(
+        "videotestsrc num-buffers=5 ! enrichpool name=pool on-error=fail ! fakesink",
+    )
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let pool = pipeline
+        .by_name("pool")
+        .unwrap()
+        .downcast::<EnrichPool>()
+        .unwrap();
+    pool.set_handler(|_| Err("model exploded".into()));
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let msg = pipeline
+        .bus()
+        .unwrap()
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(30),
+            &[gst::MessageType::Error, gst::MessageType::Eos],
+        )
+        .unwrap();
+    pipeline.set_state(gst::State::Null).unwrap();
+    let gst::MessageView::Error(err) = msg.view() else {
+        panic!("expected an error, got {msg:?}")
+    };
+    assert!(
+        err.error().to_string().contains("model exploded"),
+        "{}",
+        err.error()
+    );
+}
+
+/// Records what leaves an element's src pad: frames by sequence number, events by name.
+fn record(element: &impl IsA<gst::Element>) -> Arc<Mutex<Vec<String>>> {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let l = log.clone();
+    element.static_pad("src").unwrap().add_probe(
+        gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_DOWNSTREAM,
+        move |_, info| {
+            let item = match &info.data {
+                Some(gst::PadProbeData::Buffer(b)) => seq_of(b).to_string(),
+                Some(gst::PadProbeData::Event(e)) if Gap::from_event(e).is_some() => "gap".into(),
+                Some(gst::PadProbeData::Event(e)) => e.type_().name().to_string(),
+                _ => return gst::PadProbeReturn::Ok,
+            };
+            l.lock().unwrap().push(item);
+            gst::PadProbeReturn::Ok
+        },
+    );
+    log
+}
+
+#[test]
+fn serialized_events_wait_for_earlier_frames_and_eos_for_all() {
+    let (mut h, pool, _) = pool_harness("workers=4");
+    pool.set_handler(|job| {
+        let seq = SeqMeta::read(job.buffer).unwrap().unwrap().seq;
+        std::thread::sleep(jitter(seq, 10));
+        Ok(Verdict::Keep)
+    });
+    let log = record(&pool);
+    for i in 0..4 {
+        h.push(frame(i)).unwrap();
+    }
+    let caps = gst::Caps::builder("video/x-raw")
+        .field("format", "GRAY8")
+        .field("width", 8)
+        .field("height", 2)
+        .field("framerate", gst::Fraction::new(25, 1))
+        .build();
+    assert!(h.push_event(gst::event::Caps::new(&caps)));
+    for i in 4..8 {
+        h.push(frame(i)).unwrap();
+    }
+    assert!(h.push_event(gst::event::Eos::new()));
+    let got: Vec<u64> = (0..8).map(|_| seq_of(&h.pull().unwrap())).collect();
+    assert_eq!(got, (0..8).collect::<Vec<_>>());
+    let log = log.lock().unwrap().clone();
+    let at = |name: &str| log.iter().rposition(|x| x == name).unwrap();
+    let caps_at = at("caps");
+    for early in ["0", "1", "2", "3"] {
+        assert!(at(early) < caps_at, "{early} before caps: {log:?}");
+    }
+    for late in ["4", "5", "6", "7"] {
+        assert!(at(late) > caps_at, "{late} after caps: {log:?}");
+    }
+    assert_eq!(log.last().map(String::as_str), Some("eos"), "{log:?}");
+}
+
+#[test]
+fn flush_discards_work_and_starts_a_new_epoch() {
+    let (mut h, pool, _) = pool_harness("workers=1");
+    let gate = Gate::default();
+    let g = gate.clone();
+    let (started_tx, started_rx) = mpsc::channel();
+    let started_tx = Mutex::new(started_tx);
+    pool.set_handler(move |job| {
+        if SeqMeta::read(job.buffer).unwrap().unwrap().epoch == 0 {
+            let _ = started_tx.lock().unwrap().send(());
+            g.wait();
+        }
+        Ok(Verdict::Keep)
+    });
+    for i in 0..3 {
+        h.push(frame(i)).unwrap();
+    }
+    started_rx.recv().unwrap();
+    assert!(h.push_event(gst::event::FlushStart::new()));
+    assert!(h.push_event(gst::event::FlushStop::new(true)));
+    gate.open();
+    assert!(
+        h.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
+            gst::ClockTime,
+        >::new()))
+    );
+    h.push(frame(0)).unwrap();
+    h.push(frame(1)).unwrap();
+    for expected in 0..2 {
+        let out = h.pull().unwrap();
+        let meta = SeqMeta::read(&out).unwrap().unwrap();
+        assert_eq!((meta.epoch, meta.seq), (1, expected));
+    }
+    assert_eq!(stat(&pool, "flushed"), 3);
+}
+
+#[test]
+fn stopping_while_every_worker_is_busy_does_not_hang() {
+    init();
+    let pipeline =
+        gst::parse::launch("videotestsrc is-live=true ! enrichpool name=pool workers=2 ! fakesink")
+            .unwrap()
+            .downcast::<gst::Pipeline>()
+            .unwrap();
+    let pool = pipeline
+        .by_name("pool")
+        .unwrap()
+        .downcast::<EnrichPool>()
+        .unwrap();
+    let gate = Gate::default();
+    let g = gate.clone();
+    let (busy_tx, busy_rx) = mpsc::channel();
+    let busy_tx = Mutex::new(busy_tx);
+    pool.set_handler(move |_| {
+        let _ = busy_tx.lock().unwrap().send(());
+        g.wait();
+        Ok(Verdict::Keep)
+    });
+    pipeline.set_state(gst::State::Playing).unwrap();
+    busy_rx.recv().unwrap();
+    busy_rx.recv().unwrap();
+    // Both workers hang in the handler; PLAYING→NULL must still return.
+    pipeline.set_state(gst::State::Null).unwrap();
+    assert_eq!(pipeline.current_state(), gst::State::Null);
+    gate.open();
+}
+
+#[test]
+fn latency_query_adds_the_processing_latency() {
+    let (mut h, pool, _) = pool_harness("latency=30000000");
+    h.set_upstream_latency(gst::ClockTime::from_mseconds(10));
+    let mut q = gst::query::Latency::new();
+    assert!(pool.static_pad("src").unwrap().query(&mut q));
+    let (live, min, _) = q.result();
+    assert!(live);
+    assert_eq!(min, gst::ClockTime::from_mseconds(40));
+}
+
+/// `videotestsrc is-live=true ! enrichpool ! resequencer ! appsink`, to EOS.
+struct LiveRun {
+    seqs: Vec<u64>,
+    pool: gst::Structure,
+    reseq: gst::Structure,
+}
+
+fn run_live(
+    n: u32,
+    fps: u32,
+    pool_props: &str,
+    reseq_props: &str,
+    handler: impl Fn(u64) + Send + Sync + 'static,
+) -> LiveRun {
+    init();
+    let pipeline = gst::parse::launch(&format!(
+        "videotestsrc is-live=true num-buffers={n} ! video/x-raw,width=64,height=48,framerate={fps}/1 \
+         ! enrichpool name=pool {pool_props} ! resequencer name=reseq {reseq_props} \
+         ! appsink name=sink sync=false"
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let pool = pipeline
+        .by_name("pool")
+        .unwrap()
+        .downcast::<EnrichPool>()
+        .unwrap();
+    pool.set_handler(move |job| {
+        handler(SeqMeta::read(job.buffer).unwrap().unwrap().seq);
+        Ok(Verdict::Keep)
+    });
+    let sink = pipeline
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    let seqs = Arc::new(Mutex::new(Vec::new()));
+    let s = seqs.clone();
+    sink.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |sink| {
+                let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                s.lock().unwrap().push(seq_of(sample.buffer().unwrap()));
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .build(),
+    );
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let msg = pipeline
+        .bus()
+        .unwrap()
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(120),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .expect("the pipeline finishes");
+    if let gst::MessageView::Error(err) = msg.view() {
+        panic!("{} ({:?})", err.error(), err.debug());
+    }
+    let run = LiveRun {
+        seqs: std::mem::take(&mut *seqs.lock().unwrap()),
+        pool: pool.property("stats"),
+        reseq: pipeline.by_name("reseq").unwrap().property("stats"),
+    };
+    pipeline.set_state(gst::State::Null).unwrap();
+    run
+}
+
+fn get(s: &gst::Structure, f: &str) -> u64 {
+    s.get::<u64>(f).unwrap()
+}
+
+#[test]
+fn live_pipeline_with_a_random_0_to_20_ms_handler_keeps_order_and_count() {
+    let n = 120;
+    // 120 frames/s: a frame that sleeps 9 ms less than the one before it overtakes it.
+    let run = run_live(n, 120, "workers=8", "latency=2000000000", |seq| {
+        std::thread::sleep(jitter(seq, 20))
+    });
+    assert_eq!(run.seqs, (0..n as u64).collect::<Vec<_>>());
+    assert_eq!(get(&run.pool, "pushed"), n as u64);
+    assert!(
+        get(&run.reseq, "reordered") > 0,
+        "workers really finished out of order"
+    );
+}
+
+#[test]
+fn leaky_downstream_behind_a_live_source_drops_but_keeps_order_and_the_ledger() {
+    // 60 frames/s into one worker that needs 40 ms a frame: most frames must be dropped.
+    let n = 90;
+    let run = run_live(
+        n,
+        60,
+        "workers=1 max-size-buffers=3 leaky=downstream",
+        "latency=200000000",
+        |_| std::thread::sleep(Duration::from_millis(40)),
+    );
+    assert!(run.seqs.windows(2).all(|w| w[0] < w[1]), "{:?}", run.seqs);
+    let (pool, reseq) = (&run.pool, &run.reseq);
+    assert_eq!(get(pool, "in"), n as u64);
+    // The ledger: every frame in is pushed or dropped, and the resequencer saw exactly that.
+    assert_eq!(get(pool, "in"), get(pool, "pushed") + get(pool, "dropped"));
+    assert!(get(pool, "dropped-leaked") > 0);
+    assert_eq!(get(reseq, "pushed"), get(pool, "pushed"));
+    assert_eq!(run.seqs.len() as u64, get(pool, "pushed"));
+    assert_eq!(
+        get(reseq, "gaps") + get(reseq, "skipped"),
+        get(pool, "dropped")
+    );
+    // Bounded: never more than max-size-buffers outstanding, so latency stays bounded.
+    assert!(get(pool, "max-queued") <= 3);
+    assert!(get(reseq, "max-depth") <= 3);
+}
+
+#[test]
+fn gst_inspect_lists_the_process_signal_and_every_property() {
+    init();
+    let factory = gst::ElementFactory::find("enrichpool").unwrap();
+    let element = factory.create().build().unwrap();
+    for prop in [
+        "workers",
+        "max-workers",
+        "idle-timeout",
+        "max-size-buffers",
+        "max-size-bytes",
+        "max-size-time",
+        "leaky",
+        "timeout",
+        "on-error",
+        "retries",
+        "latency",
+        "overlay",
+        "stats",
+        "stats-interval",
+    ] {
+        let pspec = element
+            .find_property(prop)
+            .unwrap_or_else(|| panic!("{prop} missing"));
+        assert!(
+            pspec.blurb().map_or(0, |b| b.len()) > 20,
+            "{prop} is documented"
+        );
+    }
+    assert!(glib::subclass::SignalId::lookup("process", element.type_()).is_some());
+}
+
+use gst::glib;
