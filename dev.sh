@@ -19,6 +19,8 @@ PACKAGES=(
   gstreamer1.0-plugins-good
   meson
   ninja-build
+  python3-gi
+  python3-gst-1.0
 )
 
 deps() {

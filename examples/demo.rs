@@ -1,19 +1,18 @@
-//! The main job: a live pipeline through the resequencer.
+//! The main job: a live pipeline through the elements.
 //!
-//! `videotestsrc is-live=true` → a stage that stamps sequence numbers, shuffles frames in
-//! blocks and loses one frame in fifty → `resequencer` → `fakesink`. It runs for a fixed
-//! time (`--seconds N`, default 10), prints the resequencer's stats every second, then sends
-//! EOS and prints the final stats and whether the sink saw every frame in order.
-
-#[path = "../tests/common/shuffle.rs"]
-mod shuffle;
+//! `videotestsrc is-live=true` → `enrichpool` (6 workers running a Rust handler that takes
+//! 10–110 ms a frame and fails one frame in fifty; `leaky=downstream` so the live source is
+//! never stalled) → `resequencer` → `fakesink`. It runs for a fixed time (`--seconds N`,
+//! default 10), prints the stats of both elements every second, then sends EOS and prints
+//! the final stats and whether the sink saw every frame in order.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gst::prelude::*;
+use gstordered::EnrichPool;
+use gstordered::enrichpool::Verdict;
 use gstordered::meta::SeqMeta;
-use shuffle::{ShuffleConfig, shuffle};
 
 /// What the sink saw: frames, and frames that came after a higher sequence number.
 #[derive(Default)]
@@ -40,15 +39,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     gst::init()?;
     gstordered::plugin_register_static()?;
 
-    let frame = gst::ClockTime::from_nseconds(1_000_000_000 / 30);
-    let config = ShuffleConfig {
-        block: 6,
-        stamp_seq: true,
-        seed: 42,
-        frame_duration: frame,
-        lose_every: Some(50),
-    };
-
     let pipeline = gst::Pipeline::new();
     let src = gst::ElementFactory::make("videotestsrc")
         .property("is-live", true)
@@ -64,7 +54,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .build(),
         )
         .build()?;
-    let stage = shuffle(config);
+    let pool = gst::ElementFactory::make("enrichpool")
+        .name("enrichpool")
+        .property("workers", 6u32)
+        .property("max-size-buffers", 8u32)
+        .property_from_str("leaky", "downstream")
+        .property_from_str("on-error", "drop")
+        .property("stats-interval", 1_000_000_000u64)
+        .build()?
+        .downcast::<EnrichPool>()
+        .map_err(|_| "enrichpool is an EnrichPool")?;
+    // The enrichment: heavy, uneven work, so frames finish out of order; one in fifty fails.
+    pool.set_handler(|job| {
+        let seq = SeqMeta::read(job.buffer)
+            .and_then(Result::ok)
+            .map_or(0, |m| m.seq);
+        let work_ms = 10 + seq.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17) % 101;
+        std::thread::sleep(Duration::from_millis(work_ms));
+        if seq % 50 == 49 {
+            return Err(format!("simulated failure on frame {seq}"));
+        }
+        job.outputs.set("work-ms", work_ms);
+        Ok(Verdict::Keep)
+    });
     let reseq = gst::ElementFactory::make("resequencer")
         .name("resequencer")
         .property("latency", 300_000_000u64)
@@ -72,18 +84,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build()?;
     let sink = gst::ElementFactory::make("fakesink")
         .property("sync", true)
-        .property("async", false)
         .build()?;
-    pipeline.add_many([
-        &src,
-        &caps,
-        stage.sink.upcast_ref(),
-        stage.src.upcast_ref(),
-        &reseq,
-        &sink,
-    ])?;
-    gst::Element::link_many([&src, &caps, stage.sink.upcast_ref()])?;
-    gst::Element::link_many([stage.src.upcast_ref(), &reseq, &sink])?;
+    pipeline.add_many([&src, &caps, pool.upcast_ref(), &reseq, &sink])?;
+    gst::Element::link_many([&src, &caps, pool.upcast_ref(), &reseq, &sink])?;
 
     let log = Arc::new(Mutex::new(SinkLog::default()));
     let probe_log = log.clone();
@@ -104,9 +107,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         });
 
     println!(
-        "demo: videotestsrc is-live=true ! shuffle(block {}, lose 1 in {}) ! resequencer ! fakesink, {seconds} s",
-        config.block,
-        config.lose_every.unwrap_or(0)
+        "demo: videotestsrc is-live=true ! enrichpool workers=6 leaky=downstream ! resequencer ! fakesink, {seconds} s"
     );
     pipeline.set_state(gst::State::Playing)?;
 
@@ -124,17 +125,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for msg in bus.iter_timed(gst::ClockTime::from_seconds(seconds + 30)) {
         match msg.view() {
             gst::MessageView::Element(e) => {
-                if let Some(s) = e.structure().filter(|s| s.name() == "resequencer-stats") {
-                    let get = |f| s.get::<u64>(f).unwrap_or(0);
-                    println!(
-                        "  in {:5}  pushed {:5}  reordered {:4}  skipped {:3}  depth {:2}  max-hold {:4} ms",
+                let Some(s) = e.structure() else { continue };
+                let get = |f| s.get::<u64>(f).unwrap_or(0);
+                match s.name().as_str() {
+                    "enrichpool-stats" => println!(
+                        "  enrichpool:  in {:4}  pushed {:4}  dropped {:3} (leaked {}, failed {})  in-flight {}",
                         get("in"),
                         get("pushed"),
+                        get("dropped"),
+                        get("dropped-leaked"),
+                        get("dropped-failed"),
+                        get("in-flight")
+                    ),
+                    "resequencer-stats" => println!(
+                        "  resequencer: pushed {:4}  reordered {:4}  gaps {:3}  depth {:2}  max-hold {:3} ms",
+                        get("pushed"),
                         get("reordered"),
-                        get("skipped"),
+                        get("gaps"),
                         get("depth"),
                         get("max-hold") / 1_000_000
-                    );
+                    ),
+                    _ => {}
                 }
             }
             gst::MessageView::Eos(_) => break,
@@ -147,28 +158,35 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let stats = reseq.property::<gst::Structure>("stats");
+    let pool_stats = pool.property::<gst::Structure>("stats");
     pipeline.set_state(gst::State::Null)?;
     result?;
 
-    println!("final resequencer stats:");
-    for (name, value) in stats.iter() {
-        println!(
-            "  {:12} {}",
-            name.as_str(),
-            value.serialize().map(|v| v.to_string()).unwrap_or_default()
-        );
+    for (title, s) in [("enrichpool", &pool_stats), ("resequencer", &stats)] {
+        println!("final {title} stats:");
+        for (name, value) in s.iter() {
+            if let Ok(v) = value.get::<u64>() {
+                println!("  {:16} {v}", name.as_str());
+            }
+        }
     }
     let log = log.lock().unwrap();
-    let pushed = stats.get::<u64>("pushed")?;
+    let get = |s: &gst::Structure, f: &str| s.get::<u64>(f).unwrap_or(0);
     println!(
-        "sink: {} frames, {} out of order; {} lost on purpose were skipped",
+        "sink: {} frames, {} out of order; the pool took {} and dropped {} (each named in a gap)",
         log.frames,
         log.out_of_order,
-        stats.get::<u64>("skipped")?
+        get(&pool_stats, "in"),
+        get(&pool_stats, "dropped")
     );
-    if log.out_of_order > 0 || log.frames != pushed {
-        return Err("the sink did not see every pushed frame in order".into());
+    let balanced =
+        get(&pool_stats, "in") == get(&pool_stats, "pushed") + get(&pool_stats, "dropped");
+    if log.out_of_order > 0 || log.frames != get(&stats, "pushed") || !balanced {
+        return Err(
+            "the sink did not see every pushed frame in order, or the ledger does not balance"
+                .into(),
+        );
     }
-    println!("order: ok");
+    println!("order: ok, ledger: ok");
     Ok(())
 }

@@ -1,15 +1,16 @@
 //! The resequencer in real pipelines: a live `videotestsrc`, a stage that reorders (and
 //! loses) frames, the resequencer and a sink; and the built plugin under `gst-launch-1.0`.
 
+#[path = "common/plugin.rs"]
+mod plugin;
 #[path = "common/shuffle.rs"]
 mod shuffle;
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 use gst::prelude::*;
 use gstordered::meta::SeqMeta;
+use plugin::gst_command;
 use shuffle::{ShuffleConfig, shuffle};
 
 const FRAME: gst::ClockTime = gst::ClockTime::from_nseconds(33_333_333);
@@ -206,54 +207,6 @@ fn stats_are_posted_every_stats_interval() {
         seen[2] > 0,
         "frames flowed while stats were posted: {seen:?}"
     );
-}
-
-/// Where `libgstordered.so` is: `GST_ORDERED_PLUGIN_DIR` (meson points it at the plugin it
-/// built), else the cargo profile folder this test binary was built in, where the cdylib is
-/// built first if `cargo test` has not (it builds only the rlib).
-fn plugin_dir() -> PathBuf {
-    static DIR: std::sync::LazyLock<PathBuf> = std::sync::LazyLock::new(|| {
-        if let Some(dir) = std::env::var_os("GST_ORDERED_PLUGIN_DIR") {
-            return PathBuf::from(dir);
-        }
-        let exe = std::env::current_exe().unwrap();
-        let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-        if !profile_dir.join("libgstordered.so").exists() {
-            let target_dir = profile_dir.parent().unwrap();
-            let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-            build
-                .args([
-                    "build",
-                    "--lib",
-                    "--manifest-path",
-                    concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"),
-                ])
-                .arg("--target-dir")
-                .arg(target_dir);
-            if profile_dir.file_name().is_some_and(|p| p == "release") {
-                build.arg("--release");
-            }
-            let status = build.status().expect("cargo runs");
-            assert!(status.success(), "building libgstordered.so failed");
-        }
-        profile_dir
-    });
-    let dir = DIR.clone();
-    assert!(
-        dir.join("libgstordered.so").exists(),
-        "libgstordered.so not found in {}",
-        dir.display()
-    );
-    dir
-}
-
-fn gst_command(tool: &str) -> Command {
-    let mut cmd = Command::new(tool);
-    let registry =
-        std::env::temp_dir().join(format!("gst-ordered-registry-{}.bin", std::process::id()));
-    cmd.env("GST_PLUGIN_PATH", plugin_dir())
-        .env("GST_REGISTRY", registry);
-    cmd
 }
 
 #[test]

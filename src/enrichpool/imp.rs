@@ -505,15 +505,13 @@ impl EnrichPool {
                 };
             }
             EventView::Segment(segment) => {
-                let Some(segment) = segment.segment().downcast_ref::<gst::ClockTime>().cloned()
-                else {
-                    gst::element_imp_error!(
-                        self,
-                        gst::StreamError::Format,
-                        ("Only time segments are supported")
-                    );
-                    return false;
-                };
+                // Running times (for max-size-time) exist only for time segments; frames of
+                // other segments are bounded by buffers and bytes alone.
+                let segment = segment
+                    .segment()
+                    .downcast_ref::<gst::ClockTime>()
+                    .cloned()
+                    .unwrap_or_default();
                 let mut state = self.state();
                 if state.next_seq > 0 {
                     // A restart: the sequence begins again in a new epoch.
