@@ -40,7 +40,11 @@ fn run(middle: &str, input: Vec<gst::Buffer>, setup: impl FnOnce(&gst::Pipeline)
     .downcast::<gst::Pipeline>()
     .unwrap();
     setup(&pipeline);
-    let src = pipeline.by_name("src").unwrap().downcast::<gst_app::AppSrc>().unwrap();
+    let src = pipeline
+        .by_name("src")
+        .unwrap()
+        .downcast::<gst_app::AppSrc>()
+        .unwrap();
     pipeline.set_state(gst::State::Playing).unwrap();
     let start = Instant::now();
     for b in input {
@@ -50,7 +54,10 @@ fn run(middle: &str, input: Vec<gst::Buffer>, setup: impl FnOnce(&gst::Pipeline)
     let msg = pipeline
         .bus()
         .unwrap()
-        .timed_pop_filtered(gst::ClockTime::from_seconds(600), &[gst::MessageType::Eos, gst::MessageType::Error])
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(600),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
         .unwrap();
     let secs = start.elapsed().as_secs_f64();
     if let gst::MessageView::Error(e) = msg.view() {
@@ -58,7 +65,11 @@ fn run(middle: &str, input: Vec<gst::Buffer>, setup: impl FnOnce(&gst::Pipeline)
     }
     if let Some(pool) = pipeline.by_name("pool") {
         let stats = pool.property::<gst::Structure>("stats");
-        assert_eq!(stats.get::<u64>("dropped").unwrap(), 0, "{middle}: frames were lost");
+        assert_eq!(
+            stats.get::<u64>("dropped").unwrap(),
+            0,
+            "{middle}: frames were lost"
+        );
     }
     pipeline.set_state(gst::State::Null).unwrap();
     secs
@@ -86,15 +97,27 @@ fn scaling() {
     println!("|---:|---:|---:|---:|---:|---:|");
     for n in [1u64, 8, 32, 64] {
         let count = n * 30;
-        let middle = format!("enrichpool name=pool workers={n} max-size-buffers={} ! resequencer", 2 * n);
+        let middle = format!(
+            "enrichpool name=pool workers={n} max-size-buffers={} ! resequencer",
+            2 * n
+        );
         let secs = median(
             (0..3)
-                .map(|_| run(&middle, frames(count), with_handler(move || std::thread::sleep(wait))))
+                .map(|_| {
+                    run(
+                        &middle,
+                        frames(count),
+                        with_handler(move || std::thread::sleep(wait)),
+                    )
+                })
                 .collect(),
         );
         let fps = count as f64 / secs;
         let ideal = n as f64 / wait.as_secs_f64();
-        println!("| {n} | {count} | {secs:.3} | {fps:.0} | {ideal:.0} | {:.1}% |", 100.0 * fps / ideal);
+        println!(
+            "| {n} | {count} | {secs:.3} | {fps:.0} | {ideal:.0} | {:.1}% |",
+            100.0 * fps / ideal
+        );
     }
 }
 
@@ -116,7 +139,13 @@ fn cpu() {
         let middle = format!("enrichpool name=pool workers={n} ! resequencer");
         let secs = median(
             (0..5)
-                .map(|_| run(&middle, frames(count), with_handler(|| spin(Duration::from_millis(1)))))
+                .map(|_| {
+                    run(
+                        &middle,
+                        frames(count),
+                        with_handler(|| spin(Duration::from_millis(1))),
+                    )
+                })
                 .collect(),
         );
         let fps = count as f64 / secs;
@@ -140,7 +169,10 @@ fn overhead() {
         results[0].push(run(cases[0], frames(count), |_| ()));
         results[1].push(run(cases[1], frames(count), with_handler(|| ())));
     }
-    let ns: Vec<f64> = results.into_iter().map(|r| median(r) * 1e9 / count as f64).collect();
+    let ns: Vec<f64> = results
+        .into_iter()
+        .map(|r| median(r) * 1e9 / count as f64)
+        .collect();
     for (case, v) in cases.iter().zip(&ns) {
         println!("| `{case}` | {v:.0} | {:.2}× |", v / ns[0]);
     }
@@ -173,34 +205,52 @@ fn memory_child(n: u64) {
     let max_window = u64::from(reseq.property::<u32>("max-window"));
     let src = reseq.static_pad("src").unwrap();
     let block = src
-        .add_probe(gst::PadProbeType::BLOCK_DOWNSTREAM | gst::PadProbeType::BUFFER, |_, _| {
-            gst::PadProbeReturn::Ok
-        })
+        .add_probe(
+            gst::PadProbeType::BLOCK_DOWNSTREAM | gst::PadProbeType::BUFFER,
+            |_, _| gst::PadProbeReturn::Ok,
+        )
         .unwrap();
     pipeline.set_state(gst::State::Playing).unwrap();
     // The window holds max-window frames once the task's first push is blocked.
-    while reseq.property::<gst::Structure>("stats").get::<u64>("depth").unwrap() < max_window - 1 {
+    while reseq
+        .property::<gst::Structure>("stats")
+        .get::<u64>("depth")
+        .unwrap()
+        < max_window - 1
+    {
         std::thread::sleep(Duration::from_millis(1));
     }
     src.remove_probe(block);
     pipeline
         .bus()
         .unwrap()
-        .timed_pop_filtered(gst::ClockTime::from_seconds(600), &[gst::MessageType::Eos, gst::MessageType::Error])
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(600),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
         .unwrap();
     pipeline.set_state(gst::State::Null).unwrap();
     println!("{}", peak_rss_kb());
 }
 
 fn memory() {
-    println!("\n### Memory: peak RSS, 320×240 frames, bounds filled at the start, each run in its own process\n");
+    println!(
+        "\n### Memory: peak RSS, 320×240 frames, bounds filled at the start, each run in its own process\n"
+    );
     println!("| frames | peak RSS (kB) | vs 10 000 |");
     println!("|---:|---:|---:|");
     let exe = std::env::current_exe().unwrap();
     let mut base = 0.0;
     for n in [10_000u64, 100_000] {
-        let out = std::process::Command::new(&exe).args(["--memory-child", &n.to_string()]).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = std::process::Command::new(&exe)
+            .args(["--memory-child", &n.to_string()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let kb: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
         if n == 10_000 {
             base = kb;
@@ -210,7 +260,10 @@ fn memory() {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     if let Some(i) = args.iter().position(|a| a == "--memory-child") {
         memory_child(args[i + 1].parse().unwrap());
         return;

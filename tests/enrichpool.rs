@@ -388,6 +388,48 @@ fn stopping_while_every_worker_is_busy_does_not_hang() {
 }
 
 #[test]
+fn two_pools_in_a_row_share_one_sequence_and_one_resequencer() {
+    init();
+    let mut h = Harness::new_parse(
+        "enrichpool name=first workers=2 ! enrichpool name=second workers=2 ! resequencer",
+    );
+    h.use_testclock();
+    let bin = h.element().unwrap().downcast::<gst::Bin>().unwrap();
+    let first = bin
+        .by_name("first")
+        .unwrap()
+        .downcast::<EnrichPool>()
+        .unwrap();
+    let second = bin
+        .by_name("second")
+        .unwrap()
+        .downcast::<EnrichPool>()
+        .unwrap();
+    first.set_handler(|job| {
+        let seq = SeqMeta::read(job.buffer).unwrap().unwrap().seq;
+        std::thread::sleep(jitter(seq, 3));
+        Ok(if seq == 4 {
+            Verdict::Drop
+        } else {
+            Verdict::Keep
+        })
+    });
+    second.set_handler(|job| {
+        let seq = SeqMeta::read(job.buffer).unwrap().unwrap().seq;
+        std::thread::sleep(jitter(seq + 1, 3));
+        Ok(Verdict::Keep)
+    });
+    h.set_src_caps_str("video/x-raw,format=GRAY8,width=4,height=2,framerate=25/1");
+    for i in 0..12 {
+        h.push(frame(i)).unwrap();
+    }
+    // The second pool keeps the first one's numbers; the first one's gap passes through it.
+    let got: Vec<u64> = (0..11).map(|_| seq_of(&h.pull().unwrap())).collect();
+    assert_eq!(got, (0..12).filter(|&s| s != 4).collect::<Vec<_>>());
+    assert_eq!(stat(&second, "in"), 11);
+}
+
+#[test]
 fn latency_query_adds_the_processing_latency() {
     let (mut h, pool, _) = pool_harness("latency=30000000");
     h.set_upstream_latency(gst::ClockTime::from_mseconds(10));

@@ -235,29 +235,64 @@ fn gst_launch_runs_a_live_pipeline_through_the_resequencer() {
 
 #[test]
 fn gst_inspect_documents_every_property() {
-    let out = gst_command("gst-inspect-1.0")
-        .arg("resequencer")
-        .output()
-        .expect("gst-inspect-1.0 runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
-    for prop in [
-        "order-by",
-        "latency",
-        "max-window",
-        "stats",
-        "stats-interval",
-    ] {
-        let line = text
-            .lines()
-            .find(|l| l.trim_start().starts_with(&format!("{prop} ")))
-            .unwrap_or_else(|| panic!("{prop} missing from gst-inspect-1.0 output"));
-        assert!(line.len() > 40, "{prop} has no real description: {line}");
+    let elements: [(&str, &[&str]); 2] = [
+        (
+            "resequencer",
+            &[
+                "order-by",
+                "latency",
+                "max-window",
+                "stats",
+                "stats-interval",
+            ],
+        ),
+        (
+            "enrichpool",
+            &[
+                "workers",
+                "max-workers",
+                "idle-timeout",
+                "max-size-buffers",
+                "max-size-bytes",
+                "max-size-time",
+                "leaky",
+                "timeout",
+                "on-error",
+                "retries",
+                "latency",
+                "overlay",
+                "stats",
+                "stats-interval",
+            ],
+        ),
+    ];
+    for (element, props) in elements {
+        let out = gst_command("gst-inspect-1.0")
+            .arg(element)
+            .output()
+            .expect("gst-inspect-1.0 runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        for prop in props {
+            let line = text
+                .lines()
+                .find(|l| l.trim_start().starts_with(&format!("{prop} ")))
+                .unwrap_or_else(|| panic!("{element}: {prop} missing from gst-inspect-1.0 output"));
+            assert!(
+                line.len() > 40,
+                "{element}: {prop} has no real description: {line}"
+            );
+        }
+        assert!(text.contains("nanoseconds"), "{element}: units shown");
     }
-    assert!(text.contains("Default: 200000000"), "latency default shown");
-    assert!(text.contains("nanoseconds"), "units shown");
+    let out = gst_command("gst-inspect-1.0")
+        .arg("enrichpool")
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("\"process\""), "the process signal is listed");
 }
