@@ -7,6 +7,7 @@
 
 use gst::glib;
 
+pub mod analysis;
 pub mod enrichpool;
 pub mod meta;
 pub mod pool;

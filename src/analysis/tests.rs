@@ -1,0 +1,257 @@
+//! Known answers on synthetic frames, and the GPU backend (lavapipe in CI) agreeing with the
+//! CPU twin exactly, for every layout, padded strides and odd sizes.
+
+use super::*;
+
+/// Every first-plane layout frameanalyzer reads: (name, layout).
+fn layouts() -> Vec<(&'static str, Layout)> {
+    let packed = |bytes_per_pixel, r, g, b| Layout::Packed {
+        bytes_per_pixel,
+        r,
+        g,
+        b,
+    };
+    vec![
+        ("luma", Layout::Luma),
+        ("RGBA", packed(4, 0, 1, 2)),
+        ("BGRA", packed(4, 2, 1, 0)),
+        ("RGB", packed(3, 0, 1, 2)),
+        ("BGR", packed(3, 2, 1, 0)),
+    ]
+}
+
+/// Encodes a luma image (with grey pixels, so every layout has the same luma) into a plane
+/// with `pad` bytes of padding per row.
+fn encode(luma: &[u8], width: u32, height: u32, layout: Layout, pad: u32) -> (Vec<u8>, u32) {
+    let bpp = match layout {
+        Layout::Luma => 1,
+        Layout::Packed {
+            bytes_per_pixel, ..
+        } => bytes_per_pixel,
+    };
+    let stride = width * bpp + pad;
+    let mut data = vec![0xAB; (stride * height) as usize];
+    for y in 0..height {
+        for x in 0..width {
+            let v = luma[(y * width + x) as usize];
+            let o = (y * stride + x * bpp) as usize;
+            data[o..o + bpp as usize].fill(v);
+        }
+    }
+    (data, stride)
+}
+
+fn plane<'a>(data: &'a [u8], width: u32, height: u32, stride: u32, layout: Layout) -> Plane<'a> {
+    Plane {
+        data,
+        width,
+        height,
+        stride,
+        layout,
+    }
+}
+
+fn flat(width: u32, height: u32, v: u8) -> Vec<u8> {
+    vec![v; (width * height) as usize]
+}
+
+fn square(width: u32, height: u32, x0: u32, y0: u32, side: u32) -> Vec<u8> {
+    let mut img = flat(width, height, 0);
+    for y in y0..y0 + side {
+        for x in x0..x0 + side {
+            img[(y * width + x) as usize] = 255;
+        }
+    }
+    img
+}
+
+/// Deterministic noise.
+fn noise(width: u32, height: u32, seed: u64) -> Vec<u8> {
+    let mut s = seed | 1;
+    (0..width * height)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 24) as u8
+        })
+        .collect()
+}
+
+fn run(
+    backend: Box<dyn Backend>,
+    frames: &[Vec<u8>],
+    width: u32,
+    height: u32,
+    layout: Layout,
+    pad: u32,
+) -> Vec<Analysis> {
+    let mut analyzer = Analyzer::new(backend);
+    frames
+        .iter()
+        .map(|img| {
+            let (data, stride) = encode(img, width, height, layout, pad);
+            analyzer
+                .analyze(
+                    &plane(&data, width, height, stride, layout),
+                    &Params::default(),
+                )
+                .unwrap()
+        })
+        .collect()
+}
+
+fn gpu() -> Box<dyn Backend> {
+    Box::new(gpu::GpuBackend::new().unwrap_or_else(|e| {
+        panic!("the GPU tests need a wgpu adapter (lavapipe: mesa-vulkan-drivers): {e}; adapters: {:?}", gpu::adapters())
+    }))
+}
+
+#[test]
+fn flat_grey_frame() {
+    let frames = [flat(64, 48, 128), flat(64, 48, 128)];
+    let a = run(
+        Box::new(cpu::CpuBackend::new()),
+        &frames,
+        64,
+        48,
+        Layout::Luma,
+        0,
+    );
+    assert_eq!(a[0].luma_mean, 128.0);
+    assert_eq!(a[0].luma_stddev, 0.0);
+    assert_eq!(a[0].sharpness, 0.0);
+    assert_eq!(a[0].histogram[128], 64 * 48);
+    assert_eq!((a[1].motion, a[1].scene_change), (0.0, 0.0));
+    assert_eq!(a[1].label, Label::Static);
+    assert!(a[1].rois.is_empty());
+}
+
+#[test]
+fn dark_still_frame_is_dark() {
+    let a = run(
+        Box::new(cpu::CpuBackend::new()),
+        &[flat(32, 32, 10)],
+        32,
+        32,
+        Layout::Luma,
+        0,
+    );
+    assert_eq!(a[0].label, Label::Dark);
+}
+
+#[test]
+fn moving_square_gives_one_roi_where_it_moved() {
+    let frames = [square(96, 64, 16, 16, 16), square(96, 64, 32, 16, 16)];
+    let a = run(
+        Box::new(cpu::CpuBackend::new()),
+        &frames,
+        96,
+        64,
+        Layout::Luma,
+        0,
+    );
+    assert_eq!(a[1].label, Label::Motion);
+    // The blocks it left and the blocks it entered: one region covering both.
+    assert_eq!(
+        a[1].rois,
+        vec![Rect {
+            x: 16,
+            y: 16,
+            width: 32,
+            height: 16
+        }]
+    );
+    assert!((a[1].motion - 2.0 / 24.0).abs() < 1e-12);
+    assert!(a[1].sharpness > 0.0);
+}
+
+#[test]
+fn cut_between_two_patterns_is_a_scene_cut() {
+    let frames = [flat(40, 30, 20), flat(40, 30, 220)];
+    let a = run(
+        Box::new(cpu::CpuBackend::new()),
+        &frames,
+        40,
+        30,
+        Layout::Luma,
+        0,
+    );
+    assert_eq!(a[1].scene_change, 1.0);
+    assert_eq!(a[1].label, Label::SceneCut);
+}
+
+#[test]
+fn reset_forgets_the_previous_frame() {
+    let mut analyzer = Analyzer::new(Box::new(cpu::CpuBackend::new()));
+    let (a, b) = (flat(16, 16, 20), flat(16, 16, 220));
+    analyzer
+        .analyze(&plane(&a, 16, 16, 16, Layout::Luma), &Params::default())
+        .unwrap();
+    analyzer.reset();
+    let second = analyzer
+        .analyze(&plane(&b, 16, 16, 16, Layout::Luma), &Params::default())
+        .unwrap();
+    assert_eq!((second.scene_change, second.motion), (0.0, 0.0));
+}
+
+#[test]
+fn short_plane_is_an_error_not_a_panic() {
+    let mut analyzer = Analyzer::new(Box::new(cpu::CpuBackend::new()));
+    let data = vec![0u8; 10];
+    let err = analyzer
+        .analyze(&plane(&data, 16, 16, 16, Layout::Luma), &Params::default())
+        .unwrap_err();
+    assert!(err.contains("bytes"), "{err}");
+}
+
+#[test]
+fn gpu_and_cpu_agree_exactly_on_every_layout() {
+    // Odd sizes and padded rows; the GPU runs all frames on one device.
+    let (w, h) = (37, 23);
+    let frames = [
+        noise(w, h, 1),
+        noise(w, h, 2),
+        square(w, h, 5, 3, 9),
+        flat(w, h, 200),
+    ];
+    for (name, layout) in layouts() {
+        for pad in [0, 3] {
+            let cpu = run(Box::new(cpu::CpuBackend::new()), &frames, w, h, layout, pad);
+            let gpu = run(gpu(), &frames, w, h, layout, pad);
+            assert_eq!(cpu, gpu, "{name}, pad {pad}");
+        }
+    }
+}
+
+#[test]
+fn gpu_known_answers() {
+    let frames = [
+        square(96, 64, 16, 16, 16),
+        square(96, 64, 32, 16, 16),
+        flat(96, 64, 128),
+    ];
+    let a = run(gpu(), &frames, 96, 64, Layout::Luma, 0);
+    assert_eq!(
+        a[1].rois,
+        vec![Rect {
+            x: 16,
+            y: 16,
+            width: 32,
+            height: 16
+        }]
+    );
+    assert_eq!(a[1].label, Label::Motion);
+    assert_eq!(a[2].luma_mean, 128.0);
+    assert_eq!(a[2].label, Label::SceneCut);
+}
+
+#[test]
+fn rgb_luma_weights() {
+    assert_eq!(rgb_luma(255, 255, 255), 255);
+    assert_eq!(rgb_luma(0, 0, 0), 0);
+    assert_eq!(rgb_luma(128, 128, 128), 128);
+    assert_eq!(rgb_luma(255, 0, 0), 77);
+    assert_eq!(rgb_luma(0, 255, 0), 149);
+    assert_eq!(rgb_luma(0, 0, 255), 29);
+}
