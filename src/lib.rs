@@ -9,19 +9,23 @@ use gst::glib;
 
 pub mod analysis;
 pub mod enrichpool;
+pub mod frameanalyzer;
 pub mod meta;
 pub mod pool;
 pub mod sequencing;
+mod stats;
 
 mod resequencer;
 
 pub use enrichpool::EnrichPool;
+pub use frameanalyzer::FrameAnalyzer;
 pub use resequencer::{OrderBy, Resequencer};
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     meta::register();
     resequencer::register(plugin)?;
     enrichpool::register(plugin)?;
+    frameanalyzer::register(plugin)?;
     Ok(())
 }
 

@@ -1,4 +1,4 @@
-//! Moving blocks to at most `max_rois` rectangles: 4-connected groups of moving blocks give
+//! Moving blocks to at most `max_rois` rectangles: 8-connected groups of moving blocks give
 //! bounding boxes; when there are more than `max_rois`, the largest ones absorb each of the
 //! others into the nearest of them.
 
@@ -78,16 +78,14 @@ pub(super) fn merge_moving_blocks(
                 y1: y,
                 blocks: 1,
             });
-            let neighbours = [
-                (x > 0).then(|| i - 1),
-                (x + 1 < blocks_x).then(|| i + 1),
-                (y > 0).then(|| i - blocks_x as usize),
-                (y + 1 < blocks_y).then(|| i + blocks_x as usize),
-            ];
-            for n in neighbours.into_iter().flatten() {
-                if moving[n] && !seen[n] {
-                    seen[n] = true;
-                    stack.push(n);
+            // The 8 neighbours: a moving object's outline touches diagonally.
+            for ny in y.saturating_sub(1)..=(y + 1).min(blocks_y - 1) {
+                for nx in x.saturating_sub(1)..=(x + 1).min(blocks_x - 1) {
+                    let n = (ny * blocks_x + nx) as usize;
+                    if moving[n] && !seen[n] {
+                        seen[n] = true;
+                        stack.push(n);
+                    }
                 }
             }
         }
@@ -151,6 +149,21 @@ mod tests {
                     height: 10
                 }
             ]
+        );
+    }
+
+    #[test]
+    fn a_ring_of_blocks_touching_at_corners_is_one_region() {
+        let (m, bx, by) = grid(&[".#.", "#.#", ".#."]);
+        let rois = merge_moving_blocks(&m, bx, by, 10, 30, 30, 8);
+        assert_eq!(
+            rois,
+            vec![Rect {
+                x: 0,
+                y: 0,
+                width: 30,
+                height: 30
+            }]
         );
     }
 

@@ -20,6 +20,7 @@ use gst::subclass::prelude::*;
 use super::{Handler, Job, Verdict};
 use crate::meta::{Enrichment, Gap, GapReason, SeqMeta};
 use crate::pool::{self, Limits, Loss, Pool, PoolConfig, PoolStats, Report, Submitted, Work};
+use crate::stats::StatsTimer;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -332,7 +333,7 @@ struct State {
     in_segment: gst::FormattedSegment<gst::ClockTime>,
     /// Stats of the last pool, kept after it stopped.
     last_stats: PoolStats,
-    stats_timer: Option<gst::PeriodicClockId>,
+    stats_timer: StatsTimer,
 }
 
 impl Default for State {
@@ -343,7 +344,7 @@ impl Default for State {
             next_seq: 0,
             in_segment: gst::FormattedSegment::new(),
             last_stats: PoolStats::default(),
-            stats_timer: None,
+            stats_timer: StatsTimer::default(),
         }
     }
 }
@@ -566,7 +567,7 @@ impl EnrichPool {
         let mut state = self.state();
         *state = State {
             pool: Some(Arc::new(pool)),
-            stats_timer: state.stats_timer.take(),
+            stats_timer: std::mem::take(&mut state.stats_timer),
             ..State::default()
         };
         drop(state);
@@ -593,41 +594,19 @@ impl EnrichPool {
                 Err(pool) => pool.flush(),
             }
         }
-        if let Some(id) = self.state().stats_timer.take() {
-            id.unschedule();
-        }
-    }
-
-    fn post_stats(&self) {
-        let s = stats_structure(&self.current_stats(), &self.settings());
-        let _ = self
-            .obj()
-            .post_message(gst::message::Element::builder(s).src(&*self.obj()).build());
+        self.state().stats_timer.stop();
     }
 
     fn restart_stats_timer(&self) {
         let interval = self.settings().stats_interval;
         let mut state = self.state();
-        if let Some(old) = state.stats_timer.take() {
-            old.unschedule();
-        }
-        if interval == 0 || state.pool.is_none() {
-            return;
-        }
-        let clock = gst::SystemClock::obtain();
-        let interval = gst::ClockTime::from_nseconds(interval);
-        let id = clock.new_periodic_id(clock.time() + interval, interval);
-        let this = self.downgrade();
-        if id
-            .wait_async(move |_, _, _| {
-                if let Some(this) = this.upgrade() {
-                    this.post_stats();
-                }
-            })
-            .is_ok()
-        {
-            state.stats_timer = Some(id);
-        }
+        let interval = if state.pool.is_some() { interval } else { 0 };
+        state
+            .stats_timer
+            .restart(&*self.obj(), interval, |e: &super::EnrichPool| {
+                let imp = e.imp();
+                stats_structure(&imp.current_stats(), &imp.settings())
+            });
     }
 }
 

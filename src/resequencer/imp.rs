@@ -18,6 +18,7 @@ use crate::meta::{Gap, SeqMeta};
 use crate::sequencing::{
     Arrival, Config, FrameKey, GapArrival, Output, Skip, Stats, Timing, Window,
 };
+use crate::stats::StatsTimer;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -88,7 +89,7 @@ struct State {
     task_waiting: bool,
     chain_waiting: bool,
     clock_wait: Option<gst::SingleShotClockId>,
-    stats_timer: Option<gst::PeriodicClockId>,
+    stats_timer: StatsTimer,
     /// Between READY→PAUSED and PAUSED→READY.
     running: bool,
     warned_malformed: bool,
@@ -105,7 +106,7 @@ impl State {
             task_waiting: false,
             chain_waiting: false,
             clock_wait: None,
-            stats_timer: None,
+            stats_timer: StatsTimer::default(),
             running: false,
             warned_malformed: false,
         }
@@ -604,43 +605,19 @@ impl Resequencer {
         Ok(())
     }
 
-    fn post_stats(&self) {
-        let stats = stats_structure(self.state().window.stats());
-        let msg = gst::message::Element::builder(stats)
-            .src(&*self.obj())
-            .build();
-        let _ = self.obj().post_message(msg);
-    }
-
     fn restart_stats_timer(&self) {
         let interval = self.settings().stats_interval;
         let mut state = self.state();
-        if let Some(old) = state.stats_timer.take() {
-            old.unschedule();
-        }
-        if interval == 0 || !state.running {
-            return;
-        }
-        let clock = gst::SystemClock::obtain();
-        let interval = gst::ClockTime::from_nseconds(interval);
-        let now = clock.time();
-        let id = clock.new_periodic_id(now + interval, interval);
-        let this = self.downgrade();
-        let res = id.wait_async(move |_, _, _| {
-            if let Some(this) = this.upgrade() {
-                this.post_stats();
-            }
-        });
-        match res {
-            Ok(_) => state.stats_timer = Some(id),
-            Err(err) => gst::warning!(CAT, imp = self, "cannot schedule stats: {err:?}"),
-        }
+        let interval = if state.running { interval } else { 0 };
+        state
+            .stats_timer
+            .restart(&*self.obj(), interval, |e: &super::Resequencer| {
+                stats_structure(e.imp().state().window.stats())
+            });
     }
 
     fn stop_stats_timer(&self) {
-        if let Some(id) = self.state().stats_timer.take() {
-            id.unschedule();
-        }
+        self.state().stats_timer.stop();
     }
 }
 

@@ -1,0 +1,420 @@
+//! The `frameanalyzer` element on the GPU path (lavapipe in CI) and the CPU path: known
+//! answers on synthetic frames in every supported format, both paths agreeing, ROIs that
+//! follow `videotestsrc pattern=ball`, resets on caps change and flush, metas kept through
+//! `enrichpool ! resequencer`, and a clear error when `device=gpu` finds no GPU.
+
+#[path = "common/plugin.rs"]
+mod plugin;
+
+use std::sync::{Arc, Mutex};
+
+use gst::prelude::*;
+use gst_check::Harness;
+use gst_video::prelude::*;
+use gstordered::meta::{AnalysisLabel, FrameAnalysis, SeqMeta};
+
+const FORMATS: [&str; 9] = [
+    "I420", "NV12", "GRAY8", "RGBA", "BGRA", "RGBx", "BGRx", "RGB", "BGR",
+];
+
+fn init() {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        gst::init().unwrap();
+        gstordered::plugin_register_static().unwrap();
+    });
+}
+
+/// A frame of `format` whose luma is `luma(x, y)`: Y planes carry it with neutral chroma,
+/// RGB formats carry it as grey (R = G = B), which the analysis reads back exactly.
+fn frame(info: &gst_video::VideoInfo, n: u64, luma: impl Fn(u32, u32) -> u8) -> gst::Buffer {
+    let mut buffer = gst::Buffer::with_size(info.size()).unwrap();
+    {
+        let b = buffer.get_mut().unwrap();
+        b.set_pts(gst::ClockTime::from_mseconds(40) * n);
+        b.set_duration(gst::ClockTime::from_mseconds(40));
+    }
+    let mut f = gst_video::VideoFrame::from_buffer_writable(buffer, info).unwrap();
+    let (w, h) = (f.width(), f.height());
+    let packed = !f.format_info().is_yuv() && !f.format_info().is_gray();
+    let pixel = f.format_info().pixel_stride()[0] as u32;
+    let stride = f.plane_stride()[0] as u32;
+    let colour_offsets: Vec<u32> = f.format_info().poffset().iter().take(3).copied().collect();
+    let data = f.plane_data_mut(0).unwrap();
+    for y in 0..h {
+        for x in 0..w {
+            let o = (y * stride + x * pixel) as usize;
+            let v = luma(x, y);
+            if packed {
+                data[o..o + 3.min(pixel as usize)].fill(v);
+                if pixel == 4 {
+                    // Alpha or padding: whichever byte is not a colour.
+                    for c in 0..4usize {
+                        let is_colour = colour_offsets.contains(&(c as u32));
+                        if !is_colour {
+                            data[o + c] = 255;
+                        }
+                    }
+                }
+            } else {
+                data[o] = v;
+            }
+        }
+    }
+    for plane in 1..f.n_planes() {
+        f.plane_data_mut(plane).unwrap().fill(128);
+    }
+    f.into_buffer()
+}
+
+fn info(format: &str, width: u32, height: u32) -> gst_video::VideoInfo {
+    gst_video::VideoInfo::builder(format.parse().unwrap(), width, height)
+        .fps(gst::Fraction::new(25, 1))
+        .build()
+        .unwrap()
+}
+
+/// Runs `frames` through `frameanalyzer device=DEVICE` in a harness; returns the outputs.
+fn analyze(
+    device: &str,
+    info: &gst_video::VideoInfo,
+    frames: Vec<gst::Buffer>,
+) -> Vec<gst::Buffer> {
+    init();
+    let mut h = Harness::new_parse(&format!("frameanalyzer device={device}"));
+    h.set_src_caps(info.to_caps().unwrap());
+    frames
+        .into_iter()
+        .map(|f| {
+            h.push(f).unwrap();
+            h.pull().unwrap()
+        })
+        .collect()
+}
+
+fn analysis(b: &gst::BufferRef) -> FrameAnalysis {
+    FrameAnalysis::read(b).expect("FrameAnalysisMeta").unwrap()
+}
+
+fn rois(b: &gst::BufferRef) -> Vec<(u32, u32, u32, u32)> {
+    b.iter_meta::<gst_video::VideoRegionOfInterestMeta>()
+        .map(|m| {
+            assert_eq!(m.roi_type(), "motion");
+            m.rect()
+        })
+        .collect()
+}
+
+/// Flat grey, a white square on black, the square moved right, then a cut to bright grey.
+fn scenes(info: &gst_video::VideoInfo) -> Vec<gst::Buffer> {
+    let square = |x0: u32| {
+        move |x: u32, y: u32| {
+            if (x0..x0 + 16).contains(&x) && (16..32).contains(&y) {
+                255
+            } else {
+                0
+            }
+        }
+    };
+    vec![
+        frame(info, 0, |_, _| 128),
+        frame(info, 1, square(16)),
+        frame(info, 2, square(32)),
+        frame(info, 3, |_, _| 230),
+    ]
+}
+
+#[test]
+fn known_answers_in_every_format_on_gpu_and_cpu_alike() {
+    for format in FORMATS {
+        let info = info(format, 96, 64);
+        let gpu = analyze("gpu", &info, scenes(&info));
+        let cpu = analyze("cpu", &info, scenes(&info));
+        for (g, c) in gpu.iter().zip(&cpu) {
+            let (ga, ca) = (analysis(g), analysis(c));
+            assert_eq!(
+                FrameAnalysis {
+                    backend: String::new(),
+                    ..ga.clone()
+                },
+                FrameAnalysis {
+                    backend: String::new(),
+                    ..ca.clone()
+                },
+                "{format}"
+            );
+            assert_eq!(rois(g), rois(c), "{format}");
+            assert_eq!(ca.backend, "cpu");
+            assert_ne!(ga.backend, "cpu");
+        }
+        let a: Vec<FrameAnalysis> = gpu.iter().map(|b| analysis(b)).collect();
+        assert_eq!(
+            (a[0].luma_mean, a[0].luma_stddev, a[0].motion),
+            (128.0, 0.0, 0.0),
+            "{format}: flat grey"
+        );
+        assert_eq!(a[0].label, AnalysisLabel::Static, "{format}");
+        assert_eq!(a[2].label, AnalysisLabel::Motion, "{format}");
+        assert_eq!(
+            rois(&gpu[2]),
+            vec![(16, 16, 32, 16)],
+            "{format}: one ROI where the square moved"
+        );
+        assert_eq!(a[3].label, AnalysisLabel::SceneCut, "{format}: cut");
+        assert!(rois(&gpu[0]).is_empty() && rois(&gpu[3]).len() <= 1);
+    }
+}
+
+#[test]
+fn odd_sizes_and_padded_strides_agree() {
+    for format in ["I420", "RGB", "GRAY8", "BGRx"] {
+        // 37x23: odd width and height; RGB and GRAY8 rows are padded to 4 bytes.
+        let info = info(format, 37, 23);
+        let noisy =
+            |seed: u32| move |x: u32, y: u32| ((x * 7919 + y * 104729 + seed * 31) % 251) as u8;
+        let frames = |_: ()| {
+            vec![
+                frame(&info, 0, noisy(1)),
+                frame(&info, 1, noisy(2)),
+                frame(&info, 2, noisy(2)),
+            ]
+        };
+        let gpu = analyze("gpu", &info, frames(()));
+        let cpu = analyze("cpu", &info, frames(()));
+        for (g, c) in gpu.iter().zip(&cpu) {
+            let (ga, ca) = (analysis(g), analysis(c));
+            assert_eq!(
+                (
+                    ga.luma_mean,
+                    ga.luma_stddev,
+                    ga.sharpness,
+                    ga.motion,
+                    ga.scene_change
+                ),
+                (
+                    ca.luma_mean,
+                    ca.luma_stddev,
+                    ca.sharpness,
+                    ca.motion,
+                    ca.scene_change
+                ),
+                "{format}"
+            );
+        }
+        assert_eq!(
+            analysis(&gpu[2]).motion,
+            0.0,
+            "{format}: identical frames do not move"
+        );
+    }
+}
+
+#[test]
+fn rois_follow_the_ball() {
+    init();
+    let pipeline = gst::parse::launch(
+        "videotestsrc pattern=ball num-buffers=30 ! video/x-raw,format=GRAY8,width=160,height=120 \
+         ! frameanalyzer device=gpu ! appsink name=sink sync=false",
+    )
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let sink = pipeline
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let mut checked = 0;
+    let mut positions = Vec::new();
+    while let Ok(sample) = sink.pull_sample() {
+        let buffer = sample.buffer().unwrap();
+        let info = gst_video::VideoInfo::from_caps(sample.caps().unwrap()).unwrap();
+        let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info).unwrap();
+        // Where the ball is now: the centroid of bright pixels.
+        let (stride, data) = (frame.plane_stride()[0] as u32, frame.plane_data(0).unwrap());
+        let (mut sx, mut sy, mut n) = (0u64, 0u64, 0u64);
+        for y in 0..info.height() {
+            for x in 0..info.width() {
+                if data[(y * stride + x) as usize] > 128 {
+                    sx += x as u64;
+                    sy += y as u64;
+                    n += 1;
+                }
+            }
+        }
+        let rois = rois(buffer);
+        if n > 0 && !rois.is_empty() {
+            let (cx, cy) = ((sx / n) as u32, (sy / n) as u32);
+            assert!(
+                rois.iter()
+                    .any(|&(x, y, w, h)| (x..x + w).contains(&cx) && (y..y + h).contains(&cy)),
+                "ball at ({cx}, {cy}) outside every ROI {rois:?}"
+            );
+            positions.push((cx, cy));
+            checked += 1;
+        }
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+    assert!(checked >= 25, "ROIs on {checked} of 29 moving frames");
+    positions.dedup();
+    assert!(positions.len() > 10, "the ball moved: {positions:?}");
+}
+
+#[test]
+fn caps_change_and_flush_forget_the_previous_frame() {
+    init();
+    let mut h = Harness::new_parse("frameanalyzer device=cpu");
+    let small = info("GRAY8", 32, 24);
+    h.set_src_caps(small.to_caps().unwrap());
+    h.push(frame(&small, 0, |_, _| 20)).unwrap();
+    let b = h.pull().unwrap();
+    assert_eq!(analysis(&b).label, AnalysisLabel::Dark);
+    let big = info("GRAY8", 64, 48);
+    h.set_src_caps(big.to_caps().unwrap());
+    h.push(frame(&big, 1, |_, _| 220)).unwrap();
+    let a = analysis(&h.pull().unwrap());
+    assert_eq!(
+        (a.scene_change, a.motion),
+        (0.0, 0.0),
+        "no comparison across a resolution change"
+    );
+    h.push(frame(&big, 2, |_, _| 20)).unwrap();
+    assert_eq!(analysis(&h.pull().unwrap()).label, AnalysisLabel::SceneCut);
+    assert!(h.push_event(gst::event::FlushStart::new()));
+    assert!(h.push_event(gst::event::FlushStop::new(true)));
+    assert!(
+        h.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
+            gst::ClockTime,
+        >::new()))
+    );
+    h.push(frame(&big, 3, |_, _| 220)).unwrap();
+    let a = analysis(&h.pull().unwrap());
+    assert_eq!(a.scene_change, 0.0, "no comparison across a flush");
+}
+
+#[test]
+fn post_messages_posts_each_frames_analysis() {
+    init();
+    let pipeline = gst::parse::launch(
+        "videotestsrc num-buffers=5 ! video/x-raw,width=64,height=48 ! frameanalyzer name=fa device=cpu post-messages=true ! fakesink",
+    )
+    .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let bus = pipeline.bus().unwrap();
+    let mut messages = Vec::new();
+    for msg in bus.iter_timed(gst::ClockTime::from_seconds(30)) {
+        match msg.view() {
+            gst::MessageView::Element(e)
+                if e.structure().is_some_and(|s| s.name() == "frameanalyzer") =>
+            {
+                messages.push(e.structure().unwrap().to_owned());
+            }
+            gst::MessageView::Eos(_) | gst::MessageView::Error(_) => break,
+            _ => {}
+        }
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+    assert_eq!(messages.len(), 5);
+    assert_eq!(messages[0].get::<&str>("backend").unwrap(), "cpu");
+    assert!(
+        messages
+            .iter()
+            .all(|m| m.has_field("luma-mean") && m.has_field("label") && m.has_field("rois"))
+    );
+}
+
+#[test]
+fn live_metas_survive_enrichpool_and_resequencer_in_order() {
+    init();
+    let pipeline = gst::parse::launch(
+        "videotestsrc is-live=true pattern=ball num-buffers=60 ! video/x-raw,width=128,height=96,framerate=60/1 \
+         ! frameanalyzer name=fa ! enrichpool name=pool workers=4 ! resequencer latency=2000000000 \
+         ! appsink name=sink sync=false",
+    )
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let pool = pipeline
+        .by_name("pool")
+        .unwrap()
+        .downcast::<gstordered::EnrichPool>()
+        .unwrap();
+    // Record what each frame carried when it entered the pool, to compare at the sink.
+    let entered = Arc::new(Mutex::new(Vec::new()));
+    let e = entered.clone();
+    pool.set_handler(move |job| {
+        let seq = SeqMeta::read(job.buffer).unwrap().unwrap().seq;
+        e.lock().unwrap().push((
+            seq,
+            FrameAnalysis::read(job.buffer).unwrap().unwrap(),
+            rois(job.buffer),
+        ));
+        std::thread::sleep(std::time::Duration::from_millis(seq * 7 % 13));
+        Ok(gstordered::enrichpool::Verdict::Keep)
+    });
+    let sink = pipeline
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let mut out = Vec::new();
+    while let Ok(sample) = sink.pull_sample() {
+        let b = sample.buffer().unwrap();
+        out.push((SeqMeta::read(b).unwrap().unwrap().seq, analysis(b), rois(b)));
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+    assert_eq!(out.len(), 60);
+    assert_eq!(
+        out.iter().map(|o| o.0).collect::<Vec<_>>(),
+        (0..60).collect::<Vec<_>>()
+    );
+    let mut entered = entered.lock().unwrap().clone();
+    entered.sort_by_key(|e| e.0);
+    assert_eq!(out, entered, "every meta arrives intact");
+    assert!(out.iter().any(|o| !o.2.is_empty()), "the ball gave ROIs");
+}
+
+#[test]
+fn device_gpu_without_a_gpu_fails_at_start_with_a_clear_error() {
+    // No Vulkan driver: the loader is pointed at an empty list.
+    let out = plugin::gst_command("gst-launch-1.0")
+        .env("VK_ICD_FILENAMES", "/nonexistent.json")
+        .env("VK_DRIVER_FILES", "/nonexistent.json")
+        .args([
+            "videotestsrc",
+            "num-buffers=1",
+            "!",
+            "frameanalyzer",
+            "device=gpu",
+            "!",
+            "fakesink",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("device=gpu but no GPU can be used"), "{text}");
+    // device=auto falls back to the CPU in the same situation.
+    let out = plugin::gst_command("gst-launch-1.0")
+        .env("VK_ICD_FILENAMES", "/nonexistent.json")
+        .env("VK_DRIVER_FILES", "/nonexistent.json")
+        .args([
+            "videotestsrc",
+            "num-buffers=2",
+            "!",
+            "frameanalyzer",
+            "device=auto",
+            "!",
+            "fakesink",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
