@@ -1,8 +1,16 @@
 // frameanalyzer's compute shaders. The CPU twin (cpu.rs) computes the same integers.
 //
-// luma_histogram: per pixel, luma from the raw first plane -> `luma`, 256-bin `histogram`.
-// laplacian:      per interior pixel, 4c - l - r - u - d; per-workgroup sum and sum of squares.
-// motion:         per block, sum of |luma - previous|.
+// One invocation per column of 4 pixels (one word of packed luma), walking down the frame:
+// neighbouring invocations read neighbouring words, and no workgroup memory, barrier or
+// per-pixel atomic is needed (software Vulkan such as lavapipe runs invocations as SIMD
+// lanes on a few CPU threads, where those are what costs).
+//
+// columns: luma from the raw first plane, packed 4 per word into `luma`; a private 256-bin
+//          histogram added into `histogram` at the end; and per block row, the sum of
+//          |luma - previous| of the column's pixels in each of the (at most two) blocks the
+//          column touches, into `sad`.
+// edges:   the 4-neighbour Laplacian over the column's interior pixels: its sum and its
+//          sum of squares (as two words) into `laplacian`.
 
 struct Params {
     width: u32,
@@ -14,9 +22,9 @@ struct Params {
     b: u32,
     packed: u32,          // 0: one luma byte per pixel; 1: packed RGB
     block: u32,
-    blocks_x: u32,
-    laplacian_groups_x: u32,
-    _pad: u32,
+    blocks_y: u32,
+    pitch: u32,           // words per row of `luma`: columns
+    _pad0: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -27,95 +35,117 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> laplacian: array<u32>;
 @group(0) @binding(6) var<storage, read_write> sad: array<u32>;
 
-fn byte_at(i: u32) -> u32 {
+fn frame_byte(i: u32) -> u32 {
     return (frame[i >> 2u] >> ((i & 3u) * 8u)) & 0xffu;
 }
 
-fn luma_at(x: u32, y: u32) -> u32 {
-    let o = y * p.stride + x * p.bytes_per_pixel;
-    if (p.packed == 0u) {
-        return byte_at(o);
-    }
-    return (77u * byte_at(o + p.r) + 150u * byte_at(o + p.g) + 29u * byte_at(o + p.b) + 128u) >> 8u;
+fn byte_of(word: u32, k: u32) -> u32 {
+    return (word >> (k * 8u)) & 0xffu;
 }
 
-var<workgroup> local_histogram: array<atomic<u32>, 256>;
-
-@compute @workgroup_size(16, 16)
-fn luma_histogram(@builtin(global_invocation_id) gid: vec3<u32>,
-                  @builtin(local_invocation_index) li: u32) {
-    atomicStore(&local_histogram[li], 0u);
-    workgroupBarrier();
-    if (gid.x < p.width && gid.y < p.height) {
-        let l = luma_at(gid.x, gid.y);
-        luma[gid.y * p.width + gid.x] = l;
-        atomicAdd(&local_histogram[l], 1u);
+/// The luma of pixels 4c..4c+3 of row y, packed; bytes past the width are 0.
+fn luma_word(c: u32, y: u32, valid: u32) -> u32 {
+    let row = y * p.stride;
+    if (p.packed == 0u && (p.stride & 3u) == 0u) {
+        let mask = select(0xffffffffu, (1u << (valid * 8u)) - 1u, valid < 4u);
+        return frame[(row >> 2u) + c] & mask;
     }
-    workgroupBarrier();
-    let count = atomicLoad(&local_histogram[li]);
-    if (count > 0u) {
-        atomicAdd(&histogram[li], count);
+    var word = 0u;
+    for (var k = 0u; k < valid; k++) {
+        let o = row + (4u * c + k) * p.bytes_per_pixel;
+        var l: u32;
+        if (p.packed == 0u) {
+            l = frame_byte(o);
+        } else {
+            l = (77u * frame_byte(o + p.r) + 150u * frame_byte(o + p.g) + 29u * frame_byte(o + p.b) + 128u) >> 8u;
+        }
+        word |= l << (k * 8u);
+    }
+    return word;
+}
+
+@compute @workgroup_size(64)
+fn columns(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let c = gid.x;
+    if (c >= p.pitch) {
+        return;
+    }
+    let valid = min(4u, p.width - 4u * c);
+    // The blocks this column's pixels fall in: pixels left of `split` count for the first
+    // block, the others (if the column straddles a block edge) for the next. No division
+    // per pixel: vector units have none.
+    let split = ((4u * c) / p.block + 1u) * p.block;
+    var bins: array<u32, 256>;
+    var sad_a = 0u;
+    var sad_b = 0u;
+    var next_flush = p.block;
+    var block_row = 0u;
+    for (var y = 0u; y < p.height; y++) {
+        let word = luma_word(c, y, valid);
+        let i = y * p.pitch + c;
+        luma[i] = word;
+        let before = previous[i];
+        for (var k = 0u; k < 4u; k++) {
+            if (k < valid) {
+                let l = byte_of(word, k);
+                bins[l] += 1u;
+                let b = byte_of(before, k);
+                let d = select(b - l, l - b, l > b);
+                if (4u * c + k < split) {
+                    sad_a += d;
+                } else {
+                    sad_b += d;
+                }
+            }
+        }
+        if (y + 1u == next_flush || y + 1u == p.height) {
+            let slot = 2u * (block_row * p.pitch + c);
+            sad[slot] = sad_a;
+            sad[slot + 1u] = sad_b;
+            sad_a = 0u;
+            sad_b = 0u;
+            next_flush += p.block;
+            block_row += 1u;
+        }
+    }
+    for (var v = 0u; v < 256u; v++) {
+        if (bins[v] != 0u) {
+            atomicAdd(&histogram[v], bins[v]);
+        }
     }
 }
 
-var<workgroup> local_sum: atomic<i32>;
-var<workgroup> local_sum_sq: atomic<u32>;
-
-@compute @workgroup_size(16, 16)
-fn laplacian_sums(@builtin(global_invocation_id) gid: vec3<u32>,
-                  @builtin(workgroup_id) wid: vec3<u32>,
-                  @builtin(local_invocation_index) li: u32) {
-    if (li == 0u) {
-        atomicStore(&local_sum, 0);
-        atomicStore(&local_sum_sq, 0u);
+@compute @workgroup_size(64)
+fn edges(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let c = gid.x;
+    if (c >= p.pitch) {
+        return;
     }
-    workgroupBarrier();
-    let x = gid.x;
-    let y = gid.y;
-    if (x >= 1u && y >= 1u && x + 1u < p.width && y + 1u < p.height) {
-        let i = y * p.width + x;
-        let l = 4 * i32(luma[i]) - i32(luma[i - 1u]) - i32(luma[i + 1u])
-              - i32(luma[i - p.width]) - i32(luma[i + p.width]);
-        atomicAdd(&local_sum, l);
-        // At most 256 * 1020^2 per workgroup: fits in u32.
-        atomicAdd(&local_sum_sq, u32(l * l));
-    }
-    workgroupBarrier();
-    if (li == 0u) {
-        let g = wid.y * p.laplacian_groups_x + wid.x;
-        laplacian[2u * g] = bitcast<u32>(atomicLoad(&local_sum));
-        laplacian[2u * g + 1u] = atomicLoad(&local_sum_sq);
-    }
-}
-
-var<workgroup> local_sad: atomic<u32>;
-
-@compute @workgroup_size(16, 16)
-fn motion(@builtin(workgroup_id) wid: vec3<u32>,
-          @builtin(local_invocation_id) lid: vec3<u32>,
-          @builtin(local_invocation_index) li: u32) {
-    if (li == 0u) {
-        atomicStore(&local_sad, 0u);
-    }
-    workgroupBarrier();
-    let x0 = wid.x * p.block;
-    let y0 = wid.y * p.block;
-    var acc = 0u;
-    for (var dy = lid.y; dy < p.block; dy += 16u) {
-        for (var dx = lid.x; dx < p.block; dx += 16u) {
-            let x = x0 + dx;
-            let y = y0 + dy;
-            if (x < p.width && y < p.height) {
-                let i = y * p.width + x;
-                let a = luma[i];
-                let b = previous[i];
-                acc += select(b - a, a - b, a > b);
+    var sum = 0i;
+    var sum_sq_lo = 0u;
+    var sum_sq_hi = 0u;
+    for (var y = 1u; y + 1u < p.height; y++) {
+        let i = y * p.pitch + c;
+        let cur = luma[i];
+        let up = luma[i - p.pitch];
+        let down = luma[i + p.pitch];
+        let left = select(0u, luma[i - 1u], c > 0u);
+        let right = select(0u, luma[i + 1u], c + 1u < p.pitch);
+        for (var k = 0u; k < 4u; k++) {
+            let x = 4u * c + k;
+            if (x >= 1u && x + 1u < p.width) {
+                let l = select(byte_of(cur, k - 1u), byte_of(left, 3u), k == 0u);
+                let r = select(byte_of(cur, k + 1u), byte_of(right, 0u), k == 3u);
+                let v = 4 * i32(byte_of(cur, k)) - i32(l) - i32(r) - i32(byte_of(up, k)) - i32(byte_of(down, k));
+                sum += v;
+                let sq = u32(v * v);
+                let next = sum_sq_lo + sq;
+                sum_sq_hi += select(0u, 1u, next < sum_sq_lo);
+                sum_sq_lo = next;
             }
         }
     }
-    atomicAdd(&local_sad, acc);
-    workgroupBarrier();
-    if (li == 0u) {
-        sad[wid.y * p.blocks_x + wid.x] = atomicLoad(&local_sad);
-    }
+    laplacian[3u * c] = bitcast<u32>(sum);
+    laplacian[3u * c + 1u] = sum_sq_lo;
+    laplacian[3u * c + 2u] = sum_sq_hi;
 }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, mpsc};
 
 use super::{Backend, Layout, Measurements, Plane, block_grid};
 
-const WORKGROUP: u32 = 16;
+const WORKGROUP: u32 = 64;
 const HISTOGRAM_BYTES: u64 = 256 * 4;
 
 /// The shader's `Params`, laid out as in WGSL (twelve u32).
@@ -23,8 +23,9 @@ struct Params {
     b: u32,
     packed: u32,
     block: u32,
-    blocks_x: u32,
-    laplacian_groups_x: u32,
+    blocks_y: u32,
+    /// Columns of 4 pixels: words per row of packed luma, and invocations per pass.
+    pitch: u32,
 }
 
 impl Params {
@@ -39,8 +40,8 @@ impl Params {
             self.b,
             self.packed,
             self.block,
-            self.blocks_x,
-            self.laplacian_groups_x,
+            self.blocks_y,
+            self.pitch,
             0,
         ];
         let mut out = [0u8; 48];
@@ -75,9 +76,8 @@ pub struct GpuBackend {
     device: wgpu::Device,
     queue: wgpu::Queue,
     layout: wgpu::BindGroupLayout,
-    luma_histogram: wgpu::ComputePipeline,
-    laplacian: wgpu::ComputePipeline,
-    motion: wgpu::ComputePipeline,
+    columns: wgpu::ComputePipeline,
+    edges: wgpu::ComputePipeline,
     sized: Option<Sized>,
     /// Upload staging for planes whose length is not a multiple of 4 bytes.
     scratch: Vec<u8>,
@@ -185,9 +185,9 @@ impl GpuBackend {
         };
         let backend = GpuBackend {
             name: info.name.clone(),
-            luma_histogram: pipeline("luma_histogram"),
-            laplacian: pipeline("laplacian_sums"),
-            motion: pipeline("motion"),
+            columns: pipeline("columns"),
+            edges: pipeline("edges"),
+
             device,
             queue,
             layout,
@@ -217,7 +217,6 @@ impl GpuBackend {
                 b,
             } => (bytes_per_pixel, r, g, b, 1),
         };
-        let (blocks_x, _) = block_grid(plane.width, plane.height, block);
         Params {
             width: plane.width,
             height: plane.height,
@@ -228,8 +227,8 @@ impl GpuBackend {
             b,
             packed,
             block,
-            blocks_x,
-            laplacian_groups_x: plane.width.div_ceil(WORKGROUP),
+            blocks_y: plane.height.div_ceil(block),
+            pitch: plane.width.div_ceil(4),
         }
     }
 
@@ -244,14 +243,13 @@ impl GpuBackend {
             })
         };
         let storage = wgpu::BufferUsages::STORAGE;
-        let pixels = params.width as u64 * params.height as u64;
-        let groups = (
-            params.width.div_ceil(WORKGROUP),
-            params.height.div_ceil(WORKGROUP),
-        );
+        let luma_bytes = params.pitch as u64 * params.height as u64 * 4;
+        let groups = (params.pitch.div_ceil(WORKGROUP), 1);
         let blocks = block_grid(params.width, params.height, params.block);
-        let laplacian_bytes = groups.0 as u64 * groups.1 as u64 * 8;
-        let sad_bytes = blocks.0 as u64 * blocks.1 as u64 * 4;
+        // Per column: Laplacian sum and sum of squares (two words); per column and block
+        // row: the SAD of the (at most two) blocks the column touches.
+        let laplacian_bytes = params.pitch as u64 * 3 * 4;
+        let sad_bytes = params.blocks_y as u64 * params.pitch as u64 * 2 * 4;
 
         let uniform = buffer(
             "params",
@@ -261,8 +259,8 @@ impl GpuBackend {
         self.queue.write_buffer(&uniform, 0, &params.bytes());
         let frame = buffer("frame", frame_bytes, storage | wgpu::BufferUsages::COPY_DST);
         let luma = [
-            buffer("luma 0", pixels * 4, storage),
-            buffer("luma 1", pixels * 4, storage),
+            buffer("luma 0", luma_bytes, storage),
+            buffer("luma 1", luma_bytes, storage),
         ];
         let histogram = buffer(
             "histogram",
@@ -361,14 +359,10 @@ impl Backend for GpuBackend {
                 timestamp_writes: None,
             });
             pass.set_bind_group(0, &s.bind_groups[s.current], &[]);
-            pass.set_pipeline(&self.luma_histogram);
-            pass.dispatch_workgroups(s.groups.0, s.groups.1, 1);
-            pass.set_pipeline(&self.laplacian);
-            pass.dispatch_workgroups(s.groups.0, s.groups.1, 1);
-            if s.has_previous {
-                pass.set_pipeline(&self.motion);
-                pass.dispatch_workgroups(s.blocks.0, s.blocks.1, 1);
-            }
+            pass.set_pipeline(&self.columns);
+            pass.dispatch_workgroups(s.groups.0, 1, 1);
+            pass.set_pipeline(&self.edges);
+            pass.dispatch_workgroups(s.groups.0, 1, 1);
         }
         encoder.copy_buffer_to_buffer(&s.histogram, 0, &s.readback, 0, HISTOGRAM_BYTES);
         encoder.copy_buffer_to_buffer(
@@ -387,6 +381,7 @@ impl Backend for GpuBackend {
                 s.sad_bytes,
             );
         }
+        let params = s.params;
         self.queue.submit([encoder.finish()]);
 
         let (tx, rx) = mpsc::sync_channel(1);
@@ -400,10 +395,9 @@ impl Backend for GpuBackend {
             .map_err(|_| "wgpu dropped the readback".to_string())?
             .map_err(|e| format!("wgpu readback: {e}"))?;
 
-        let lap_words = (s.laplacian_bytes / 4) as usize;
-        let sad_words = (s.sad_bytes / 4) as usize;
         let mut histogram = [0u32; 256];
         let (mut sum, mut sum_sq) = (0i64, 0u64);
+        let (blocks_x, blocks_y) = s.blocks;
         let block_sad = {
             let view = s
                 .readback
@@ -415,18 +409,32 @@ impl Backend for GpuBackend {
             for (bin, w) in histogram.iter_mut().zip(words.by_ref()) {
                 *bin = w;
             }
-            for _ in 0..lap_words / 2 {
-                let (partial_sum, partial_sq) =
-                    (words.next().unwrap_or(0), words.next().unwrap_or(0));
+            for _ in 0..params.pitch {
+                let mut next = || words.next().unwrap_or(0);
+                let (partial_sum, lo, hi) = (next(), next(), next());
                 sum += partial_sum as i32 as i64;
-                sum_sq += partial_sq as u64;
+                sum_sq += (hi as u64) << 32 | lo as u64;
             }
-            s.has_previous
-                .then(|| words.take(sad_words).collect::<Vec<u32>>())
+            // Per block row and column: the SADs of the blocks of its first and last pixel.
+            s.has_previous.then(|| {
+                let mut sad = vec![0u32; (blocks_x * blocks_y) as usize];
+                for by in 0..params.blocks_y {
+                    for c in 0..params.pitch {
+                        let (a, b) = (words.next().unwrap_or(0), words.next().unwrap_or(0));
+                        let first = 4 * c;
+                        let last = (4 * c + 3).min(params.width - 1);
+                        let row = (by * blocks_x) as usize;
+                        sad[row + (first / params.block) as usize] += a;
+                        if last / params.block != first / params.block {
+                            sad[row + (last / params.block) as usize] += b;
+                        }
+                    }
+                }
+                sad
+            })
         };
         s.readback.unmap();
         let interior = |n: u32| n.saturating_sub(2) as u64;
-        let (blocks_x, blocks_y) = s.blocks;
         s.current = 1 - s.current;
         s.has_previous = true;
         self.take_error()?;
