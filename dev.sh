@@ -9,6 +9,8 @@
 # the first time). Rust itself (cargo >= the rust-version in Cargo.toml) must be installed.
 set -euo pipefail
 cd "$(dirname "$0")"
+# Mesa's software Vulkan (lavapipe) complains on every start without one.
+export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp}
 
 PACKAGES=(
   pkg-config
@@ -21,6 +23,8 @@ PACKAGES=(
   ninja-build
   python3-gi
   python3-gst-1.0
+  libvulkan1
+  mesa-vulkan-drivers
 )
 
 deps() {

@@ -1,6 +1,7 @@
-//! The main job: a live pipeline through the elements.
+//! The main job: a live pipeline through all three elements.
 //!
-//! `videotestsrc is-live=true` → `enrichpool` (6 workers running a Rust handler that takes
+//! `videotestsrc is-live=true` → `frameanalyzer` (GPU through wgpu when there is an adapter,
+//! lavapipe included, else the CPU) → `enrichpool` (6 workers running a Rust handler that takes
 //! 10–110 ms a frame and fails one frame in fifty; `leaky=downstream` so the live source is
 //! never stalled) → `resequencer` → `fakesink`. It runs for a fixed time (`--seconds N`,
 //! default 10), prints the stats of both elements every second, then sends EOS and prints
@@ -12,7 +13,7 @@ use std::time::Duration;
 use gst::prelude::*;
 use gstordered::EnrichPool;
 use gstordered::enrichpool::Verdict;
-use gstordered::meta::SeqMeta;
+use gstordered::meta::{FrameAnalysis, SeqMeta};
 
 /// What the sink saw: frames, and frames that came after a higher sequence number.
 #[derive(Default)]
@@ -20,6 +21,8 @@ struct SinkLog {
     frames: u64,
     out_of_order: u64,
     last: Option<u64>,
+    /// Frames per analysis label, as they reached the sink.
+    labels: std::collections::BTreeMap<String, u64>,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -54,6 +57,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .build(),
         )
         .build()?;
+    let analyzer = gst::ElementFactory::make("frameanalyzer")
+        .name("frameanalyzer")
+        .build()?;
     let pool = gst::ElementFactory::make("enrichpool")
         .name("enrichpool")
         .property("workers", 6u32)
@@ -74,7 +80,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if seq % 50 == 49 {
             return Err(format!("simulated failure on frame {seq}"));
         }
+        let label = FrameAnalysis::read(job.buffer)
+            .and_then(Result::ok)
+            .map(|a| a.label.as_str());
         job.outputs.set("work-ms", work_ms);
+        job.outputs.set("saw-label", label.unwrap_or("none"));
         Ok(Verdict::Keep)
     });
     let reseq = gst::ElementFactory::make("resequencer")
@@ -85,8 +95,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let sink = gst::ElementFactory::make("fakesink")
         .property("sync", true)
         .build()?;
-    pipeline.add_many([&src, &caps, pool.upcast_ref(), &reseq, &sink])?;
-    gst::Element::link_many([&src, &caps, pool.upcast_ref(), &reseq, &sink])?;
+    pipeline.add_many([&src, &caps, &analyzer, pool.upcast_ref(), &reseq, &sink])?;
+    gst::Element::link_many([&src, &caps, &analyzer, pool.upcast_ref(), &reseq, &sink])?;
 
     let log = Arc::new(Mutex::new(SinkLog::default()));
     let probe_log = log.clone();
@@ -96,6 +106,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             if let Some(gst::PadProbeData::Buffer(buffer)) = &info.data {
                 let mut log = probe_log.lock().unwrap();
                 log.frames += 1;
+                if let Some(Ok(a)) = FrameAnalysis::read(buffer) {
+                    *log.labels.entry(a.label.as_str().to_string()).or_default() += 1;
+                }
                 if let Some(Ok(meta)) = SeqMeta::read(buffer) {
                     if log.last.is_some_and(|last| meta.seq <= last) {
                         log.out_of_order += 1;
@@ -107,9 +120,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         });
 
     println!(
-        "demo: videotestsrc is-live=true ! enrichpool workers=6 leaky=downstream ! resequencer ! fakesink, {seconds} s"
+        "demo: videotestsrc is-live=true ! frameanalyzer ! enrichpool workers=6 leaky=downstream ! resequencer ! fakesink, {seconds} s"
     );
     pipeline.set_state(gst::State::Playing)?;
+    println!(
+        "frameanalyzer runs on: {}",
+        analyzer.property::<String>("backend")
+    );
 
     // EOS after the requested time, from another thread; the bus loop runs until it arrives.
     let eos_pipeline = pipeline.downgrade();
@@ -158,11 +175,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let stats = reseq.property::<gst::Structure>("stats");
+    let analyzer_stats = analyzer.property::<gst::Structure>("stats");
     let pool_stats = pool.property::<gst::Structure>("stats");
     pipeline.set_state(gst::State::Null)?;
     result?;
 
-    for (title, s) in [("enrichpool", &pool_stats), ("resequencer", &stats)] {
+    for (title, s) in [
+        ("frameanalyzer", &analyzer_stats),
+        ("enrichpool", &pool_stats),
+        ("resequencer", &stats),
+    ] {
         println!("final {title} stats:");
         for (name, value) in s.iter() {
             if let Ok(v) = value.get::<u64>() {
@@ -179,9 +201,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         get(&pool_stats, "in"),
         get(&pool_stats, "dropped")
     );
+    println!("labels at the sink: {:?}", log.labels);
     let balanced =
         get(&pool_stats, "in") == get(&pool_stats, "pushed") + get(&pool_stats, "dropped");
-    if log.out_of_order > 0 || log.frames != get(&stats, "pushed") || !balanced {
+    let analyzed = log.labels.values().sum::<u64>() == log.frames;
+    if log.out_of_order > 0 || log.frames != get(&stats, "pushed") || !balanced || !analyzed {
         return Err(
             "the sink did not see every pushed frame in order, or the ledger does not balance"
                 .into(),

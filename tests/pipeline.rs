@@ -235,7 +235,7 @@ fn gst_launch_runs_a_live_pipeline_through_the_resequencer() {
 
 #[test]
 fn gst_inspect_documents_every_property() {
-    let elements: [(&str, &[&str]); 2] = [
+    let elements: [(&str, &[&str]); 3] = [
         (
             "resequencer",
             &[
@@ -265,6 +265,21 @@ fn gst_inspect_documents_every_property() {
                 "stats-interval",
             ],
         ),
+        (
+            "frameanalyzer",
+            &[
+                "device",
+                "block-size",
+                "motion-threshold",
+                "scene-threshold",
+                "dark-threshold",
+                "max-rois",
+                "post-messages",
+                "backend",
+                "stats",
+                "stats-interval",
+            ],
+        ),
     ];
     for (element, props) in elements {
         let out = gst_command("gst-inspect-1.0")
@@ -287,7 +302,10 @@ fn gst_inspect_documents_every_property() {
                 "{element}: {prop} has no real description: {line}"
             );
         }
-        assert!(text.contains("nanoseconds"), "{element}: units shown");
+        assert!(
+            text.contains("nanoseconds") || text.contains("pixels"),
+            "{element}: units shown"
+        );
     }
     let out = gst_command("gst-inspect-1.0")
         .arg("enrichpool")
