@@ -24,7 +24,7 @@ fn a_thousand_start_stop_cycles_leave_no_thread_behind() {
     gst::init().unwrap();
     gstordered::plugin_register_static().unwrap();
     let pipeline =
-        gst::parse::launch("fakesrc sizetype=fixed sizemax=64 ! enrichpool workers=2 ! fakesink")
+        gst::parse::launch("fakesrc sizetype=fixed sizemax=64 ! enrichpool name=pool workers=2 ! fakesink")
             .unwrap()
             .downcast::<gst::Pipeline>()
             .unwrap();
@@ -43,7 +43,8 @@ fn a_thousand_start_stop_cycles_leave_no_thread_behind() {
         if i == 0 {
             // While running there are workers; the check below is not vacuous.
             pipeline.set_state(gst::State::Paused).unwrap();
-            assert!(!pool_threads().is_empty());
+            let pool = pipeline.by_name("pool").unwrap();
+            assert_eq!(pool.property::<gst::Structure>("stats").get::<u64>("workers").unwrap(), 2);
         }
     }
     pipeline.set_state(gst::State::Null).unwrap();
