@@ -23,11 +23,12 @@ fn pool_threads() -> Vec<String> {
 fn a_thousand_start_stop_cycles_leave_no_thread_behind() {
     gst::init().unwrap();
     gstordered::plugin_register_static().unwrap();
-    let pipeline =
-        gst::parse::launch("fakesrc sizetype=fixed sizemax=64 ! enrichpool name=pool workers=2 ! fakesink")
-            .unwrap()
-            .downcast::<gst::Pipeline>()
-            .unwrap();
+    let pipeline = gst::parse::launch(
+        "fakesrc sizetype=fixed sizemax=64 ! enrichpool name=pool workers=2 ! fakesink",
+    )
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
     let cycle = |state| {
         pipeline.set_state(state).unwrap();
         let (res, _, _) = pipeline.state(gst::ClockTime::from_seconds(10));
@@ -44,7 +45,12 @@ fn a_thousand_start_stop_cycles_leave_no_thread_behind() {
             // While running there are workers; the check below is not vacuous.
             pipeline.set_state(gst::State::Paused).unwrap();
             let pool = pipeline.by_name("pool").unwrap();
-            assert_eq!(pool.property::<gst::Structure>("stats").get::<u64>("workers").unwrap(), 2);
+            assert_eq!(
+                pool.property::<gst::Structure>("stats")
+                    .get::<u64>("workers")
+                    .unwrap(),
+                2
+            );
         }
     }
     pipeline.set_state(gst::State::Null).unwrap();

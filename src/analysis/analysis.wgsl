@@ -115,37 +115,62 @@ fn columns(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
 }
 
+// The Laplacian of four pixels at once, two per u32 in 16-bit fields (even pixels 0 and 2,
+// odd pixels 1 and 3), biased by 1020 so that no field goes negative or borrows:
+// 4c + 1020 - (l + r + u + d) stays within 0..2040.
+const EVEN: u32 = 0x00ff00ffu;
+const BIAS: u32 = 0x03fc03fcu;
+
+fn accumulate(biased: u32, mask: u32, acc: ptr<function, vec3<u32>>) {
+    // `mask` keeps the fields of pixels that count (interior ones).
+    let v0 = (i32(biased & 0xffffu) - 1020) * i32(mask & 1u);
+    let v1 = (i32(biased >> 16u) - 1020) * i32((mask >> 16u) & 1u);
+    (*acc).x = bitcast<u32>(bitcast<i32>((*acc).x) + v0 + v1);
+    let sq = u32(v0 * v0) + u32(v1 * v1);
+    let next = (*acc).y + sq;
+    (*acc).z += select(0u, 1u, next < (*acc).y);
+    (*acc).y = next;
+}
+
 @compute @workgroup_size(64)
 fn edges(@builtin(global_invocation_id) gid: vec3<u32>) {
     let c = gid.x;
     if (c >= p.pitch) {
         return;
     }
-    var sum = 0i;
-    var sum_sq_lo = 0u;
-    var sum_sq_hi = 0u;
+    // Which of the column's pixels are interior (x >= 1 and x + 1 < width), per parity.
+    var keep = 0u;
+    for (var k = 0u; k < 4u; k++) {
+        let x = 4u * c + k;
+        if (x >= 1u && x + 1u < p.width) {
+            keep |= 1u << ((k & 1u) * 4u + (k >> 1u) * 16u);
+        }
+    }
+    let keep_even = keep & 0x00010001u;
+    let keep_odd = (keep >> 4u) & 0x00010001u;
+    // x: sum (as i32 bits), y: low word of the sum of squares, z: high word.
+    var acc = vec3<u32>(0u, 0u, 0u);
     for (var y = 1u; y + 1u < p.height; y++) {
         let i = y * p.pitch + c;
         let cur = luma[i];
         let up = luma[i - p.pitch];
         let down = luma[i + p.pitch];
-        let left = select(0u, luma[i - 1u], c > 0u);
-        let right = select(0u, luma[i + 1u], c + 1u < p.pitch);
-        for (var k = 0u; k < 4u; k++) {
-            let x = 4u * c + k;
-            if (x >= 1u && x + 1u < p.width) {
-                let l = select(byte_of(cur, k - 1u), byte_of(left, 3u), k == 0u);
-                let r = select(byte_of(cur, k + 1u), byte_of(right, 0u), k == 3u);
-                let v = 4 * i32(byte_of(cur, k)) - i32(l) - i32(r) - i32(byte_of(up, k)) - i32(byte_of(down, k));
-                sum += v;
-                let sq = u32(v * v);
-                let next = sum_sq_lo + sq;
-                sum_sq_hi += select(0u, 1u, next < sum_sq_lo);
-                sum_sq_lo = next;
-            }
-        }
+        let left = select(0u, luma[i - 1u] >> 24u, c > 0u);
+        let right = select(0u, luma[i + 1u] & 0xffu, c + 1u < p.pitch);
+        let even = cur & EVEN;
+        let odd = (cur >> 8u) & EVEN;
+        let vertical_even = (up & EVEN) + (down & EVEN);
+        let vertical_odd = ((up >> 8u) & EVEN) + ((down >> 8u) & EVEN);
+        // Even pixels 0, 2: left neighbours pixel -1 and 1, right neighbours 1 and 3.
+        let left_even = (odd << 16u) | left;
+        let e = 4u * even + BIAS - (left_even + odd + vertical_even);
+        // Odd pixels 1, 3: left neighbours 0 and 2, right neighbours 2 and 4.
+        let right_odd = (even >> 16u) | (right << 16u);
+        let o = 4u * odd + BIAS - (even + right_odd + vertical_odd);
+        accumulate(e, keep_even, &acc);
+        accumulate(o, keep_odd, &acc);
     }
-    laplacian[3u * c] = bitcast<u32>(sum);
-    laplacian[3u * c + 1u] = sum_sq_lo;
-    laplacian[3u * c + 2u] = sum_sq_hi;
+    laplacian[3u * c] = acc.x;
+    laplacian[3u * c + 1u] = acc.y;
+    laplacian[3u * c + 2u] = acc.z;
 }
