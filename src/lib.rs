@@ -10,10 +10,10 @@ use gst::glib;
 pub mod analysis;
 pub mod enrichpool;
 pub mod frameanalyzer;
+mod glue;
 pub mod meta;
 pub mod pool;
 pub mod sequencing;
-mod stats;
 
 mod resequencer;
 

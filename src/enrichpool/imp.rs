@@ -18,9 +18,9 @@ use gst::prelude::*;
 use gst::subclass::prelude::*;
 
 use super::{Handler, Job, Verdict};
+use crate::glue::{StatsTimer, lock};
 use crate::meta::{Enrichment, Gap, GapReason, SeqMeta};
 use crate::pool::{self, Limits, Loss, Pool, PoolConfig, PoolStats, Report, Submitted, Work};
-use crate::stats::StatsTimer;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -160,10 +160,6 @@ pub(super) struct Enricher {
     flow: Mutex<Result<gst::FlowSuccess, gst::FlowError>>,
     /// Processing latency last reported in a LATENCY message (ns).
     reported_latency: Mutex<u64>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Enricher {
@@ -878,25 +874,8 @@ impl ElementImpl for EnrichPool {
     }
 
     fn pad_templates() -> &'static [gst::PadTemplate] {
-        static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
-            let caps = gst::Caps::new_any();
-            vec![
-                gst::PadTemplate::new(
-                    "sink",
-                    gst::PadDirection::Sink,
-                    gst::PadPresence::Always,
-                    &caps,
-                )
-                .expect("valid template"),
-                gst::PadTemplate::new(
-                    "src",
-                    gst::PadDirection::Src,
-                    gst::PadPresence::Always,
-                    &caps,
-                )
-                .expect("valid template"),
-            ]
-        });
+        static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> =
+            LazyLock::new(|| crate::glue::always_pads(&gst::Caps::new_any()));
         TEMPLATES.as_ref()
     }
 

@@ -5,7 +5,7 @@
 //! Locks: `settings` and `state` are never held together; `state` is held for the analysis
 //! of one frame (the streaming thread is the only one that analyzes).
 
-use std::sync::{LazyLock, Mutex, MutexGuard};
+use std::sync::{LazyLock, Mutex};
 
 use gst::glib;
 use gst::prelude::*;
@@ -16,8 +16,8 @@ use gst_video::prelude::*;
 use crate::analysis::{
     Analysis, Analyzer, Layout, Params, Plane, cpu::CpuBackend, gpu::GpuBackend,
 };
+use crate::glue::{StatsTimer, lock};
 use crate::meta::FrameAnalysis;
-use crate::stats::StatsTimer;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -122,10 +122,6 @@ struct State {
 pub struct FrameAnalyzer {
     settings: Mutex<Settings>,
     state: Mutex<State>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn stats_structure(state: &State) -> gst::Structure {
@@ -333,25 +329,11 @@ impl ElementImpl for FrameAnalyzer {
 
     fn pad_templates() -> &'static [gst::PadTemplate] {
         static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
-            let caps = gst_video::VideoCapsBuilder::new()
-                .format_list(FORMATS)
-                .build();
-            vec![
-                gst::PadTemplate::new(
-                    "sink",
-                    gst::PadDirection::Sink,
-                    gst::PadPresence::Always,
-                    &caps,
-                )
-                .expect("valid template"),
-                gst::PadTemplate::new(
-                    "src",
-                    gst::PadDirection::Src,
-                    gst::PadPresence::Always,
-                    &caps,
-                )
-                .expect("valid template"),
-            ]
+            crate::glue::always_pads(
+                &gst_video::VideoCapsBuilder::new()
+                    .format_list(FORMATS)
+                    .build(),
+            )
         });
         TEMPLATES.as_ref()
     }

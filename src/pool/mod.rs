@@ -399,14 +399,17 @@ impl<W: Work> Shared<W> {
             return go_on;
         }
         flight.state = Flight::Delivering;
+        // Counted before the callback, so that whoever sees its result sees the count too.
+        match &outcome {
+            Outcome::Keep => state.stats.delivered += 1,
+            Outcome::Lost(Loss::Dropped, _) => state.stats.dropped += 1,
+            Outcome::Lost(..) | Outcome::Panicked => state.stats.failed += 1,
+        }
         drop(state);
 
         let panicked = matches!(outcome, Outcome::Panicked);
-        let loss = match outcome {
-            Outcome::Keep => {
-                self.work.deliver(job, tag, report);
-                None
-            }
+        match outcome {
+            Outcome::Keep => self.work.deliver(job, tag, report),
             Outcome::Lost(loss, message) => {
                 drop(job);
                 self.work.lost(tag, loss);
@@ -414,7 +417,6 @@ impl<W: Work> Shared<W> {
                     self.work
                         .fatal(tag, message.as_deref().unwrap_or("processing failed"));
                 }
-                Some(loss)
             }
             Outcome::Panicked => {
                 drop(job);
@@ -422,17 +424,11 @@ impl<W: Work> Shared<W> {
                 if on_error == OnError::Fail {
                     self.work.fatal(tag, "the handler panicked");
                 }
-                Some(Loss::Failed)
             }
-        };
+        }
 
         let mut state = self.lock();
         state.in_flight.remove(&id);
-        match loss {
-            None => state.stats.delivered += 1,
-            Some(Loss::Dropped) => state.stats.dropped += 1,
-            Some(_) => state.stats.failed += 1,
-        }
         if panicked {
             // Its thread-local state may be broken: a fresh thread takes its place.
             state.live -= 1;

@@ -82,6 +82,20 @@ fn wait_gate(g: &(Mutex<bool>, Condvar)) {
     }
 }
 
+/// A script whose jobs each announce on the returned channel that they started, then wait
+/// at a gate until `open` is called.
+fn held_at_gate() -> (Arc<Script>, impl Fn(), mpsc::Receiver<()>) {
+    let (g, open) = gate();
+    let (started_tx, started_rx) = mpsc::channel();
+    let started_tx = Mutex::new(started_tx);
+    let work = Script::new(move |_, _| {
+        let _ = started_tx.lock().unwrap().send(());
+        wait_gate(&g);
+        Verdict::Keep
+    });
+    (work, open, started_rx)
+}
+
 #[test]
 fn every_job_is_delivered_with_many_workers() {
     let work = Script::new(|job, _| {
@@ -138,14 +152,7 @@ fn leaky_upstream_drops_the_new_job() {
 
 #[test]
 fn leaky_downstream_drops_the_oldest_queued_job() {
-    let (g, open) = gate();
-    let (started_tx, started_rx) = mpsc::channel();
-    let started_tx = Mutex::new(started_tx);
-    let work = Script::new(move |_, _| {
-        let _ = started_tx.lock().unwrap().send(());
-        wait_gate(&g);
-        Verdict::Keep
-    });
+    let (work, open, started_rx) = held_at_gate();
     let mut c = config(1);
     c.limits.max_buffers = 3;
     c.leaky = Leaky::Downstream;
@@ -317,14 +324,7 @@ fn a_hanging_handler_times_out_and_its_late_result_is_discarded() {
 
 #[test]
 fn flush_discards_queued_and_in_flight_jobs() {
-    let (g, open) = gate();
-    let (started_tx, started_rx) = mpsc::channel();
-    let started_tx = Mutex::new(started_tx);
-    let work = Script::new(move |_, _| {
-        let _ = started_tx.lock().unwrap().send(());
-        wait_gate(&g);
-        Verdict::Keep
-    });
+    let (work, open, started_rx) = held_at_gate();
     let pool = Pool::start(work.clone(), config(1));
     for job in 0..3 {
         pool.submit(job, job, 1, None);
@@ -344,14 +344,7 @@ fn flush_discards_queued_and_in_flight_jobs() {
 
 #[test]
 fn stop_while_every_worker_is_busy_returns() {
-    let (g, open) = gate();
-    let (started_tx, started_rx) = mpsc::channel();
-    let started_tx = Mutex::new(started_tx);
-    let work = Script::new(move |_, _| {
-        let _ = started_tx.lock().unwrap().send(());
-        wait_gate(&g);
-        Verdict::Keep
-    });
+    let (work, open, started_rx) = held_at_gate();
     let pool = Pool::start(work.clone(), config(2));
     for job in 0..5 {
         pool.submit(job, job, 1, None);

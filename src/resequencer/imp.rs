@@ -14,11 +14,11 @@ use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 
+use crate::glue::{StatsTimer, lock};
 use crate::meta::{Gap, SeqMeta};
 use crate::sequencing::{
     Arrival, Config, FrameKey, GapArrival, Output, Skip, Stats, Timing, Window,
 };
-use crate::stats::StatsTimer;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -165,11 +165,11 @@ pub struct Resequencer {
 
 impl Resequencer {
     fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.state)
     }
 
     fn settings(&self) -> Settings {
-        *self.settings.lock().unwrap_or_else(|e| e.into_inner())
+        *lock(&self.settings)
     }
 
     fn now(&self) -> Option<u64> {
@@ -743,7 +743,7 @@ impl ObjectImpl for Resequencer {
     }
 
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
-        let mut settings = self.settings.lock().unwrap_or_else(|e| e.into_inner());
+        let mut settings = lock(&self.settings);
         match pspec.name() {
             "order-by" => settings.order_by = value.get().expect("type checked upstream"),
             "latency" => {
@@ -806,25 +806,8 @@ impl ElementImpl for Resequencer {
     }
 
     fn pad_templates() -> &'static [gst::PadTemplate] {
-        static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
-            let caps = gst::Caps::new_any();
-            vec![
-                gst::PadTemplate::new(
-                    "sink",
-                    gst::PadDirection::Sink,
-                    gst::PadPresence::Always,
-                    &caps,
-                )
-                .expect("valid template"),
-                gst::PadTemplate::new(
-                    "src",
-                    gst::PadDirection::Src,
-                    gst::PadPresence::Always,
-                    &caps,
-                )
-                .expect("valid template"),
-            ]
-        });
+        static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> =
+            LazyLock::new(|| crate::glue::always_pads(&gst::Caps::new_any()));
         TEMPLATES.as_ref()
     }
 

@@ -1,7 +1,30 @@
-//! Posting an element's `stats` structure as an element message every `stats-interval`, on
-//! the system clock, holding only a weak reference to the element.
+//! Small pieces every element's glue uses: poison-tolerant locking, the always-present
+//! sink and src pad templates, and the periodic `stats` element message (posted on the
+//! system clock every `stats-interval`, holding only a weak reference to the element).
+
+use std::sync::{Mutex, MutexGuard};
 
 use gst::prelude::*;
+
+/// Locks `m` even if a thread panicked while holding it: pad functions catch panics and
+/// turn them into element errors, and the element must still stop cleanly afterwards.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// An always-present `sink` and `src` pad template with the same caps.
+pub(crate) fn always_pads(caps: &gst::Caps) -> Vec<gst::PadTemplate> {
+    [
+        ("sink", gst::PadDirection::Sink),
+        ("src", gst::PadDirection::Src),
+    ]
+    .into_iter()
+    .map(|(name, direction)| {
+        gst::PadTemplate::new(name, direction, gst::PadPresence::Always, caps)
+            .expect("valid template")
+    })
+    .collect()
+}
 
 /// A periodic stats message; stopped when dropped.
 #[derive(Debug, Default)]
