@@ -230,18 +230,9 @@ fn failures_are_retried_per_on_error() {
 
 #[test]
 fn on_error_fail_posts_an_error() {
-    init();
-    let pipeline = gst::parse::launch(
+    let (pipeline, pool) = pipeline_with_pool(
         "videotestsrc num-buffers=5 ! enrichpool name=pool on-error=fail ! fakesink",
-    )
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    let pool = pipeline
-        .by_name("pool")
-        .unwrap()
-        .downcast::<EnrichPool>()
-        .unwrap();
+    );
     pool.set_handler(|_| Err("model exploded".into()));
     pipeline.set_state(gst::State::Playing).unwrap();
     let msg = pipeline
@@ -261,6 +252,21 @@ fn on_error_fail_posts_an_error() {
         "{}",
         err.error()
     );
+}
+
+/// Parses a pipeline that has an `enrichpool name=pool`, and returns both.
+fn pipeline_with_pool(description: &str) -> (gst::Pipeline, EnrichPool) {
+    init();
+    let pipeline = gst::parse::launch(description)
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+    let pool = pipeline
+        .by_name("pool")
+        .unwrap()
+        .downcast::<EnrichPool>()
+        .unwrap();
+    (pipeline, pool)
 }
 
 /// Records what leaves an element's src pad: frames by sequence number, events by name.
@@ -358,17 +364,8 @@ fn flush_discards_work_and_starts_a_new_epoch() {
 
 #[test]
 fn stopping_while_every_worker_is_busy_does_not_hang() {
-    init();
-    let pipeline =
-        gst::parse::launch("videotestsrc is-live=true ! enrichpool name=pool workers=2 ! fakesink")
-            .unwrap()
-            .downcast::<gst::Pipeline>()
-            .unwrap();
-    let pool = pipeline
-        .by_name("pool")
-        .unwrap()
-        .downcast::<EnrichPool>()
-        .unwrap();
+    let (pipeline, pool) =
+        pipeline_with_pool("videotestsrc is-live=true ! enrichpool name=pool workers=2 ! fakesink");
     let gate = Gate::default();
     let g = gate.clone();
     let (busy_tx, busy_rx) = mpsc::channel();
@@ -455,19 +452,11 @@ fn run_live(
     handler: impl Fn(u64) + Send + Sync + 'static,
 ) -> LiveRun {
     init();
-    let pipeline = gst::parse::launch(&format!(
+    let (pipeline, pool) = pipeline_with_pool(&format!(
         "videotestsrc is-live=true num-buffers={n} ! video/x-raw,width=64,height=48,framerate={fps}/1 \
          ! enrichpool name=pool {pool_props} ! resequencer name=reseq {reseq_props} \
          ! appsink name=sink sync=false"
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    let pool = pipeline
-        .by_name("pool")
-        .unwrap()
-        .downcast::<EnrichPool>()
-        .unwrap();
+    ));
     pool.set_handler(move |job| {
         handler(SeqMeta::read(job.buffer).unwrap().unwrap().seq);
         Ok(Verdict::Keep)
@@ -555,37 +544,3 @@ fn leaky_downstream_behind_a_live_source_drops_but_keeps_order_and_the_ledger() 
     assert!(get(pool, "max-queued") <= 3);
     assert!(get(reseq, "max-depth") <= 3);
 }
-
-#[test]
-fn gst_inspect_lists_the_process_signal_and_every_property() {
-    init();
-    let factory = gst::ElementFactory::find("enrichpool").unwrap();
-    let element = factory.create().build().unwrap();
-    for prop in [
-        "workers",
-        "max-workers",
-        "idle-timeout",
-        "max-size-buffers",
-        "max-size-bytes",
-        "max-size-time",
-        "leaky",
-        "timeout",
-        "on-error",
-        "retries",
-        "latency",
-        "overlay",
-        "stats",
-        "stats-interval",
-    ] {
-        let pspec = element
-            .find_property(prop)
-            .unwrap_or_else(|| panic!("{prop} missing"));
-        assert!(
-            pspec.blurb().map_or(0, |b| b.len()) > 20,
-            "{prop} is documented"
-        );
-    }
-    assert!(glib::subclass::SignalId::lookup("process", element.type_()).is_some());
-}
-
-use gst::glib;
