@@ -451,7 +451,6 @@ fn run_live(
     reseq_props: &str,
     handler: impl Fn(u64) + Send + Sync + 'static,
 ) -> LiveRun {
-    init();
     let (pipeline, pool) = pipeline_with_pool(&format!(
         "videotestsrc is-live=true num-buffers={n} ! video/x-raw,width=64,height=48,framerate={fps}/1 \
          ! enrichpool name=pool {pool_props} ! resequencer name=reseq {reseq_props} \
