@@ -116,7 +116,7 @@ fn frames_the_handler_drops_become_gaps_and_the_rest_stay_in_order() {
     pool.set_handler(|job| {
         let seq = SeqMeta::read(job.buffer).unwrap().unwrap().seq;
         std::thread::sleep(jitter(seq, 3));
-        Ok(if seq % 5 == 0 {
+        Ok(if seq.is_multiple_of(5) {
             Verdict::Drop
         } else {
             Verdict::Keep
@@ -175,10 +175,10 @@ fn a_handler_hanging_past_timeout_becomes_a_timeout_gap() {
     pool.static_pad("src").unwrap().add_probe(
         gst::PadProbeType::EVENT_DOWNSTREAM,
         move |_, info| {
-            if let Some(gst::PadProbeData::Event(e)) = &info.data {
-                if let Some(Ok(gap)) = Gap::from_event(e) {
-                    log.lock().unwrap().push(gap);
-                }
+            if let Some(gst::PadProbeData::Event(e)) = &info.data
+                && let Some(Ok(gap)) = Gap::from_event(e)
+            {
+                log.lock().unwrap().push(gap);
             }
             gst::PadProbeReturn::Ok
         },

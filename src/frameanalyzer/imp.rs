@@ -410,10 +410,10 @@ impl BaseTransformImpl for FrameAnalyzer {
     }
 
     fn sink_event(&self, event: gst::Event) -> bool {
-        if let gst::EventView::FlushStop(_) = event.view() {
-            if let Some(a) = lock(&self.state).analyzer.as_mut() {
-                a.reset();
-            }
+        if let gst::EventView::FlushStop(_) = event.view()
+            && let Some(a) = lock(&self.state).analyzer.as_mut()
+        {
+            a.reset();
         }
         self.parent_sink_event(event)
     }

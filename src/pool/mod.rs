@@ -279,28 +279,28 @@ impl<W: Work> Shared<W> {
                 state.live -= 1;
                 return None;
             }
-            if !state.flushing {
-                if let Some(entry) = state.queue.pop_front() {
-                    let id = state.next_id;
-                    state.next_id += 1;
-                    let (job, tag) = entry.item;
-                    let deadline = state.config.timeout.map(|t| Instant::now() + t);
-                    state.in_flight.insert(
-                        id,
-                        InFlight {
-                            tag,
-                            deadline,
-                            state: Flight::Running,
-                            bytes: entry.bytes,
-                            running_time: entry.running_time,
-                        },
-                    );
-                    state.refresh_gauges();
-                    if deadline.is_some() {
-                        self.work_ready.notify_all();
-                    }
-                    return Some((id, job, tag));
+            if !state.flushing
+                && let Some(entry) = state.queue.pop_front()
+            {
+                let id = state.next_id;
+                state.next_id += 1;
+                let (job, tag) = entry.item;
+                let deadline = state.config.timeout.map(|t| Instant::now() + t);
+                state.in_flight.insert(
+                    id,
+                    InFlight {
+                        tag,
+                        deadline,
+                        state: Flight::Running,
+                        bytes: entry.bytes,
+                        running_time: entry.running_time,
+                    },
+                );
+                state.refresh_gauges();
+                if deadline.is_some() {
+                    self.work_ready.notify_all();
                 }
+                return Some((id, job, tag));
             }
             let idle_timeout = state.config.idle_timeout;
             state.idle += 1;

@@ -105,10 +105,10 @@ impl<T> BoundedQueue<T> {
                 .filter_map(|e| e.running_time)
                 .chain(outside.oldest_running_time)
                 .min();
-            if let (Some(oldest), Some(now)) = (oldest, running_time) {
-                if now.saturating_sub(oldest) >= limits.max_time {
-                    return true;
-                }
+            if let (Some(oldest), Some(now)) = (oldest, running_time)
+                && now.saturating_sub(oldest) >= limits.max_time
+            {
+                return true;
             }
         }
         false

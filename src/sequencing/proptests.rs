@@ -223,17 +223,12 @@ proptest! {
         for &k in &keys {
             now += 5;
             let mut item = k;
-            loop {
-                match w.push(FrameKey::Pts(k * 10), timing(k), item, Some(now)) {
-                    Arrival::Blocked(back) => {
-                        item = back;
-                        match w.pop(Some(now)) {
-                            Some(Output::Frame { item, .. }) => out.push(item),
-                            Some(_) => {}
-                            None => prop_assert!(false, "blocked without progress"),
-                        }
-                    }
-                    _ => break,
+            while let Arrival::Blocked(back) = w.push(FrameKey::Pts(k * 10), timing(k), item, Some(now)) {
+                item = back;
+                match w.pop(Some(now)) {
+                    Some(Output::Frame { item, .. }) => out.push(item),
+                    Some(_) => {}
+                    None => prop_assert!(false, "blocked without progress"),
                 }
             }
             prop_assert!(w.depth() <= max_window);
