@@ -56,7 +56,6 @@ impl Params {
 struct Sized {
     params: Params,
     frame: wgpu::Buffer,
-    frame_bytes: u64,
     histogram: wgpu::Buffer,
     laplacian: wgpu::Buffer,
     laplacian_bytes: u64,
@@ -67,7 +66,8 @@ struct Sized {
     bind_groups: [wgpu::BindGroup; 2],
     current: usize,
     has_previous: bool,
-    groups: (u32, u32),
+    /// Workgroups per pass: one invocation per column of four pixels.
+    groups: u32,
     blocks: (u32, u32),
 }
 
@@ -227,7 +227,7 @@ impl GpuBackend {
             b,
             packed,
             block,
-            blocks_y: plane.height.div_ceil(block),
+            blocks_y: block_grid(plane.width, plane.height, block).1,
             pitch: plane.width.div_ceil(4),
         }
     }
@@ -244,7 +244,7 @@ impl GpuBackend {
         };
         let storage = wgpu::BufferUsages::STORAGE;
         let luma_bytes = params.pitch as u64 * params.height as u64 * 4;
-        let groups = (params.pitch.div_ceil(WORKGROUP), 1);
+        let groups = params.pitch.div_ceil(WORKGROUP);
         let blocks = block_grid(params.width, params.height, params.block);
         // Per column: Laplacian sum and sum of squares (two words); per column and block
         // row: the SAD of the (at most two) blocks the column touches.
@@ -303,7 +303,6 @@ impl GpuBackend {
         Sized {
             params,
             frame,
-            frame_bytes,
             histogram,
             laplacian,
             laplacian_bytes,
@@ -345,7 +344,6 @@ impl Backend for GpuBackend {
             self.scratch.resize(frame_bytes as usize, 0);
             self.queue.write_buffer(&s.frame, 0, &self.scratch);
         }
-        debug_assert_eq!(frame_bytes, s.frame_bytes);
 
         let mut encoder = self
             .device
@@ -360,9 +358,9 @@ impl Backend for GpuBackend {
             });
             pass.set_bind_group(0, &s.bind_groups[s.current], &[]);
             pass.set_pipeline(&self.columns);
-            pass.dispatch_workgroups(s.groups.0, 1, 1);
+            pass.dispatch_workgroups(s.groups, 1, 1);
             pass.set_pipeline(&self.edges);
-            pass.dispatch_workgroups(s.groups.0, 1, 1);
+            pass.dispatch_workgroups(s.groups, 1, 1);
         }
         encoder.copy_buffer_to_buffer(&s.histogram, 0, &s.readback, 0, HISTOGRAM_BYTES);
         encoder.copy_buffer_to_buffer(

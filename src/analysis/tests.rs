@@ -101,6 +101,18 @@ fn run(
         .collect()
 }
 
+/// `frames` as luma planes without padding, analysed on the CPU.
+fn cpu_luma(frames: &[Vec<u8>], width: u32, height: u32) -> Vec<Analysis> {
+    run(
+        Box::new(cpu::CpuBackend::new()),
+        frames,
+        width,
+        height,
+        Layout::Luma,
+        0,
+    )
+}
+
 fn gpu() -> Box<dyn Backend> {
     Box::new(gpu::GpuBackend::new().unwrap_or_else(|e| {
         panic!("the GPU tests need a wgpu adapter (lavapipe: mesa-vulkan-drivers): {e}; adapters: {:?}", gpu::adapters())
@@ -110,14 +122,7 @@ fn gpu() -> Box<dyn Backend> {
 #[test]
 fn flat_grey_frame() {
     let frames = [flat(64, 48, 128), flat(64, 48, 128)];
-    let a = run(
-        Box::new(cpu::CpuBackend::new()),
-        &frames,
-        64,
-        48,
-        Layout::Luma,
-        0,
-    );
+    let a = cpu_luma(&frames, 64, 48);
     assert_eq!(a[0].luma_mean, 128.0);
     assert_eq!(a[0].luma_stddev, 0.0);
     assert_eq!(a[0].sharpness, 0.0);
@@ -143,14 +148,7 @@ fn dark_still_frame_is_dark() {
 #[test]
 fn moving_square_gives_one_roi_where_it_moved() {
     let frames = [square(96, 64, 16, 16, 16), square(96, 64, 32, 16, 16)];
-    let a = run(
-        Box::new(cpu::CpuBackend::new()),
-        &frames,
-        96,
-        64,
-        Layout::Luma,
-        0,
-    );
+    let a = cpu_luma(&frames, 96, 64);
     assert_eq!(a[1].label, Label::Motion);
     // The blocks it left and the blocks it entered: one region covering both.
     assert_eq!(
@@ -169,14 +167,7 @@ fn moving_square_gives_one_roi_where_it_moved() {
 #[test]
 fn cut_between_two_patterns_is_a_scene_cut() {
     let frames = [flat(40, 30, 20), flat(40, 30, 220)];
-    let a = run(
-        Box::new(cpu::CpuBackend::new()),
-        &frames,
-        40,
-        30,
-        Layout::Luma,
-        0,
-    );
+    let a = cpu_luma(&frames, 40, 30);
     assert_eq!(a[1].scene_change, 1.0);
     assert_eq!(a[1].label, Label::SceneCut);
 }

@@ -171,7 +171,11 @@ impl Enricher {
         frame: &mut Frame,
         worker: u32,
     ) -> Option<bool> {
-        let signal = glib::subclass::SignalId::lookup("process", super::EnrichPool::static_type())?;
+        static PROCESS: LazyLock<glib::subclass::SignalId> = LazyLock::new(|| {
+            glib::subclass::SignalId::lookup("process", super::EnrichPool::static_type())
+                .expect("the process signal is registered with the type")
+        });
+        let signal = *PROCESS;
         if !glib::signal::signal_has_handler_pending(element, signal, None, false) {
             return None;
         }

@@ -160,8 +160,18 @@ pub struct PoolStats {
 enum Flight {
     Running,
     Delivering,
-    /// Given up by the watchdog (lost as a timeout) or by a flush; the result is discarded.
+    /// Given up by the watchdog and lost as a timeout; its worker was replaced, and the late
+    /// result is discarded.
+    TimedOut,
+    /// Discarded by a flush or a stop; the result is discarded.
     Abandoned,
+}
+
+impl Flight {
+    /// Whether the job will still be delivered or lost (it counts against the bounds).
+    fn pending(self) -> bool {
+        matches!(self, Flight::Running | Flight::Delivering)
+    }
 }
 
 struct InFlight<T> {
@@ -190,23 +200,18 @@ struct State<W: Work> {
 }
 
 impl<W: Work> State<W> {
+    fn pending_in_flight(&self) -> impl Iterator<Item = &InFlight<W::Tag>> {
+        self.in_flight.values().filter(|f| f.state.pending())
+    }
+
     /// Jobs queued or in flight that will still be delivered or lost.
     fn outstanding(&self) -> usize {
-        self.queue.len()
-            + self
-                .in_flight
-                .values()
-                .filter(|f| f.state != Flight::Abandoned)
-                .count()
+        self.queue.len() + self.pending_in_flight().count()
     }
 
     fn outside(&self) -> Outside {
         let mut outside = Outside::default();
-        for f in self
-            .in_flight
-            .values()
-            .filter(|f| f.state != Flight::Abandoned)
-        {
+        for f in self.pending_in_flight() {
             outside.count += 1;
             outside.bytes += f.bytes;
             outside.oldest_running_time = match (outside.oldest_running_time, f.running_time) {
@@ -220,11 +225,7 @@ impl<W: Work> State<W> {
     fn refresh_gauges(&mut self) {
         self.stats.queued = self.queue.len() as u64;
         self.stats.max_queued = self.stats.max_queued.max(self.stats.queued);
-        self.stats.in_flight = self
-            .in_flight
-            .values()
-            .filter(|f| f.state != Flight::Abandoned)
-            .count() as u64;
+        self.stats.in_flight = self.pending_in_flight().count() as u64;
         self.stats.workers = self.live as u64;
     }
 }
@@ -382,10 +383,11 @@ impl<W: Work> Shared<W> {
         let Some(flight) = state.in_flight.get_mut(&id) else {
             unreachable!("a job in flight is only removed by its worker");
         };
-        if flight.state == Flight::Abandoned {
-            // Already lost as a timeout, or discarded by a flush: the result is dropped. A
-            // worker replaced after a timeout retires unless the pool is short of workers.
-            let timed_out = flight.deadline.is_some_and(|d| d <= Instant::now()) && !state.flushing;
+        if !flight.state.pending() {
+            // Already lost as a timeout, or discarded by a flush or stop: the result is
+            // dropped. A worker replaced after a timeout retires unless the pool is short of
+            // workers.
+            let timed_out = flight.state == Flight::TimedOut;
             state.in_flight.remove(&id);
             let go_on = !state.stopping && (!timed_out || state.live < state.config.workers);
             if timed_out && go_on {
@@ -455,7 +457,7 @@ impl<W: Work> Shared<W> {
             for f in state.in_flight.values_mut() {
                 match (f.state, f.deadline) {
                     (Flight::Running, Some(d)) if d <= now => {
-                        f.state = Flight::Abandoned;
+                        f.state = Flight::TimedOut;
                         expired.push(f.tag);
                     }
                     (Flight::Running, Some(d)) => next = Some(next.map_or(d, |n| n.min(d))),
@@ -669,7 +671,6 @@ impl<W: Work> Pool<W> {
         for f in state.in_flight.values_mut() {
             if f.state == Flight::Running {
                 f.state = Flight::Abandoned;
-                f.deadline = None;
                 count += 1;
             }
         }
@@ -704,7 +705,9 @@ impl<W: Work> Pool<W> {
             let discarded: Vec<_> = state.queue.drain().collect();
             state.stats.flushed += discarded.len() as u64;
             for f in state.in_flight.values_mut() {
-                f.state = Flight::Abandoned;
+                if f.state == Flight::Running {
+                    f.state = Flight::Abandoned;
+                }
             }
             self.shared.room.notify_all();
             self.shared.work_ready.notify_all();

@@ -196,13 +196,11 @@ impl Resequencer {
     }
 
     fn set_upstream(&self, upstream: Upstream) {
-        let settings = self.settings();
-        let mut state = self.state();
-        state.upstream = Some(upstream);
-        state.window.set_config(window_config(&settings, upstream));
-        state.wake_task(&self.cond);
+        self.state().upstream = Some(upstream);
+        self.reconfigure();
     }
 
+    /// Applies the settings and what is known of upstream to the window.
     fn reconfigure(&self) {
         let settings = self.settings();
         let mut state = self.state();
