@@ -23,6 +23,7 @@ PACKAGES=(
   ninja-build
   python3-gi
   python3-gst-1.0
+  python3-venv
   libvulkan1
   mesa-vulkan-drivers
 )
@@ -45,6 +46,23 @@ deps() {
   fi
 }
 
+# The MLServer the remote-enrichment tests and benchmark start (pinned in
+# tests/remote/requirements.txt), in a venv under build/ (or $ORDERED_MLSERVER_VENV).
+mlserver_venv() {
+  local venv=${ORDERED_MLSERVER_VENV:-$PWD/build/mlserver-venv}
+  local reqs=tests/remote/requirements.txt
+  local stamp=$venv/.requirements
+  if [[ ! -x $venv/bin/mlserver ]] || ! cmp -s "$reqs" "$stamp"; then
+    echo "==> MLServer venv at $venv"
+    local python=python3
+    [[ -x /usr/bin/python3 ]] && python=/usr/bin/python3
+    "$python" -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check -r "$reqs"
+    cp "$reqs" "$stamp"
+  fi
+  export ORDERED_MLSERVER_VENV=$venv
+}
+
 demo() {
   deps
   cargo run --locked --release --example demo -- "$@"
@@ -60,6 +78,7 @@ test_all() {
     meson setup "$build" >/dev/null
   fi
   meson compile -C "$build"
+  mlserver_venv
 
   echo "==> meson test (cargo test: unit, property, harness and pipeline tests; gst-inspect and gst-launch on the built plugin)"
   local log=$build/test-output.log

@@ -13,6 +13,7 @@ pub mod frameanalyzer;
 mod glue;
 pub mod meta;
 pub mod pool;
+pub mod remote;
 pub mod sequencing;
 
 mod resequencer;

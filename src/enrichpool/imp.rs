@@ -9,6 +9,7 @@
 //! held while calling into the pool, which has its own locks (see `crate::pool`). The
 //! shared `Enricher` keeps its own small locks for the handler and the last flow result.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use gst::glib::translate::{IntoGlib, ToGlibPtrMut};
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 
+use super::remote::{self, Remote};
 use super::{Handler, Job, Verdict};
 use crate::glue::{StatsTimer, lock};
 use crate::meta::{Enrichment, Gap, GapReason, SeqMeta};
@@ -70,12 +72,14 @@ const DEFAULT_IDLE_TIMEOUT: u64 = 5_000_000_000;
 const DEFAULT_RETRIES: u32 = 2;
 /// How long stopping waits for workers busy with a frame before leaving them behind.
 const STOP_GRACE: Duration = Duration::from_secs(2);
+const DEFAULT_REQUEST_TIMEOUT: u64 = 5_000_000_000;
+const DEFAULT_MAX_RESPONSE_BYTES: u64 = 64 << 20;
 
 fn default_workers() -> u32 {
     std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 struct Settings {
     workers: u32,
     max_workers: u32,
@@ -90,6 +94,18 @@ struct Settings {
     latency: i64,
     overlay: bool,
     stats_interval: u64,
+    servers: String,
+    model: String,
+    model_version: String,
+    request_timeout: u64,
+    hedge_after: u64,
+    max_in_flight_per_server: u32,
+    /// Never logged, never in stats, not readable as a property.
+    auth_token: Option<String>,
+    max_response_bytes: u64,
+    interval: u32,
+    only_label: Option<String>,
+    tls_ca_file: Option<String>,
 }
 
 impl Default for Settings {
@@ -108,6 +124,17 @@ impl Default for Settings {
             latency: -1,
             overlay: false,
             stats_interval: 0,
+            servers: String::new(),
+            model: String::new(),
+            model_version: String::new(),
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            hedge_after: 0,
+            max_in_flight_per_server: 0,
+            auth_token: None,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            interval: 1,
+            only_label: None,
+            tls_ca_file: None,
         }
     }
 }
@@ -137,12 +164,56 @@ impl Settings {
             retries: self.retries,
         }
     }
+
+    /// The remote step, or `None` without `servers`. Errors are configuration errors.
+    fn remote(&self) -> Result<Option<Remote>, String> {
+        let servers = crate::remote::Endpoint::parse_list(&self.servers)?;
+        if servers.is_empty() {
+            return Ok(None);
+        }
+        let extra_roots_pem = match &self.tls_ca_file {
+            Some(path) => Some(
+                std::fs::read(path)
+                    .map_err(|err| format!("reading tls-ca-file `{path}`: {err}"))?,
+            ),
+            None => None,
+        };
+        let set = crate::remote::ServerSet::start(crate::remote::Config {
+            servers,
+            model: self.model.clone(),
+            model_version: self.model_version.clone(),
+            request_timeout: Duration::from_nanos(self.request_timeout),
+            hedge_after: (self.hedge_after > 0).then(|| Duration::from_nanos(self.hedge_after)),
+            max_in_flight: self.max_in_flight_per_server as usize,
+            auth_token: self.auth_token.clone(),
+            max_response_bytes: self.max_response_bytes.try_into().unwrap_or(usize::MAX),
+            extra_roots_pem,
+        })?;
+        Ok(Some(Remote {
+            set,
+            interval: self.interval.max(1) as u64,
+            only_label: self.only_label.clone(),
+            sent: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+        }))
+    }
 }
 
 /// A frame in the pool, with the results its handler attached.
 pub(super) struct Frame {
     buffer: gst::Buffer,
     outputs: gst::Structure,
+    seq: u64,
+    /// The caps' video info, for remote requests and detections.
+    video: Option<Arc<gst_video::VideoInfo>>,
+    /// Servers that failed this frame; later attempts go elsewhere first.
+    avoid: Vec<usize>,
+    /// The server that answered.
+    server: String,
+    /// Whether any enrichment ran (false: the frame passes untouched, no meta).
+    enriched: bool,
+    /// Whether the remote step takes this frame, decided at its first attempt.
+    remote_wanted: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -160,6 +231,8 @@ pub(super) struct Enricher {
     flow: Mutex<Result<gst::FlowSuccess, gst::FlowError>>,
     /// Processing latency last reported in a LATENCY message (ns).
     reported_latency: Mutex<u64>,
+    /// The remote step while running with `servers`.
+    remote: Mutex<Option<Arc<Remote>>>,
 }
 
 impl Enricher {
@@ -211,8 +284,21 @@ impl Work for Enricher {
         let Some(element) = self.element.upgrade() else {
             return pool::Verdict::Fail("element is gone".into());
         };
+        let remote = lock(&self.remote).clone();
+        let wanted = remote.as_ref().is_some_and(|remote| {
+            *frame
+                .remote_wanted
+                .get_or_insert_with(|| remote.wants(frame.seq, &frame.buffer))
+        });
+        if let Some(remote) = remote.filter(|_| wanted) {
+            if let Err(message) = Self::ask_servers(&remote, frame) {
+                return pool::Verdict::Fail(message);
+            }
+            frame.enriched = true;
+        }
         let handler = lock(&self.handler).clone();
         if let Some(handler) = handler {
+            frame.enriched = true;
             let mut job = Job {
                 buffer: frame.buffer.make_mut(),
                 worker,
@@ -226,7 +312,11 @@ impl Work for Enricher {
             };
         }
         match self.emit_process(&element, frame, worker) {
-            Some(true) | None => pool::Verdict::Keep,
+            Some(true) => {
+                frame.enriched = true;
+                pool::Verdict::Keep
+            }
+            None => pool::Verdict::Keep,
             Some(false) => pool::Verdict::Drop,
         }
     }
@@ -235,10 +325,17 @@ impl Work for Enricher {
         let Frame {
             mut buffer,
             outputs,
+            server,
+            enriched,
+            ..
         } = frame;
+        if !enriched {
+            self.push(buffer, tag, report);
+            return;
+        }
         let enrichment = Enrichment {
             worker: report.worker,
-            server: String::new(),
+            server,
             attempts: report.attempts,
             processing_time: report.processing_time.as_nanos() as u64,
             outputs,
@@ -256,17 +353,7 @@ impl Work for Enricher {
             };
             let _ = bare.add(buffer.make_mut());
         }
-        let res = self.srcpad.push(buffer);
-        if let Err(err) = res {
-            gst::debug!(
-                CAT,
-                obj = self.srcpad,
-                "push of frame {} returned {err:?}",
-                tag.seq
-            );
-        }
-        *lock(&self.flow) = res;
-        self.maybe_report_latency(report.processing_time);
+        self.push(buffer, tag, report);
     }
 
     fn lost(&self, tag: Tag, reason: Loss) {
@@ -307,6 +394,41 @@ impl Work for Enricher {
 }
 
 impl Enricher {
+    fn push(&self, buffer: gst::Buffer, tag: Tag, report: Report) {
+        let res = self.srcpad.push(buffer);
+        if let Err(err) = res {
+            gst::debug!(
+                CAT,
+                obj = self.srcpad,
+                "push of frame {} returned {err:?}",
+                tag.seq
+            );
+        }
+        *lock(&self.flow) = res;
+        self.maybe_report_latency(report.processing_time);
+    }
+
+    /// One request for the frame (with hedging, if set), its answer put on the frame.
+    fn ask_servers(remote: &Remote, frame: &mut Frame) -> Result<(), String> {
+        let video = frame
+            .video
+            .clone()
+            .ok_or("remote enrichment needs video/x-raw caps")?;
+        let image = remote::image(&frame.buffer, &video, frame.seq.to_string())?;
+        let answer = remote
+            .set
+            .infer(&image, &mut frame.avoid)
+            .map_err(|err| err.to_string())?;
+        remote::apply(
+            &answer,
+            frame.buffer.make_mut(),
+            &mut frame.outputs,
+            Some(&video),
+        );
+        frame.server = answer.server;
+        Ok(())
+    }
+
     /// With `latency=-1`, posts a LATENCY message when processing grows slower than what
     /// was last reported by a quarter.
     fn maybe_report_latency(&self, processing: Duration) {
@@ -331,8 +453,11 @@ struct State {
     epoch: u32,
     next_seq: u64,
     in_segment: gst::FormattedSegment<gst::ClockTime>,
+    /// From the last caps event, when they are video/x-raw.
+    video: Option<Arc<gst_video::VideoInfo>>,
     /// Stats of the last pool, kept after it stopped.
     last_stats: PoolStats,
+    last_remote: Option<RemoteStats>,
     stats_timer: StatsTimer,
 }
 
@@ -343,7 +468,9 @@ impl Default for State {
             epoch: 0,
             next_seq: 0,
             in_segment: gst::FormattedSegment::new(),
+            video: None,
             last_stats: PoolStats::default(),
+            last_remote: None,
             stats_timer: StatsTimer::default(),
         }
     }
@@ -357,7 +484,31 @@ pub struct EnrichPool {
     enricher: Arc<Enricher>,
 }
 
-fn stats_structure(stats: &PoolStats, settings: &Settings) -> gst::Structure {
+/// The remote part of `stats`.
+#[derive(Clone)]
+struct RemoteStats {
+    sent: u64,
+    skipped: u64,
+    hedges: u64,
+    servers: gst::Array,
+}
+
+impl RemoteStats {
+    fn of(remote: &Remote) -> RemoteStats {
+        RemoteStats {
+            sent: remote.sent.load(Ordering::Relaxed),
+            skipped: remote.skipped.load(Ordering::Relaxed),
+            hedges: remote.set.hedges(),
+            servers: remote.server_stats(),
+        }
+    }
+}
+
+fn stats_structure(
+    stats: &PoolStats,
+    settings: &Settings,
+    remote: Option<&RemoteStats>,
+) -> gst::Structure {
     let dropped = stats.leaked + stats.failed + stats.timeout + stats.dropped;
     let workers = gst::Array::new(stats.per_worker.iter().enumerate().map(|(n, w)| {
         gst::Structure::builder("worker")
@@ -384,6 +535,16 @@ fn stats_structure(stats: &PoolStats, settings: &Settings) -> gst::Structure {
         .field("workers", stats.workers)
         .field("latency", processing_latency(stats, settings))
         .field("worker-stats", workers)
+        .field("remote-sent", remote.map_or(0, |r| r.sent))
+        .field("remote-skipped", remote.map_or(0, |r| r.skipped))
+        .field("hedges", remote.map_or(0, |r| r.hedges))
+        .field(
+            "servers",
+            remote.map_or_else(
+                || gst::Array::new::<glib::SendValue>([]),
+                |r| r.servers.clone(),
+            ),
+        )
         .build()
 }
 
@@ -398,7 +559,7 @@ fn processing_latency(stats: &PoolStats, settings: &Settings) -> u64 {
 
 impl EnrichPool {
     fn settings(&self) -> Settings {
-        *lock(&self.settings)
+        lock(&self.settings).clone()
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -411,6 +572,30 @@ impl EnrichPool {
 
     pub(super) fn set_handler(&self, handler: Option<Arc<Handler>>) {
         *lock(&self.enricher.handler) = handler;
+    }
+
+    /// Requests in progress give up: their frames are being flushed anyway.
+    fn cancel_requests(&self) {
+        let remote = lock(&self.enricher.remote).clone();
+        if let Some(remote) = remote {
+            remote.set.cancel();
+        }
+    }
+
+    fn remote_stats(&self) -> Option<RemoteStats> {
+        let remote = lock(&self.enricher.remote).clone();
+        match remote {
+            Some(remote) => Some(RemoteStats::of(&remote)),
+            None => self.state().last_remote.clone(),
+        }
+    }
+
+    fn stats(&self) -> gst::Structure {
+        stats_structure(
+            &self.current_stats(),
+            &self.settings(),
+            self.remote_stats().as_ref(),
+        )
     }
 
     fn current_stats(&self) -> PoolStats {
@@ -426,7 +611,7 @@ impl EnrichPool {
         let mut buffer = buffer;
         let now = self.obj().current_running_time().map(|t| t.nseconds());
 
-        let (tag, running_time) = {
+        let (tag, running_time, video) = {
             let mut state = self.state();
             let running_time = state
                 .in_segment
@@ -460,13 +645,19 @@ impl EnrichPool {
                     tag
                 }
             };
-            (tag, running_time)
+            (tag, running_time, state.video.clone())
         };
 
         let bytes = buffer.size() as u64;
         let frame = Frame {
             buffer,
             outputs: gst::Structure::new_empty("outputs"),
+            seq: tag.seq,
+            video,
+            avoid: Vec::new(),
+            server: String::new(),
+            enriched: false,
+            remote_wanted: None,
         };
         match pool.submit(frame, tag, bytes, running_time) {
             Submitted::Queued { .. } | Submitted::Leaked => *lock(&self.enricher.flow),
@@ -483,6 +674,7 @@ impl EnrichPool {
                 if let Some(pool) = self.pool() {
                     pool.flush();
                 }
+                self.cancel_requests();
                 return self.srcpad.push_event(event);
             }
             EventView::FlushStop(_) => {
@@ -504,6 +696,21 @@ impl EnrichPool {
                     Some(pool) => pool.exclusive(|| self.srcpad.push_event(event)),
                     None => self.srcpad.push_event(event),
                 };
+            }
+            EventView::Caps(caps) => {
+                let video = gst_video::VideoInfo::from_caps(caps.caps())
+                    .ok()
+                    .map(Arc::new);
+                if video.is_none() && lock(&self.enricher.remote).is_some() {
+                    gst::element_imp_error!(
+                        self,
+                        gst::CoreError::Negotiation,
+                        ("Remote enrichment needs raw video, got {}", caps.caps())
+                    );
+                    return false;
+                }
+                // Frames carry the info of the caps they came with.
+                self.state().video = video;
             }
             EventView::Segment(segment) => {
                 // Running times (for max-size-time) exist only for time segments; frames of
@@ -559,8 +766,15 @@ impl EnrichPool {
         gst::Pad::query_default(pad, Some(&*self.obj()), query)
     }
 
-    fn start(&self) {
+    fn start(&self) -> Result<(), gst::ErrorMessage> {
         let settings = self.settings();
+        let remote = settings.remote().map_err(|err| {
+            gst::error_msg!(
+                gst::ResourceError::Settings,
+                ("Remote enrichment is misconfigured: {}", err)
+            )
+        })?;
+        *lock(&self.enricher.remote) = remote.map(Arc::new);
         let pool = Pool::start(self.enricher.clone(), settings.pool_config());
         *lock(&self.enricher.flow) = Ok(gst::FlowSuccess::Ok);
         *lock(&self.enricher.reported_latency) = 0;
@@ -572,9 +786,14 @@ impl EnrichPool {
         };
         drop(state);
         self.restart_stats_timer();
+        Ok(())
     }
 
     fn stop(&self) {
+        // Workers waiting on servers give up; none starts a new request.
+        if let Some(remote) = lock(&self.enricher.remote).clone() {
+            remote.set.close();
+        }
         let pool = self.state().pool.take();
         if let Some(pool) = pool {
             let stats = pool.stats();
@@ -595,6 +814,10 @@ impl EnrichPool {
             }
         }
         self.state().stats_timer.stop();
+        let remote = lock(&self.enricher.remote).take();
+        if let Some(remote) = remote {
+            self.state().last_remote = Some(RemoteStats::of(&remote));
+        }
     }
 
     fn restart_stats_timer(&self) {
@@ -604,8 +827,7 @@ impl EnrichPool {
         state
             .stats_timer
             .restart(&*self.obj(), interval, |e: &super::EnrichPool| {
-                let imp = e.imp();
-                stats_structure(&imp.current_stats(), &imp.settings())
+                e.imp().stats()
             });
     }
 }
@@ -652,6 +874,7 @@ impl ObjectSubclass for EnrichPool {
             handler: Mutex::new(None),
             flow: Mutex::new(Ok(gst::FlowSuccess::Ok)),
             reported_latency: Mutex::new(0),
+            remote: Mutex::new(None),
         });
         EnrichPool {
             sinkpad,
@@ -762,13 +985,101 @@ impl ObjectImpl for EnrichPool {
                     .default_value(false)
                     .mutable_playing()
                     .build(),
+                glib::ParamSpecString::builder("servers")
+                    .nick("Servers")
+                    .blurb(
+                        "Open Inference Protocol (KServe v2) servers to send frames to, comma-separated \
+                         grpc://, grpcs://, http:// or https:// URLs (empty = local enrichment only). \
+                         Each frame goes as a UINT8 tensor [H, W, C] (plane 0: packed RGB/BGR/GRAY \
+                         pixels or the luma of YUV) with its sequence number as the request id; \
+                         every output becomes a field of EnrichmentMeta, and outputs `boxes` + \
+                         `scores` (+ `classes`) become GstVideoRegionOfInterestMeta",
+                    )
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("model")
+                    .nick("Model")
+                    .blurb("The model's name on the servers (required with `servers`)")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("model-version")
+                    .nick("Model version")
+                    .blurb("The model's version (empty = the server's choice)")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt64::builder("request-timeout")
+                    .nick("Request timeout")
+                    .blurb(
+                        "Bound on one request, connecting included, in nanoseconds; a server that \
+                         does not answer in time is taken out of the set and probed back in",
+                    )
+                    .minimum(1_000_000)
+                    .default_value(DEFAULT_REQUEST_TIMEOUT)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt64::builder("hedge-after")
+                    .nick("Hedge after")
+                    .blurb(
+                        "Send a second copy of a request to another server when the first has not \
+                         answered after this many nanoseconds; the first answer wins (0 = off)",
+                    )
+                    .default_value(0)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("max-in-flight-per-server")
+                    .nick("Max. in flight per server")
+                    .blurb("Requests outstanding on one server at most; others wait for room (0 = unbounded)")
+                    .default_value(0)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("auth-token")
+                    .nick("Auth token")
+                    .blurb("Sent as `Authorization: Bearer <token>` to every server; write-only, never logged or shown in stats")
+                    .write_only()
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt64::builder("max-response-bytes")
+                    .nick("Max. response bytes")
+                    .blurb("Responses larger than this are refused and counted as errors")
+                    .minimum(1024)
+                    .default_value(DEFAULT_MAX_RESPONSE_BYTES)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("interval")
+                    .nick("Interval")
+                    .blurb(
+                        "Send every Nth frame (by sequence number) to the servers; the others pass \
+                         through untouched, in order",
+                    )
+                    .minimum(1)
+                    .default_value(1)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("only-label")
+                    .nick("Only label")
+                    .blurb(
+                        "Send only frames whose FrameAnalysisMeta label is this (scene-cut, motion, \
+                         static, dark); the others pass through untouched (empty = all frames)",
+                    )
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("tls-ca-file")
+                    .nick("TLS CA file")
+                    .blurb(
+                        "PEM file of certificates trusted for grpcs:// and https:// servers besides \
+                         the Mozilla web roots",
+                    )
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
                     .blurb(
                         "enrichpool-stats: in, pushed, dropped, dropped-leaked, dropped-failed, \
                          dropped-timeout, dropped-dropped, flushed, retries, queued, max-queued, \
-                         in-flight, workers (frames), latency (ns) and worker-stats (per worker: \
-                         worker, processed, busy ns, errors)",
+                         in-flight, workers (frames), latency (ns), worker-stats (per worker: \
+                         worker, processed, busy ns, errors), remote-sent, remote-skipped, hedges \
+                         and servers (per server: url, healthy, in-flight, requests, errors, \
+                         latency-p50 and latency-p99 ns over the last 1024 answers, last-error)",
                     )
                     .read_only()
                     .build(),
@@ -820,6 +1131,51 @@ impl ObjectImpl for EnrichPool {
                     .post_message(gst::message::Latency::builder().src(&*self.obj()).build());
             }
             "overlay" => s.overlay = value.get().expect("type checked upstream"),
+            "servers" => {
+                s.servers = value
+                    .get::<Option<String>>()
+                    .expect("type checked upstream")
+                    .unwrap_or_default()
+            }
+            "model" => {
+                s.model = value
+                    .get::<Option<String>>()
+                    .expect("type checked upstream")
+                    .unwrap_or_default()
+            }
+            "model-version" => {
+                s.model_version = value
+                    .get::<Option<String>>()
+                    .expect("type checked upstream")
+                    .unwrap_or_default()
+            }
+            "request-timeout" => s.request_timeout = value.get().expect("type checked upstream"),
+            "hedge-after" => s.hedge_after = value.get().expect("type checked upstream"),
+            "max-in-flight-per-server" => {
+                s.max_in_flight_per_server = value.get().expect("type checked upstream")
+            }
+            "auth-token" => {
+                s.auth_token = value
+                    .get::<Option<String>>()
+                    .expect("type checked upstream")
+                    .filter(|t| !t.is_empty())
+            }
+            "max-response-bytes" => {
+                s.max_response_bytes = value.get().expect("type checked upstream")
+            }
+            "interval" => s.interval = value.get().expect("type checked upstream"),
+            "only-label" => {
+                s.only_label = value
+                    .get::<Option<String>>()
+                    .expect("type checked upstream")
+                    .filter(|l| !l.is_empty())
+            }
+            "tls-ca-file" => {
+                s.tls_ca_file = value
+                    .get::<Option<String>>()
+                    .expect("type checked upstream")
+                    .filter(|l| !l.is_empty())
+            }
             "stats-interval" => {
                 s.stats_interval = value.get().expect("type checked upstream");
                 drop(s);
@@ -844,7 +1200,17 @@ impl ObjectImpl for EnrichPool {
             "retries" => s.retries.to_value(),
             "latency" => s.latency.to_value(),
             "overlay" => s.overlay.to_value(),
-            "stats" => stats_structure(&self.current_stats(), &s).to_value(),
+            "servers" => s.servers.to_value(),
+            "model" => s.model.to_value(),
+            "model-version" => s.model_version.to_value(),
+            "request-timeout" => s.request_timeout.to_value(),
+            "hedge-after" => s.hedge_after.to_value(),
+            "max-in-flight-per-server" => s.max_in_flight_per_server.to_value(),
+            "max-response-bytes" => s.max_response_bytes.to_value(),
+            "interval" => s.interval.to_value(),
+            "only-label" => s.only_label.to_value(),
+            "tls-ca-file" => s.tls_ca_file.to_value(),
+            "stats" => self.stats().to_value(),
             "stats-interval" => s.stats_interval.to_value(),
             other => unreachable!("unknown property {other}"),
         }
@@ -889,12 +1255,19 @@ impl ElementImpl for EnrichPool {
     ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
         gst::debug!(CAT, imp = self, "changing state {transition:?}");
         match transition {
-            gst::StateChange::ReadyToPaused => self.start(),
+            gst::StateChange::ReadyToPaused => {
+                if let Err(err) = self.start() {
+                    self.post_error_message(err);
+                    return Err(gst::StateChangeError);
+                }
+            }
             gst::StateChange::PausedToReady => {
-                // Wake a chain waiting for room and a barrier waiting for idleness first.
+                // Wake a chain waiting for room and a barrier waiting for idleness first,
+                // and let workers waiting on servers go.
                 if let Some(pool) = self.pool() {
                     pool.flush();
                 }
+                self.cancel_requests();
             }
             _ => {}
         }

@@ -1,0 +1,162 @@
+//! Remote enrichment against real MLServer processes (from the venv `./dev.sh test` makes, or
+//! `ORDERED_MLSERVER_VENV`), measured side by side in one run:
+//!
+//! - scaling: 1, 2 and 3 servers whose model takes a fixed 20 ms per request, one request at
+//!   a time (so each server tops out near 50 frames/s); 320×240 RGB frames over gRPC through
+//!   `appsrc ! enrichpool ! resequencer ! fakesink`; throughput and the 3-to-1 ratio;
+//! - overhead: one request at a time to a model that answers at once, over gRPC and REST:
+//!   our per-request latency (p50 at the element) against MLServer's own measure of the same
+//!   requests (`model_infer_request_duration` for gRPC, its data plane;
+//!   `rest_server_request_duration_seconds` for REST, the whole HTTP request).
+//!
+//! `cargo bench --bench remote` runs both; `-- scaling|overhead` one.
+
+#[path = "../tests/common/servers.rs"]
+mod servers;
+
+use std::time::Instant;
+
+use gst::prelude::*;
+use servers::MlServer;
+
+const WIDTH: u32 = 320;
+const HEIGHT: u32 = 240;
+
+fn init() {
+    gst::init().unwrap();
+    gstordered::plugin_register_static().unwrap();
+}
+
+/// Pushes `frames` frames through `appsrc ! enrichpool PROPS ! resequencer ! fakesink`;
+/// returns the seconds to EOS and the pool's stats.
+fn run(props: &str, frames: u64) -> (f64, gst::Structure) {
+    let pipeline = gst::parse::launch(&format!(
+        "appsrc name=src format=time max-bytes=0 \
+           caps=video/x-raw,format=RGB,width={WIDTH},height={HEIGHT},framerate=30/1 \
+         ! enrichpool name=pool {props} ! resequencer ! fakesink sync=false"
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let src = pipeline
+        .by_name("src")
+        .unwrap()
+        .downcast::<gst_app::AppSrc>()
+        .unwrap();
+    let frame = vec![128u8; (WIDTH * HEIGHT * 3) as usize];
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let start = Instant::now();
+    for n in 0..frames {
+        let mut buffer = gst::Buffer::from_slice(frame.clone());
+        buffer
+            .get_mut()
+            .unwrap()
+            .set_pts(gst::ClockTime::from_mseconds(33) * n);
+        src.push_buffer(buffer).unwrap();
+    }
+    src.end_of_stream().unwrap();
+    let msg = pipeline
+        .bus()
+        .unwrap()
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(600),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .expect("EOS");
+    let secs = start.elapsed().as_secs_f64();
+    if let gst::MessageView::Error(e) = msg.view() {
+        panic!("pipeline error: {} ({:?})", e.error(), e.debug());
+    }
+    let stats = pipeline
+        .by_name("pool")
+        .unwrap()
+        .property::<gst::Structure>("stats");
+    pipeline.set_state(gst::State::Null).unwrap();
+    assert_eq!(stats.get::<u64>("pushed").unwrap(), frames, "{stats}");
+    (secs, stats)
+}
+
+fn scaling() {
+    println!("## scaling: model of a fixed 20 ms per request, 320x240 RGB over gRPC");
+    let mut servers: Vec<MlServer> = (0..3)
+        .map(|_| {
+            MlServer::spawn(&[
+                ("ORDERED_TEST_MODE", "fixed"),
+                ("ORDERED_TEST_FIXED_MS", "20"),
+            ])
+        })
+        .collect();
+    servers.iter_mut().for_each(MlServer::wait_ready);
+    let urls: Vec<String> = servers.iter().map(MlServer::grpc_url).collect();
+    // Warm-up: connections, MLServer's first requests.
+    run(
+        &format!("servers={} model=frames workers=6", urls.join(",")),
+        30,
+    );
+    let mut best = [0f64; 3];
+    // Interleaved rounds, best of three per count: the machine is small and noisy.
+    for _round in 0..3 {
+        for n in 1..=3 {
+            let frames = 100 * n as u64;
+            let props = format!(
+                "servers={} model=frames workers={} max-in-flight-per-server=2",
+                urls[..n].join(","),
+                2 * n
+            );
+            let (secs, _) = run(&props, frames);
+            best[n - 1] = best[n - 1].max(frames as f64 / secs);
+        }
+    }
+    println!("| servers | frames/s | vs 1 server |");
+    println!("|---|---|---|");
+    for n in 1..=3 {
+        println!(
+            "| {n} | {:.1} | {:.2}x |",
+            best[n - 1],
+            best[n - 1] / best[0]
+        );
+    }
+}
+
+fn overhead() {
+    println!("## overhead: one request at a time, model answers at once, 320x240 RGB");
+    let server = MlServer::start(&[("ORDERED_TEST_MAX_DELAY_MS", "0")]);
+    println!("| transport | our p50 per request | MLServer's own mean | our overhead |");
+    println!("|---|---|---|---|");
+    for (transport, url, rest) in [
+        ("gRPC", server.grpc_url(), false),
+        ("REST (JSON)", server.http_url(), true),
+    ] {
+        run(&format!("servers={url} model=frames workers=1"), 20);
+        let before = server.infer_duration(rest).expect("MLServer metrics");
+        let frames = 300;
+        let (_, stats) = run(&format!("servers={url} model=frames workers=1"), frames);
+        let after = server.infer_duration(rest).expect("MLServer metrics");
+        let count = after.0 - before.0;
+        assert_eq!(count as u64, frames, "MLServer counted other requests");
+        let theirs_ms = (after.1 - before.1) / count * 1e3;
+        let ours = stats.get::<gst::Array>("servers").unwrap().as_slice()[0]
+            .get::<gst::Structure>()
+            .unwrap();
+        let ours_ms = ours.get::<u64>("latency-p50").unwrap() as f64 / 1e6;
+        println!(
+            "| {transport} | {ours_ms:.2} ms | {theirs_ms:.2} ms | {:.2} ms |",
+            ours_ms - theirs_ms
+        );
+    }
+}
+
+fn main() {
+    init();
+    let which: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let wants = |name: &str| which.is_empty() || which.iter().any(|w| w == name);
+    if wants("scaling") {
+        scaling();
+    }
+    if wants("overhead") {
+        overhead();
+    }
+}

@@ -1,0 +1,196 @@
+//! The enrichpool's remote step: frames to `crate::remote`'s server set, answers into
+//! `EnrichmentMeta` fields and `GstVideoRegionOfInterestMeta`s.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use gst::glib;
+
+use crate::meta::FrameAnalysis;
+use crate::remote::{Answer, Data, Image, ServerSet, Tensor};
+
+/// The remote step of one running element.
+pub(super) struct Remote {
+    pub set: ServerSet,
+    /// Send every Nth frame (by sequence number).
+    pub interval: u64,
+    /// Send only frames whose FrameAnalysisMeta has this label.
+    pub only_label: Option<String>,
+    pub sent: AtomicU64,
+    pub skipped: AtomicU64,
+}
+
+impl Remote {
+    /// Whether the frame goes to a server; counts the ones that do not.
+    pub fn wants(&self, seq: u64, buffer: &gst::BufferRef) -> bool {
+        let wanted = seq.is_multiple_of(self.interval.max(1))
+            && self.only_label.as_deref().is_none_or(|label| {
+                matches!(FrameAnalysis::read(buffer), Some(Ok(a)) if a.label.as_str() == label)
+            });
+        if wanted {
+            self.sent.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.skipped.fetch_add(1, Ordering::Relaxed);
+        }
+        wanted
+    }
+
+    /// The per-server structures of `stats`.
+    pub fn server_stats(&self) -> gst::Array {
+        gst::Array::new(self.set.figures().into_iter().map(|f| {
+            gst::Structure::builder("server")
+                .field("url", f.url)
+                .field("healthy", f.healthy)
+                .field("in-flight", f.in_flight)
+                .field("requests", f.requests)
+                .field("errors", f.errors)
+                .field("latency-p50", f.p50.as_nanos() as u64)
+                .field("latency-p99", f.p99.as_nanos() as u64)
+                .field("last-error", f.last_error)
+                .build()
+                .to_send_value()
+        }))
+    }
+}
+
+/// The frame as the protocol's UINT8 tensor: plane 0 without its stride padding, so
+/// `[H, W, C]` with C the bytes per pixel of packed formats (RGB/BGR 3, RGBA… 4, GRAY8 1)
+/// and the luma plane (C = 1) of planar and semi-planar YUV.
+pub(super) fn image(
+    buffer: &gst::BufferRef,
+    info: &gst_video::VideoInfo,
+    id: String,
+) -> Result<Image, String> {
+    let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, info)
+        .map_err(|_| "the buffer does not match its caps".to_string())?;
+    let width = info.width() as usize;
+    let height = info.height() as usize;
+    let channels = info.format_info().pixel_stride()[0].max(1) as usize;
+    let stride = info.stride()[0] as usize;
+    let row = width * channels;
+    let data = frame
+        .plane_data(0)
+        .map_err(|err| format!("reading the frame: {err}"))?;
+    if row > stride || data.len() < stride * (height.max(1) - 1) + row {
+        return Err("the frame is smaller than its caps say".into());
+    }
+    let mut pixels = Vec::with_capacity(row * height);
+    for y in 0..height {
+        pixels.extend_from_slice(&data[y * stride..y * stride + row]);
+    }
+    Ok(Image {
+        id,
+        height,
+        width,
+        channels,
+        pixels,
+    })
+}
+
+fn scalar_or_array<T: ToSendValue + Clone>(values: &[T]) -> glib::SendValue {
+    match values {
+        [one] => one.to_send_value(),
+        many => gst::Array::new(many.iter().map(|v| v.to_send_value())).to_send_value(),
+    }
+}
+
+use gst::prelude::ToSendValue;
+
+/// A tensor as a field value: one element as a scalar, more as a flat row-major array.
+pub(super) fn tensor_value(tensor: &Tensor) -> glib::SendValue {
+    match &tensor.data {
+        Data::Bool(v) => scalar_or_array(v),
+        Data::U8(v) => scalar_or_array(&v.iter().map(|&x| x as u64).collect::<Vec<_>>()),
+        Data::Int(v) => scalar_or_array(v),
+        Data::UInt(v) => scalar_or_array(v),
+        Data::Float(v) => scalar_or_array(v),
+        Data::Bytes(v) => scalar_or_array(
+            &v.iter()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .collect::<Vec<_>>(),
+        ),
+    }
+}
+
+/// One detection from outputs named `boxes` ([N, 4]: x1, y1, x2, y2, in pixels, or
+/// normalised to 0..1 when every coordinate is), `scores` ([N]) and optionally `classes`
+/// or `labels` ([N], names or numbers).
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Detection {
+    pub class: String,
+    pub score: f64,
+    pub rect: (u32, u32, u32, u32),
+}
+
+pub(super) fn detections(outputs: &[Tensor], width: u32, height: u32) -> Vec<Detection> {
+    let find = |name: &str| outputs.iter().find(|t| t.name == name);
+    let (Some(boxes), Some(scores)) = (find("boxes"), find("scores")) else {
+        return Vec::new();
+    };
+    let (Some(boxes), Some(scores)) = (boxes.data.as_f64(), scores.data.as_f64()) else {
+        return Vec::new();
+    };
+    if boxes.len() != scores.len() * 4 {
+        return Vec::new();
+    }
+    let classes: Option<Vec<String>> = find("classes").or_else(|| find("labels")).map(|t| match &t
+        .data
+    {
+        Data::Bytes(v) => v
+            .iter()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .collect(),
+        other => other
+            .as_f64()
+            .unwrap_or_default()
+            .iter()
+            .map(|c| format!("class-{}", *c as i64))
+            .collect(),
+    });
+    let normalised = boxes.iter().all(|&c| (0.0..=1.0).contains(&c));
+    let (sx, sy) = if normalised {
+        (width as f64, height as f64)
+    } else {
+        (1.0, 1.0)
+    };
+    let clamp = |v: f64, max: u32| v.round().clamp(0.0, max as f64) as u32;
+    boxes
+        .chunks_exact(4)
+        .zip(&scores)
+        .enumerate()
+        .filter_map(|(i, (b, &score))| {
+            let (x1, y1) = (clamp(b[0] * sx, width), clamp(b[1] * sy, height));
+            let (x2, y2) = (clamp(b[2] * sx, width), clamp(b[3] * sy, height));
+            (x2 > x1 && y2 > y1).then(|| Detection {
+                class: classes
+                    .as_ref()
+                    .and_then(|c| c.get(i).cloned())
+                    .unwrap_or_else(|| "detection".into()),
+                score,
+                rect: (x1, y1, x2 - x1, y2 - y1),
+            })
+        })
+        .collect()
+}
+
+/// Puts an answer on the frame: every output as a field of `outputs`, detections as ROI
+/// metas (type: the class) with a `detection` parameter (`class`, `score`).
+pub(super) fn apply(
+    answer: &Answer,
+    buffer: &mut gst::BufferRef,
+    outputs: &mut gst::StructureRef,
+    info: Option<&gst_video::VideoInfo>,
+) {
+    for tensor in &answer.response.outputs {
+        outputs.set_value(tensor.name.as_str(), tensor_value(tensor));
+    }
+    let Some(info) = info else { return };
+    for d in detections(&answer.response.outputs, info.width(), info.height()) {
+        let mut meta = gst_video::VideoRegionOfInterestMeta::add(buffer, &d.class, d.rect);
+        meta.add_param(
+            gst::Structure::builder("detection")
+                .field("class", d.class.as_str())
+                .field("score", d.score)
+                .build(),
+        );
+    }
+}
