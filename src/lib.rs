@@ -11,6 +11,7 @@ pub mod analysis;
 pub mod enrichpool;
 pub mod frameanalyzer;
 mod glue;
+mod latency;
 pub mod meta;
 pub mod pool;
 pub mod remote;

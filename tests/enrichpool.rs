@@ -543,3 +543,19 @@ fn leaky_downstream_behind_a_live_source_drops_but_keeps_order_and_the_ledger() 
     assert!(get(pool, "max-queued") <= 3);
     assert!(get(reseq, "max-depth") <= 3);
 }
+
+#[test]
+fn the_resequencer_reports_end_to_end_latency_percentiles() {
+    // Every frame spends at least 15 ms in its handler, so every end-to-end latency does.
+    let run = run_live(40, 60, "workers=4", "latency=2000000000", |seq| {
+        std::thread::sleep(Duration::from_millis(15) + jitter(seq, 10))
+    });
+    assert_eq!(run.seqs.len(), 40);
+    let (p50, p99, max) = (
+        get(&run.reseq, "latency-p50"),
+        get(&run.reseq, "latency-p99"),
+        get(&run.reseq, "latency-max"),
+    );
+    assert!(p50 >= 15_000_000, "{}", run.reseq);
+    assert!(p50 <= p99 && p99 <= max, "{}", run.reseq);
+}

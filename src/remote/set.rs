@@ -5,7 +5,6 @@
 //! thread on it. Locks: each server's `state` mutex is only held for bookkeeping, never
 //! across an await.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -19,8 +18,6 @@ use super::{
     check_id,
 };
 
-/// Latencies kept per server for the percentiles.
-const LATENCY_WINDOW: usize = 1024;
 const PROBE_BACKOFF_MIN: Duration = Duration::from_millis(100);
 const PROBE_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
@@ -75,7 +72,7 @@ struct ServerState {
     errors: u64,
     /// Consecutive times the server was taken out; sets the probe backoff.
     strikes: u32,
-    latencies: VecDeque<u64>,
+    latencies: crate::latency::Latencies,
     model: Option<Arc<ModelInfo>>,
     last_error: String,
 }
@@ -292,12 +289,7 @@ impl Inner {
             state.requests += 1;
             match &result {
                 Ok(_) => {
-                    if state.latencies.len() == LATENCY_WINDOW {
-                        state.latencies.pop_front();
-                    }
-                    state
-                        .latencies
-                        .push_back(started.elapsed().as_nanos() as u64);
+                    state.latencies.record(started.elapsed().as_nanos() as u64);
                     state.strikes = 0;
                     false
                 }
@@ -508,7 +500,7 @@ impl ServerSet {
                     requests: 0,
                     errors: 0,
                     strikes: 0,
-                    latencies: VecDeque::new(),
+                    latencies: Default::default(),
                     model: None,
                     last_error: String::new(),
                 }),
@@ -617,24 +609,15 @@ impl ServerSet {
             .iter()
             .map(|server| {
                 let state = server.state();
-                let mut sorted: Vec<u64> = state.latencies.iter().copied().collect();
-                sorted.sort_unstable();
-                let percentile = |p: usize| {
-                    if sorted.is_empty() {
-                        Duration::ZERO
-                    } else {
-                        let rank = (sorted.len() * p).div_ceil(100).clamp(1, sorted.len());
-                        Duration::from_nanos(sorted[rank - 1])
-                    }
-                };
+                let [p50, p99] = state.latencies.percentiles([50, 99]);
                 ServerFigures {
                     url: server.endpoint.url.clone(),
                     healthy: state.health == Health::Healthy,
                     in_flight: state.in_flight as u64,
                     requests: state.requests,
                     errors: state.errors,
-                    p50: percentile(50),
-                    p99: percentile(99),
+                    p50: Duration::from_nanos(p50),
+                    p99: Duration::from_nanos(p99),
                     last_error: state.last_error.clone(),
                 }
             })

@@ -15,6 +15,7 @@ use gst::prelude::*;
 use gst::subclass::prelude::*;
 
 use crate::glue::{StatsTimer, lock};
+use crate::latency::Latencies;
 use crate::meta::{Gap, SeqMeta};
 use crate::sequencing::{
     Arrival, Config, FrameKey, GapArrival, Output, Skip, Stats, Timing, Window,
@@ -137,7 +138,8 @@ fn window_config(settings: &Settings, upstream: Upstream) -> Config {
     }
 }
 
-fn stats_structure(stats: Stats) -> gst::Structure {
+fn stats_structure(stats: Stats, latencies: &Latencies) -> gst::Structure {
+    let [p50, p99] = latencies.percentiles([50, 99]);
     gst::Structure::builder("resequencer-stats")
         .field("in", stats.received)
         .field("pushed", stats.pushed)
@@ -152,6 +154,9 @@ fn stats_structure(stats: Stats) -> gst::Structure {
         .field("depth", stats.depth)
         .field("max-depth", stats.max_depth)
         .field("max-hold", stats.max_hold)
+        .field("latency-p50", p50)
+        .field("latency-p99", p99)
+        .field("latency-max", latencies.max())
         .build()
 }
 
@@ -161,11 +166,32 @@ pub struct Resequencer {
     settings: Mutex<Settings>,
     state: Mutex<State>,
     cond: Condvar,
+    /// End-to-end latency of pushed frames: from `OrderedSeqMeta`'s ingress to the push.
+    latencies: Mutex<Latencies>,
 }
 
 impl Resequencer {
     fn state(&self) -> MutexGuard<'_, State> {
         lock(&self.state)
+    }
+
+    fn stats(&self) -> gst::Structure {
+        let stats = self.state().window.stats();
+        stats_structure(stats, &lock(&self.latencies))
+    }
+
+    /// Records how long the frame took from the pool's sink pad to here.
+    fn record_latency(&self, buffer: &gst::BufferRef) {
+        let Some(Ok(meta)) = SeqMeta::read(buffer) else {
+            return;
+        };
+        let Some(now) = self.obj().current_running_time() else {
+            return;
+        };
+        // 0: the pool had no clock to stamp with.
+        if meta.ingress > 0 && now.nseconds() >= meta.ingress {
+            lock(&self.latencies).record(now.nseconds() - meta.ingress);
+        }
     }
 
     fn settings(&self) -> Settings {
@@ -534,6 +560,7 @@ impl Resequencer {
                     item.make_mut().set_flags(gst::BufferFlags::DISCONT);
                 }
                 gst::trace!(CAT, imp = self, "pushing {item:?}");
+                self.record_latency(&item);
                 self.srcpad.push(item)
             }
             Output::Skip(skip) => {
@@ -610,7 +637,7 @@ impl Resequencer {
         state
             .stats_timer
             .restart(&*self.obj(), interval, |e: &super::Resequencer| {
-                stats_structure(e.imp().state().window.stats())
+                e.imp().stats()
             });
     }
 
@@ -678,6 +705,7 @@ impl ObjectSubclass for Resequencer {
             state: Mutex::new(State::new(&settings)),
             settings: Mutex::new(settings),
             cond: Condvar::new(),
+            latencies: Mutex::new(Latencies::default()),
         }
     }
 }
@@ -722,7 +750,8 @@ impl ObjectImpl for Resequencer {
                     .blurb(
                         "resequencer-stats: in, pushed, reordered, skipped, late, duplicates, \
                          gaps, stale-gaps, invalid, flushed, depth, max-depth (frames) and \
-                         max-hold (ns)",
+                         max-hold (ns), latency-p50, latency-p99 (ns, over the last 1024 frames) and \
+                         latency-max (ns): end-to-end latency from OrderedSeqMeta's ingress to the push",
                     )
                     .read_only()
                     .build(),
@@ -772,7 +801,7 @@ impl ObjectImpl for Resequencer {
             "order-by" => settings.order_by.to_value(),
             "latency" => settings.latency.to_value(),
             "max-window" => settings.max_window.to_value(),
-            "stats" => stats_structure(self.state().window.stats()).to_value(),
+            "stats" => self.stats().to_value(),
             "stats-interval" => settings.stats_interval.to_value(),
             other => unreachable!("unknown property {other}"),
         }
@@ -818,6 +847,7 @@ impl ElementImpl for Resequencer {
             gst::StateChange::ReadyToPaused => {
                 let settings = self.settings();
                 *self.state() = State::new(&settings);
+                *lock(&self.latencies) = Latencies::default();
             }
             gst::StateChange::PausedToReady => {
                 let mut state = self.state();
