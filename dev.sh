@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # gst-ordered developer entry point.
 #
-#   ./dev.sh demo [--seconds N]   run the main job: a live pipeline through the elements
+#   ./dev.sh demo [--seconds N] [--output F.mp4] [--snapshot F.png] [--no-window]
+#                                 run the main job: a live pipeline through the three
+#                                 elements into demo.mp4 (and a window when there is a display)
 #   ./dev.sh test                 run the whole test suite (what CI runs)
 #   ./dev.sh deps                 only install the system packages
 #
@@ -19,6 +21,8 @@ PACKAGES=(
   gstreamer1.0-tools
   gstreamer1.0-plugins-base
   gstreamer1.0-plugins-good
+  gstreamer1.0-plugins-ugly
+  gstreamer1.0-libav
   meson
   ninja-build
   python3-gi
@@ -110,5 +114,5 @@ case "${1:-}" in
   demo) shift; demo "$@" ;;
   test) test_all ;;
   deps) deps ;;
-  *) echo "usage: $0 demo [--seconds N] | test | deps" >&2; exit 2 ;;
+  *) echo "usage: $0 demo [--seconds N] [--output F.mp4] [--snapshot F.png] [--no-window] | test | deps" >&2; exit 2 ;;
 esac

@@ -9,7 +9,7 @@
 //! held while calling into the pool, which has its own locks (see `crate::pool`). The
 //! shared `Enricher` keeps its own small locks for the handler and the last flow result.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -18,6 +18,7 @@ use gst::glib::translate::{IntoGlib, ToGlibPtrMut};
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 
+use super::overlay;
 use super::remote::{self, Remote};
 use super::{Handler, Job, Verdict};
 use crate::glue::{StatsTimer, lock};
@@ -233,6 +234,10 @@ pub(super) struct Enricher {
     reported_latency: Mutex<u64>,
     /// The remote step while running with `servers`.
     remote: Mutex<Option<Arc<Remote>>>,
+    /// The `overlay` property, read per frame.
+    overlay: AtomicBool,
+    /// Frames that could not be drawn on (not video, a format without 8-bit components).
+    overlay_skipped: AtomicU64,
 }
 
 impl Enricher {
@@ -297,7 +302,7 @@ impl Work for Enricher {
             frame.enriched = true;
         }
         let handler = lock(&self.handler).clone();
-        if let Some(handler) = handler {
+        let verdict = if let Some(handler) = handler {
             frame.enriched = true;
             let mut job = Job {
                 buffer: frame.buffer.make_mut(),
@@ -305,20 +310,25 @@ impl Work for Enricher {
                 attempt,
                 outputs: &mut frame.outputs,
             };
-            return match handler(&mut job) {
+            match handler(&mut job) {
                 Ok(Verdict::Keep) => pool::Verdict::Keep,
                 Ok(Verdict::Drop) => pool::Verdict::Drop,
                 Err(message) => pool::Verdict::Fail(message),
-            };
-        }
-        match self.emit_process(&element, frame, worker) {
-            Some(true) => {
-                frame.enriched = true;
-                pool::Verdict::Keep
             }
-            None => pool::Verdict::Keep,
-            Some(false) => pool::Verdict::Drop,
+        } else {
+            match self.emit_process(&element, frame, worker) {
+                Some(true) => {
+                    frame.enriched = true;
+                    pool::Verdict::Keep
+                }
+                None => pool::Verdict::Keep,
+                Some(false) => pool::Verdict::Drop,
+            }
+        };
+        if matches!(verdict, pool::Verdict::Keep) && self.overlay.load(Ordering::Relaxed) {
+            self.draw_overlay(frame, worker);
         }
+        verdict
     }
 
     fn deliver(&self, frame: Frame, tag: Tag, report: Report) {
@@ -406,6 +416,24 @@ impl Enricher {
         }
         *lock(&self.flow) = res;
         self.maybe_report_latency(report.processing_time);
+    }
+
+    /// Draws the frame's results into it; frames that cannot be drawn on pass as they are,
+    /// counted (`overlay-skipped`) and warned about once.
+    fn draw_overlay(&self, frame: &mut Frame, worker: u32) {
+        let result = match &frame.video {
+            Some(video) => overlay::draw(frame.buffer.make_mut(), video, worker),
+            None => Err("the caps are not raw video".into()),
+        };
+        if let Err(err) = result
+            && self.overlay_skipped.fetch_add(1, Ordering::Relaxed) == 0
+        {
+            gst::warning!(
+                CAT,
+                obj = self.srcpad,
+                "overlay: {err}; frames pass undrawn"
+            );
+        }
     }
 
     /// One request for the frame (with hedging, if set), its answer put on the frame.
@@ -508,6 +536,7 @@ fn stats_structure(
     stats: &PoolStats,
     settings: &Settings,
     remote: Option<&RemoteStats>,
+    overlay_skipped: u64,
 ) -> gst::Structure {
     let dropped = stats.leaked + stats.failed + stats.timeout + stats.dropped;
     let workers = gst::Array::new(stats.per_worker.iter().enumerate().map(|(n, w)| {
@@ -538,6 +567,7 @@ fn stats_structure(
         .field("remote-sent", remote.map_or(0, |r| r.sent))
         .field("remote-skipped", remote.map_or(0, |r| r.skipped))
         .field("hedges", remote.map_or(0, |r| r.hedges))
+        .field("overlay-skipped", overlay_skipped)
         .field(
             "servers",
             remote.map_or_else(
@@ -595,6 +625,7 @@ impl EnrichPool {
             &self.current_stats(),
             &self.settings(),
             self.remote_stats().as_ref(),
+            self.enricher.overlay_skipped.load(Ordering::Relaxed),
         )
     }
 
@@ -775,6 +806,7 @@ impl EnrichPool {
             )
         })?;
         *lock(&self.enricher.remote) = remote.map(Arc::new);
+        self.enricher.overlay_skipped.store(0, Ordering::Relaxed);
         let pool = Pool::start(self.enricher.clone(), settings.pool_config());
         *lock(&self.enricher.flow) = Ok(gst::FlowSuccess::Ok);
         *lock(&self.enricher.reported_latency) = 0;
@@ -875,6 +907,8 @@ impl ObjectSubclass for EnrichPool {
             flow: Mutex::new(Ok(gst::FlowSuccess::Ok)),
             reported_latency: Mutex::new(0),
             remote: Mutex::new(None),
+            overlay: AtomicBool::new(false),
+            overlay_skipped: AtomicU64::new(0),
         });
         EnrichPool {
             sinkpad,
@@ -981,7 +1015,12 @@ impl ObjectImpl for EnrichPool {
                     .build(),
                 glib::ParamSpecBoolean::builder("overlay")
                     .nick("Overlay")
-                    .blurb("Draw analysis and enrichment results into the frame (drawing is not implemented yet; the frame is left unchanged)")
+                    .blurb(
+                        "Draw each frame's results into it on the worker thread: a box per \
+                         GstVideoRegionOfInterestMeta (motion yellow, detections green with class \
+                         and score, others cyan) and a line `#seq label wWORKER`. 8-bit RGB, BGR, \
+                         GRAY and YUV formats; others pass undrawn (counted in overlay-skipped)",
+                    )
                     .default_value(false)
                     .mutable_playing()
                     .build(),
@@ -1077,7 +1116,7 @@ impl ObjectImpl for EnrichPool {
                         "enrichpool-stats: in, pushed, dropped, dropped-leaked, dropped-failed, \
                          dropped-timeout, dropped-dropped, flushed, retries, queued, max-queued, \
                          in-flight, workers (frames), latency (ns), worker-stats (per worker: \
-                         worker, processed, busy ns, errors), remote-sent, remote-skipped, hedges \
+                         worker, processed, busy ns, errors), overlay-skipped, remote-sent, remote-skipped, hedges \
                          and servers (per server: url, healthy, in-flight, requests, errors, \
                          latency-p50 and latency-p99 ns over the last 1024 answers, last-error)",
                     )
@@ -1130,7 +1169,10 @@ impl ObjectImpl for EnrichPool {
                     .obj()
                     .post_message(gst::message::Latency::builder().src(&*self.obj()).build());
             }
-            "overlay" => s.overlay = value.get().expect("type checked upstream"),
+            "overlay" => {
+                s.overlay = value.get().expect("type checked upstream");
+                self.enricher.overlay.store(s.overlay, Ordering::Relaxed);
+            }
             "servers" => {
                 s.servers = value
                     .get::<Option<String>>()

@@ -8,6 +8,7 @@ use gst::prelude::*;
 use gst::subclass::prelude::*;
 
 mod imp;
+mod overlay;
 mod remote;
 
 pub use imp::{Leaky, OnError};

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# gst-launch-1.0 recipes with the three elements, each run for real (tests/examples.rs runs
+# this script in CI). Needs the plugin on GST_PLUGIN_PATH (meson devenv, or the folder of
+# libgstordered.so).
+#
+#   examples/recipes.sh [live|file|rtp|servers]...      (default: all)
+#
+# `servers` needs SERVERS (comma-separated grpc:// or http:// URLs of Open Inference
+# Protocol servers) and MODEL (the model's name; default `frames`, the test model in
+# tests/remote/); without SERVERS it is skipped.
+set -euo pipefail
+
+WORK=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+launch() {
+  echo "+ gst-launch-1.0 $*"
+  gst-launch-1.0 -q -e "$@"
+}
+
+# A live test source through analysis, a pool of 4 workers drawing the overlay, and the
+# resequencer.
+live() {
+  launch videotestsrc is-live=true num-buffers=60 pattern=ball \
+    ! video/x-raw,width=320,height=240,framerate=30/1 \
+    ! frameanalyzer ! enrichpool workers=4 overlay=true ! resequencer \
+    ! videoconvert ! fakesink
+}
+
+# A file in, a file out: decode an MP4, analyse, draw, re-encode.
+file() {
+  launch videotestsrc num-buffers=60 pattern=ball ! video/x-raw,width=320,height=240 \
+    ! x264enc ! mp4mux ! filesink location="$WORK/in.mp4"
+  launch filesrc location="$WORK/in.mp4" ! decodebin ! videoconvert \
+    ! frameanalyzer ! enrichpool workers=4 overlay=true ! resequencer \
+    ! videoconvert ! x264enc ! mp4mux ! filesink location="$WORK/out.mp4"
+  [[ -s $WORK/out.mp4 ]] || { echo "no output file" >&2; return 1; }
+}
+
+# RTP over UDP on 127.0.0.1 from a second gst-launch-1.0 process (raw video, RFC 4175). The
+# receiver stops after 60 frames; the sender sends more, in case the first packets arrive
+# before the receiver listens.
+rtp() {
+  local port
+  port=$(python3 -c 'import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  local caps="application/x-rtp,media=video,clock-rate=90000,encoding-name=RAW,sampling=YCbCr-4:2:0,depth=(string)8,width=(string)320,height=(string)240,payload=96"
+  echo "+ (sender) gst-launch-1.0 videotestsrc is-live=true ! rtpvrawpay ! udpsink host=127.0.0.1 port=$port"
+  gst-launch-1.0 -q videotestsrc is-live=true num-buffers=900 pattern=ball \
+    ! video/x-raw,format=I420,width=320,height=240,framerate=30/1 \
+    ! rtpvrawpay ! udpsink host=127.0.0.1 port="$port" &
+  local sender=$!
+  launch udpsrc address=127.0.0.1 port="$port" caps="$caps" \
+    ! rtpjitterbuffer latency=100 ! rtpvrawdepay ! identity eos-after=60 \
+    ! frameanalyzer ! enrichpool workers=4 ! resequencer ! fakesink
+  kill "$sender" 2>/dev/null || true
+  wait "$sender" 2>/dev/null || true
+}
+
+# Remote enrichment on inference servers, frames in order, with the overlay.
+servers() {
+  if [[ -z ${SERVERS:-} ]]; then
+    echo "servers: skipped (set SERVERS=grpc://host:port,...)"
+    return 0
+  fi
+  launch videotestsrc is-live=true num-buffers=60 pattern=ball \
+    ! video/x-raw,format=RGB,width=320,height=240,framerate=30/1 \
+    ! frameanalyzer ! enrichpool workers=8 servers="$SERVERS" model="${MODEL:-frames}" overlay=true \
+    ! resequencer ! videoconvert ! fakesink
+}
+
+recipes=("$@")
+((${#recipes[@]})) || recipes=(live file rtp servers)
+for recipe in "${recipes[@]}"; do
+  case $recipe in
+    live | file | rtp | servers) echo "== $recipe"; "$recipe" ;;
+    *) echo "unknown recipe $recipe" >&2; exit 2 ;;
+  esac
+done
+echo "recipes: ok"

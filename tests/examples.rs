@@ -1,0 +1,155 @@
+//! The examples, run as a user would: the main job (examples/demo.rs), the Rust and Python
+//! applications, and the gst-launch-1.0 recipes (with a real MLServer for the `servers` one).
+
+#[path = "common/plugin.rs"]
+mod plugin;
+#[path = "common/servers.rs"]
+mod servers;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use gst::prelude::*;
+use gst_video::prelude::*;
+use plugin::gst_command;
+
+/// An example binary cargo built beside this test (`cargo test` builds the examples).
+fn example(name: &str) -> Command {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name);
+    assert!(path.exists(), "{} not built", path.display());
+    let mut cmd = Command::new(path);
+    cmd.env("XDG_RUNTIME_DIR", std::env::temp_dir());
+    cmd
+}
+
+fn run(mut cmd: Command) -> String {
+    let out = cmd.output().expect("the example runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+fn scratch(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("gst-ordered-{}-{name}", std::process::id()))
+}
+
+/// Decodes a file with `decodebin`; the frames as (width, height, I420/GRAY luma rows).
+fn decode(path: &std::path::Path, format: &str) -> Vec<gst::Sample> {
+    let pipeline = gst::parse::launch(&format!(
+        "filesrc location={} ! decodebin ! videoconvert ! video/x-raw,format={format} \
+         ! appsink name=sink sync=false",
+        path.display()
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let sink = pipeline
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let mut samples = Vec::new();
+    while let Some(s) = sink.try_pull_sample(gst::ClockTime::from_seconds(30)) {
+        samples.push(s);
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+    samples
+}
+
+/// Whether the top-left corner (where the overlay writes `#seq label wN` on black) has
+/// bright text pixels: videotestsrc's ball pattern is black there.
+fn has_caption(sample: &gst::Sample) -> bool {
+    let info = gst_video::VideoInfo::from_caps(sample.caps().unwrap()).unwrap();
+    let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(sample.buffer().unwrap(), &info)
+        .unwrap();
+    let stride = frame.plane_stride()[0] as usize;
+    let luma = frame.plane_data(0).unwrap();
+    (4..14).any(|y| (4..100).any(|x| luma[y * stride + x] > 200))
+}
+
+#[test]
+fn the_main_job_writes_an_mp4_with_the_overlay_and_a_snapshot() {
+    gst::init().unwrap();
+    let (mp4, png) = (scratch("demo.mp4"), scratch("demo.png"));
+    let mut cmd = example("demo");
+    cmd.args(["--seconds", "4", "--no-window", "--output"])
+        .arg(&mp4)
+        .arg("--snapshot")
+        .arg(&png);
+    let stdout = run(cmd);
+    assert!(stdout.contains("order: ok, ledger: ok"), "{stdout}");
+    assert!(stdout.contains("end-to-end latency: p50"), "{stdout}");
+    assert!(stdout.contains("per-worker throughput: w0"), "{stdout}");
+    // The video: about 4 s at 30 frames/s (leaky=downstream may drop a few), every frame
+    // with its caption drawn.
+    let frames = decode(&mp4, "I420");
+    assert!(
+        frames.len() >= 60,
+        "{} frames in {}",
+        frames.len(),
+        mp4.display()
+    );
+    assert!(frames.iter().all(has_caption));
+    let snapshot = decode(&png, "I420");
+    assert_eq!(snapshot.len(), 1);
+    assert!(has_caption(&snapshot[0]));
+    let _ = std::fs::remove_file(&mp4);
+    let _ = std::fs::remove_file(&png);
+}
+
+#[test]
+fn the_rust_application_reads_the_metas() {
+    let mut cmd = example("rust_app");
+    cmd.arg("60");
+    let stdout = run(cmd);
+    assert!(
+        stdout.contains("60 frames in order, each with its analysis and enrichment"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("frame  59  label"), "{stdout}");
+}
+
+#[test]
+fn the_python_application_reads_the_metas() {
+    let mut cmd = gst_command("/usr/bin/python3");
+    cmd.arg(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/python_app.py"
+    ))
+    .arg("60");
+    let stdout = run(cmd);
+    assert!(
+        stdout.contains("60 frames in order, each with its analysis and enrichment"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("worker python-"), "{stdout}");
+}
+
+#[test]
+fn the_gst_launch_recipes_run_with_and_without_servers() {
+    let server = servers::MlServer::start(&[]);
+    let mut cmd = gst_command("bash");
+    cmd.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/recipes.sh"))
+        .env(
+            "SERVERS",
+            format!("{},{}", server.grpc_url(), server.http_url()),
+        )
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir());
+    let stdout = run(cmd);
+    for recipe in ["== live", "== file", "== rtp", "== servers", "recipes: ok"] {
+        assert!(stdout.contains(recipe), "{stdout}");
+    }
+    assert!(!stdout.contains("skipped"), "{stdout}");
+}
