@@ -28,6 +28,7 @@ PACKAGES=(
   python3-gi
   python3-gst-1.0
   python3-venv
+  fonts-dejavu-core
   libvulkan1
   mesa-vulkan-drivers
 )

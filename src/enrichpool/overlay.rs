@@ -218,9 +218,12 @@ pub fn draw(
         } else {
             y as i32 + 1
         };
+        // Kept inside the frame on the right too.
+        let caption_width = (font.character_size.width * region.caption.len() as u32) as i32;
+        let left = (x as i32).min(info.width() as i32 - caption_width).max(0);
         let _ = Text::with_baseline(
             &region.caption,
-            Point::new(x as i32, top),
+            Point::new(left, top),
             MonoTextStyleBuilder::new()
                 .font(font)
                 .text_color(TEXT_BACKGROUND)
