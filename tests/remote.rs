@@ -732,3 +732,56 @@ fn stopping_does_not_wait_for_a_hanging_server() {
     assert_eq!(field::<u64>(server, "errors"), 0, "{server}");
     assert!(field::<bool>(server, "healthy"), "{server}");
 }
+
+#[test]
+fn rest_uses_the_binary_tensor_extension_when_the_server_lists_it() {
+    let binary = FakeServer::start("binary");
+    let run = Run::start(
+        &format!("servers={} model=frames workers=3", binary.http_url()),
+        20,
+        None,
+    );
+    let (frames, pool, _) = run.finish();
+    assert_eq!(frames.len(), 20, "{pool}");
+    for f in &frames {
+        let o = &f.enrichment.as_ref().unwrap().outputs;
+        assert!(
+            o.get::<bool>("binary-request").unwrap(),
+            "the request went as JSON"
+        );
+        assert_eq!(o.get::<u64>("checksum").unwrap(), f.checksum);
+        let dims: Vec<i64> = o
+            .get::<gst::Array>("dims")
+            .unwrap()
+            .iter()
+            .map(|v| v.get::<i64>().unwrap())
+            .collect();
+        assert_eq!(dims, [HEIGHT as i64, WIDTH as i64, 3]);
+    }
+}
+
+#[test]
+fn responses_over_max_response_bytes_are_refused_and_retried_elsewhere() {
+    let big = FakeServer::start("big");
+    let good = MlServer::start(&[]);
+    let list = format!("{},{},{}", big.http_url(), big.grpc_url(), good.grpc_url());
+    let run = Run::start(
+        &format!("servers={list} model=frames workers=4 retries=4 max-response-bytes=1048576"),
+        30,
+        None,
+    );
+    let (frames, pool, _) = run.finish();
+    assert_eq!(frames.len(), 30, "{pool}");
+    check(&frames, true);
+    assert!(
+        frames
+            .iter()
+            .all(|f| f.enrichment.as_ref().unwrap().server == good.grpc_url())
+    );
+    let servers = pool.get::<gst::Array>("servers").unwrap();
+    for (i, expect) in [(0, "max-response-bytes"), (1, "too large")] {
+        let s = servers.as_slice()[i].get::<gst::Structure>().unwrap();
+        assert!(field::<u64>(&s, "errors") > 0, "{s}");
+        assert!(field::<String>(&s, "last-error").contains(expect), "{s}");
+    }
+}

@@ -6,11 +6,16 @@ Both transports answer readiness and model metadata like a healthy server; infer
 - garbage: REST answers a body that is not JSON, gRPC a tensor whose raw contents do not fit
   its shape;
 - wrong-id: a well-formed answer whose id is not the request's;
-- echo-auth: a well-formed answer with one output, `auth`, holding the Authorization header.
+- echo-auth: a well-formed answer with one output, `auth`, holding the Authorization header;
+- big: a well-formed answer carrying a 2 MiB output;
+- binary (REST only): lists the binary tensor extension in `GET /v2`, reads binary requests
+  and answers `checksum` (UINT64) and `dims` (INT64) as binary data and `binary-request`
+  (BOOL, JSON) saying whether the request came in binary.
 Prints `ready` once both listen on 127.0.0.1.
 """
 
 import json
+import struct
 import sys
 from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -31,7 +36,13 @@ METADATA = {
 }
 
 
+BIG = "x" * (2 << 20)
+
+
 def answer(request_id, auth):
+    if MODE == "big":
+        return {"id": request_id, "outputs": [
+            {"name": "blob", "datatype": "BYTES", "shape": [1], "data": [BIG]}]}
     if MODE == "wrong-id":
         return {"id": "wrong-" + request_id, "outputs": [
             {"name": "checksum", "datatype": "UINT64", "shape": [1], "data": [0]}]}
@@ -56,7 +67,8 @@ class Rest(BaseHTTPRequestHandler):
         if self.path == "/v2/health/ready":
             self.reply(200, b"")
         elif self.path == "/v2":
-            self.reply(200, json.dumps({"name": "fake", "extensions": []}).encode())
+            extensions = ["binary_tensor_data"] if MODE == "binary" else []
+            self.reply(200, json.dumps({"name": "fake", "extensions": extensions}).encode())
         elif self.path == "/v2/models/frames":
             self.reply(200, json.dumps(METADATA).encode())
         else:
@@ -70,8 +82,40 @@ class Rest(BaseHTTPRequestHandler):
         if MODE == "garbage":
             self.reply(200, b"<<this is not an inference response>>")
             return
+        if MODE == "binary":
+            self.binary(body)
+            return
         request = json.loads(body)
         self.reply(200, json.dumps(answer(request["id"], self.headers.get("Authorization"))).encode())
+
+
+    def binary(self, body):
+        header_length = self.headers.get("Inference-Header-Content-Length")
+        if header_length is None:
+            request, data = json.loads(body), None
+            tensor = request["inputs"][0]
+            data = bytes(tensor["data"])
+        else:
+            request = json.loads(body[: int(header_length)])
+            tensor = request["inputs"][0]
+            data = body[int(header_length):][: tensor["parameters"]["binary_data_size"]]
+        dims = tensor["shape"]
+        raw_checksum = struct.pack("<Q", sum(data))
+        raw_dims = struct.pack(f"<{len(dims)}q", *dims)
+        reply = json.dumps({"id": request["id"], "outputs": [
+            {"name": "checksum", "datatype": "UINT64", "shape": [1],
+             "parameters": {"binary_data_size": len(raw_checksum)}},
+            {"name": "binary-request", "datatype": "BOOL", "shape": [1],
+             "data": [header_length is not None]},
+            {"name": "dims", "datatype": "INT64", "shape": [len(dims)],
+             "parameters": {"binary_data_size": len(raw_dims)}},
+        ]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Inference-Header-Content-Length", str(len(reply)))
+        self.send_header("Content-Length", str(len(reply) + len(raw_checksum) + len(raw_dims)))
+        self.end_headers()
+        self.wfile.write(reply + raw_checksum + raw_dims)
 
 
 class Grpc(pb_grpc.GRPCInferenceServiceServicer):
@@ -103,8 +147,15 @@ class Grpc(pb_grpc.GRPCInferenceServiceServicer):
         return pb.ModelInferResponse(model_name="frames", id=reply["id"], outputs=[tensor])
 
 
+class Server(ThreadingHTTPServer):
+    def handle_error(self, request, client_address):
+        # Clients that refuse an answer hang up mid-write (max-response-bytes): expected.
+        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            super().handle_error(request, client_address)
+
+
 def main():
-    http = ThreadingHTTPServer(("127.0.0.1", HTTP_PORT), Rest)
+    http = Server(("127.0.0.1", HTTP_PORT), Rest)
     threading.Thread(target=http.serve_forever, daemon=True).start()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(Grpc(), server)
