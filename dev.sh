@@ -70,7 +70,8 @@ mlserver_venv() {
 
 demo() {
   deps
-  cargo run --locked --release --example demo -- "$@"
+  # build/target: shares the release build with meson's (./dev.sh test).
+  CARGO_TARGET_DIR=build/target cargo run --locked --release --example demo -- "$@"
 }
 
 test_all() {
