@@ -100,9 +100,10 @@ impl<'a> Canvas<'a> {
         } else {
             [color.r(), color.g(), color.b()]
         };
-        for (c, value) in self.components.clone().into_iter().zip(values) {
-            let stride = self.frame.plane_stride()[c.plane] as usize;
-            let Ok(data) = self.frame.plane_data_mut(c.plane as u32) else {
+        let frame = &mut self.frame;
+        for (c, value) in self.components.iter().zip(values) {
+            let stride = frame.plane_stride()[c.plane] as usize;
+            let Ok(data) = frame.plane_data_mut(c.plane as u32) else {
                 continue;
             };
             let index = (y >> c.h_sub) as usize * stride
