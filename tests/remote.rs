@@ -280,6 +280,27 @@ fn check(frames: &[Out], complete: bool) {
     }
 }
 
+/// Every frame was answered by `url`.
+fn all_answered_by(frames: &[Out], url: &str) -> bool {
+    frames
+        .iter()
+        .all(|f| f.enrichment.as_ref().is_some_and(|e| e.server == url))
+}
+
+/// Server `i`'s structure in a pool's stats.
+fn server_stats(pool: &gst::Structure, i: usize) -> gst::Structure {
+    pool.get::<gst::Array>("servers").unwrap().as_slice()[i]
+        .get::<gst::Structure>()
+        .unwrap()
+}
+
+/// Server `i` counted errors, the last one saying `expect`.
+fn assert_failed(pool: &gst::Structure, i: usize, expect: &str) {
+    let s = server_stats(pool, i);
+    assert!(field::<u64>(&s, "errors") > 0, "{s}");
+    assert!(field::<String>(&s, "last-error").contains(expect), "{s}");
+}
+
 fn field<T: for<'a> glib::value::FromValue<'a> + 'static>(s: &gst::Structure, name: &str) -> T {
     s.get::<T>(name)
         .unwrap_or_else(|e| panic!("{name} in {s}: {e}"))
@@ -365,10 +386,8 @@ fn a_server_killed_mid_stream_loses_no_frame() {
     assert_eq!(field::<u64>(&pool, "pushed"), 200);
     assert_eq!(field::<u64>(&pool, "dropped"), 0);
     assert_eq!(field::<u64>(&rs, "skipped"), 0);
-    let killed = &pool.get::<gst::Array>("servers").unwrap().as_slice()[0]
-        .get::<gst::Structure>()
-        .unwrap();
-    assert!(!field::<bool>(killed, "healthy"), "{killed}");
+    let killed = server_stats(&pool, 0);
+    assert!(!field::<bool>(&killed, "healthy"), "{killed}");
     // Frames after the kill went to the other two.
     let after: Vec<&Out> = frames.iter().filter(|f| f.seq >= 120).collect();
     assert!(
@@ -393,16 +412,8 @@ fn a_hanging_server_times_out_and_fails_over() {
     let (frames, pool, _) = run.finish();
     assert_eq!(frames.len(), 60, "{pool}");
     check(&frames, true);
-    for f in &frames {
-        assert_eq!(f.enrichment.as_ref().unwrap().server, good.http_url());
-    }
-    let servers = pool.get::<gst::Array>("servers").unwrap();
-    let hung = servers.as_slice()[0].get::<gst::Structure>().unwrap();
-    assert!(field::<u64>(&hung, "errors") > 0, "{hung}");
-    assert!(
-        field::<String>(&hung, "last-error").contains("no answer within"),
-        "{hung}"
-    );
+    assert!(all_answered_by(&frames, &good.http_url()));
+    assert_failed(&pool, 0, "no answer within");
     assert!(field::<u64>(&pool, "retries") > 0);
 }
 
@@ -432,19 +443,9 @@ fn garbage_and_wrong_ids_are_counted_and_retried_elsewhere() {
         let (frames, pool, _) = run.finish();
         assert_eq!(frames.len(), 60, "{pool}");
         check(&frames, true);
-        assert!(
-            frames
-                .iter()
-                .all(|f| f.enrichment.as_ref().unwrap().server == good.grpc_url())
-        );
-        let servers = pool.get::<gst::Array>("servers").unwrap();
+        assert!(all_answered_by(&frames, &good.grpc_url()));
         for (i, expect) in expect.iter().enumerate() {
-            let bad = servers.as_slice()[i].get::<gst::Structure>().unwrap();
-            assert!(field::<u64>(&bad, "errors") > 0, "{bad}");
-            assert!(
-                field::<String>(&bad, "last-error").contains(expect),
-                "{bad}"
-            );
+            assert_failed(&pool, i, expect);
         }
         assert!(field::<u64>(&pool, "retries") > 0, "{pool}");
     }
@@ -517,13 +518,8 @@ fn tls_endpoints_with_a_private_ca() {
     // so every frame goes over grpcs.
     assert_eq!(frames.len(), 40, "{pool}");
     check(&frames, true);
-    assert!(
-        frames
-            .iter()
-            .all(|f| f.enrichment.as_ref().unwrap().server == urls[0])
-    );
-    let servers = pool.get::<gst::Array>("servers").unwrap();
-    let untrusted = servers.as_slice()[1].get::<gst::Structure>().unwrap();
+    assert!(all_answered_by(&frames, &urls[0]));
+    let untrusted = server_stats(&pool, 1);
     assert!(!field::<bool>(&untrusted, "healthy"), "{untrusted}");
     assert!(
         field::<String>(&untrusted, "last-error")
@@ -545,11 +541,7 @@ fn tls_endpoints_with_a_private_ca() {
     let (frames, _, _) = run.finish();
     assert_eq!(frames.len(), 20);
     check(&frames, true);
-    assert!(
-        frames
-            .iter()
-            .all(|f| f.enrichment.as_ref().unwrap().server == urls[1])
-    );
+    assert!(all_answered_by(&frames, &urls[1]));
 }
 
 #[test]
@@ -645,11 +637,7 @@ fn hedging_sends_a_second_copy_and_keeps_the_first_answer() {
     assert_eq!(frames.len(), 30, "{pool}");
     check(&frames, true);
     assert!(field::<u64>(&pool, "hedges") > 0, "{pool}");
-    assert!(
-        frames
-            .iter()
-            .all(|f| f.enrichment.as_ref().unwrap().server == fast.grpc_url())
-    );
+    assert!(all_answered_by(&frames, &fast.grpc_url()));
 }
 
 #[test]
@@ -773,15 +761,7 @@ fn responses_over_max_response_bytes_are_refused_and_retried_elsewhere() {
     let (frames, pool, _) = run.finish();
     assert_eq!(frames.len(), 30, "{pool}");
     check(&frames, true);
-    assert!(
-        frames
-            .iter()
-            .all(|f| f.enrichment.as_ref().unwrap().server == good.grpc_url())
-    );
-    let servers = pool.get::<gst::Array>("servers").unwrap();
-    for (i, expect) in [(0, "max-response-bytes"), (1, "too large")] {
-        let s = servers.as_slice()[i].get::<gst::Structure>().unwrap();
-        assert!(field::<u64>(&s, "errors") > 0, "{s}");
-        assert!(field::<String>(&s, "last-error").contains(expect), "{s}");
-    }
+    assert!(all_answered_by(&frames, &good.grpc_url()));
+    assert_failed(&pool, 0, "max-response-bytes");
+    assert_failed(&pool, 1, "too large");
 }

@@ -49,22 +49,8 @@ fn scratch_dir(what: &str) -> PathBuf {
     dir
 }
 
-/// A plain HTTP GET on 127.0.0.1; the status code, if the server answered.
-pub fn http_status(port: u16, path: &str) -> Option<u16> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut head = [0u8; 12];
-    stream.read_exact(&mut head).ok()?;
-    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
-}
-
-/// A plain HTTP GET on 127.0.0.1; the body of a 200 answer.
-pub fn http_get(port: u16, path: &str) -> Option<String> {
+/// A plain HTTP GET on 127.0.0.1: the status code and body, if the server answered.
+pub fn http_request(port: u16, path: &str) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(
@@ -74,8 +60,19 @@ pub fn http_get(port: u16, path: &str) -> Option<String> {
     .ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
-    let (head, body) = response.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+    let status = response.get(9..12)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    Some((status, body.to_string()))
+}
+
+/// The status code of a GET.
+pub fn http_status(port: u16, path: &str) -> Option<u16> {
+    http_request(port, path).map(|(status, _)| status)
+}
+
+/// The body of a GET answered 200.
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    http_request(port, path).and_then(|(status, body)| (status == 200).then_some(body))
 }
 
 /// One MLServer process serving the model `frames` over REST and gRPC.
