@@ -19,7 +19,7 @@ use servers::{FakeServer, MlServer, TlsProxy};
 const WIDTH: u32 = 32;
 const HEIGHT: u32 = 24;
 const FRAME: u64 = 33_333_333;
-const WAIT: Duration = Duration::from_secs(20);
+const WAIT: Duration = Duration::from_secs(120);
 
 fn init() {
     static INIT: std::sync::Once = std::sync::Once::new();
