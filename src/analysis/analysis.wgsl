@@ -5,12 +5,14 @@
 // per-pixel atomic is needed (software Vulkan such as lavapipe runs invocations as SIMD
 // lanes on a few CPU threads, where those are what costs).
 //
-// columns: luma from the raw first plane, packed 4 per word into `luma`; a private 256-bin
+// columns: (in strips of whole block rows, the y of the dispatch) luma from the raw first
+//          plane, packed 4 per word into `luma`; a private 256-bin
 //          histogram added into `histogram` at the end; and per block row, the sum of
 //          |luma - previous| of the column's pixels in each of the (at most two) blocks the
 //          column touches, into `sad`.
-// edges:   the 4-neighbour Laplacian over the column's interior pixels: its sum and its
-//          sum of squares (as two words) into `laplacian`.
+// edges:   the 4-neighbour Laplacian over the column's interior pixels, in strips of
+//          `strip` rows (the y of the dispatch): per strip and column its sum and its sum
+//          of squares (as two words) into `laplacian`.
 
 struct Params {
     width: u32,
@@ -24,7 +26,11 @@ struct Params {
     block: u32,
     blocks_y: u32,
     pitch: u32,           // words per row of `luma`: columns
+    strip: u32,           // interior rows per invocation of `edges`
+    column_strip: u32,    // rows per invocation of `columns`: whole block rows
     _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -75,12 +81,15 @@ fn columns(@builtin(global_invocation_id) gid: vec3<u32>) {
     // block, the others (if the column straddles a block edge) for the next. No division
     // per pixel: vector units have none.
     let split = ((4u * c) / p.block + 1u) * p.block;
+    // This invocation's strip of rows: whole block rows.
+    let first = gid.y * p.column_strip;
+    let end = min(first + p.column_strip, p.height);
     var bins: array<u32, 256>;
     var sad_a = 0u;
     var sad_b = 0u;
-    var next_flush = p.block;
-    var block_row = 0u;
-    for (var y = 0u; y < p.height; y++) {
+    var block_row = first / p.block;
+    var next_flush = (block_row + 1u) * p.block;
+    for (var y = first; y < end; y++) {
         let word = luma_word(c, y, valid);
         let i = y * p.pitch + c;
         luma[i] = word;
@@ -138,6 +147,9 @@ fn edges(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (c >= p.pitch) {
         return;
     }
+    // This invocation's strip of interior rows.
+    let first = 1u + gid.y * p.strip;
+    let end = min(first + p.strip, max(p.height, 1u) - 1u);
     // Which of the column's pixels are interior (x >= 1 and x + 1 < width), per parity.
     var keep = 0u;
     for (var k = 0u; k < 4u; k++) {
@@ -150,7 +162,7 @@ fn edges(@builtin(global_invocation_id) gid: vec3<u32>) {
     let keep_odd = (keep >> 4u) & 0x00010001u;
     // x: sum (as i32 bits), y: low word of the sum of squares, z: high word.
     var acc = vec3<u32>(0u, 0u, 0u);
-    for (var y = 1u; y + 1u < p.height; y++) {
+    for (var y = first; y < end; y++) {
         let i = y * p.pitch + c;
         let cur = luma[i];
         let up = luma[i - p.pitch];
@@ -170,7 +182,8 @@ fn edges(@builtin(global_invocation_id) gid: vec3<u32>) {
         accumulate(e, keep_even, &acc);
         accumulate(o, keep_odd, &acc);
     }
-    laplacian[3u * c] = acc.x;
-    laplacian[3u * c + 1u] = acc.y;
-    laplacian[3u * c + 2u] = acc.z;
+    let slot = 3u * (gid.y * p.pitch + c);
+    laplacian[slot] = acc.x;
+    laplacian[slot + 1u] = acc.y;
+    laplacian[slot + 2u] = acc.z;
 }

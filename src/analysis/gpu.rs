@@ -9,6 +9,8 @@ use std::sync::{Arc, Mutex, mpsc};
 use super::{Backend, Layout, Measurements, Plane, block_grid};
 
 const WORKGROUP: u32 = 64;
+/// Interior rows per invocation of the `edges` pass.
+const EDGE_STRIP: u32 = 64;
 const HISTOGRAM_BYTES: u64 = 256 * 4;
 
 /// The shader's `Params`, laid out as in WGSL (twelve u32).
@@ -26,10 +28,26 @@ struct Params {
     blocks_y: u32,
     /// Columns of 4 pixels: words per row of packed luma, and invocations per pass.
     pitch: u32,
+    /// Rows per invocation of the `edges` pass: frames are cut into strips of this many
+    /// interior rows, so that there are workgroups enough for every CPU thread of a
+    /// software rasterizer.
+    strip: u32,
+    /// Rows per invocation of the `columns` pass: whole block rows, about `EDGE_STRIP`.
+    column_strip: u32,
 }
 
 impl Params {
-    fn bytes(&self) -> [u8; 48] {
+    /// Strips of the `edges` pass (at least one, even without interior rows).
+    fn strips(&self) -> u32 {
+        self.height.saturating_sub(2).div_ceil(self.strip).max(1)
+    }
+
+    /// Strips of the `columns` pass.
+    fn column_strips(&self) -> u32 {
+        self.height.div_ceil(self.column_strip).max(1)
+    }
+
+    fn bytes(&self) -> [u8; 64] {
         let words = [
             self.width,
             self.height,
@@ -42,9 +60,13 @@ impl Params {
             self.block,
             self.blocks_y,
             self.pitch,
+            self.strip,
+            self.column_strip,
+            0,
+            0,
             0,
         ];
-        let mut out = [0u8; 48];
+        let mut out = [0u8; 64];
         for (chunk, w) in out.chunks_exact_mut(4).zip(words) {
             chunk.copy_from_slice(&w.to_le_bytes());
         }
@@ -229,6 +251,8 @@ impl GpuBackend {
             block,
             blocks_y: block_grid(plane.width, plane.height, block).1,
             pitch: plane.width.div_ceil(4),
+            strip: EDGE_STRIP,
+            column_strip: block * EDGE_STRIP.div_ceil(block),
         }
     }
 
@@ -248,12 +272,12 @@ impl GpuBackend {
         let blocks = block_grid(params.width, params.height, params.block);
         // Per column: Laplacian sum and sum of squares (two words); per column and block
         // row: the SAD of the (at most two) blocks the column touches.
-        let laplacian_bytes = params.pitch as u64 * 3 * 4;
+        let laplacian_bytes = params.pitch as u64 * params.strips() as u64 * 3 * 4;
         let sad_bytes = params.blocks_y as u64 * params.pitch as u64 * 2 * 4;
 
         let uniform = buffer(
             "params",
-            48,
+            64,
             wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
         );
         self.queue.write_buffer(&uniform, 0, &params.bytes());
@@ -358,9 +382,9 @@ impl Backend for GpuBackend {
             });
             pass.set_bind_group(0, &s.bind_groups[s.current], &[]);
             pass.set_pipeline(&self.columns);
-            pass.dispatch_workgroups(s.groups, 1, 1);
+            pass.dispatch_workgroups(s.groups, s.params.column_strips(), 1);
             pass.set_pipeline(&self.edges);
-            pass.dispatch_workgroups(s.groups, 1, 1);
+            pass.dispatch_workgroups(s.groups, s.params.strips(), 1);
         }
         encoder.copy_buffer_to_buffer(&s.histogram, 0, &s.readback, 0, HISTOGRAM_BYTES);
         encoder.copy_buffer_to_buffer(
@@ -407,7 +431,7 @@ impl Backend for GpuBackend {
             for (bin, w) in histogram.iter_mut().zip(words.by_ref()) {
                 *bin = w;
             }
-            for _ in 0..params.pitch {
+            for _ in 0..params.pitch * params.strips() {
                 let mut next = || words.next().unwrap_or(0);
                 let (partial_sum, lo, hi) = (next(), next(), next());
                 sum += partial_sum as i32 as i64;
