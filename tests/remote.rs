@@ -765,3 +765,27 @@ fn responses_over_max_response_bytes_are_refused_and_retried_elsewhere() {
     assert_failed(&pool, 0, "max-response-bytes");
     assert_failed(&pool, 1, "too large");
 }
+
+#[test]
+fn max_in_flight_per_server_bounds_the_requests_on_a_server() {
+    let hang = MlServer::start(&[("ORDERED_TEST_MODE", "hang")]);
+    let run = Run::start(
+        &format!(
+            "servers={} model=frames workers=5 max-in-flight-per-server=2 \
+             request-timeout=60000000000",
+            hang.grpc_url()
+        ),
+        1000,
+        None,
+    );
+    // Every worker holds a frame; two of them have a request out, three wait for room.
+    run.wait_until("five frames in flight", |_| {
+        run.pool_stats().get::<u64>("in-flight").unwrap() == 5
+            && run.servers()[0].get::<u64>("in-flight").unwrap() == 2
+    });
+    let server = &run.servers()[0];
+    assert_eq!(field::<u64>(server, "in-flight"), 2, "{server}");
+    assert_eq!(field::<u64>(server, "requests"), 0, "{server}");
+    run.stop_feeding();
+    run.pipeline.set_state(gst::State::Null).unwrap();
+}

@@ -463,7 +463,7 @@ impl Enricher {
         let Some(element) = self.element.upgrade() else {
             return;
         };
-        if element.imp().settings().latency >= 0 {
+        if lock(&element.imp().settings).latency >= 0 {
             return;
         }
         let ns = processing.as_nanos() as u64;

@@ -203,9 +203,29 @@ enum Pick {
 }
 
 impl Inner {
-    /// The healthy server with the fewest requests in flight, preferring those not in
-    /// `avoid`; never one in `exclude`.
+    /// Claims a slot on the healthy server with the fewest requests in flight, preferring
+    /// those not in `avoid`; never one in `exclude`.
     fn pick(&self, avoid: &[usize], exclude: Option<usize>) -> Pick {
+        // The choice is made server by server, then claimed under the chosen server's lock;
+        // if another request claimed it in between (it is full now or went down), choose
+        // again.
+        loop {
+            match self.choose(avoid, exclude) {
+                Pick::Server(index) => {
+                    let mut state = self.servers[index].state();
+                    let max = self.config.max_in_flight;
+                    if state.health == Health::Healthy && (max == 0 || state.in_flight < max) {
+                        state.in_flight += 1;
+                        return Pick::Server(index);
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// The best server to claim now, without claiming it.
+    fn choose(&self, avoid: &[usize], exclude: Option<usize>) -> Pick {
         let max = self.config.max_in_flight;
         let mut best: Option<(bool, usize, usize)> = None;
         let mut may_wait = false;
@@ -232,10 +252,7 @@ impl Inner {
             }
         }
         match best {
-            Some((_, _, index)) => {
-                self.servers[index].state().in_flight += 1;
-                Pick::Server(index)
-            }
+            Some((_, _, index)) => Pick::Server(index),
             None if may_wait => Pick::Wait,
             None => Pick::None,
         }
