@@ -339,7 +339,14 @@ impl<W: Work> Shared<W> {
                     Ok(Verdict::Fail(message)) => {
                         let mut s = self.lock();
                         s.stats.per_worker[number as usize].errors += 1;
-                        if on_error == OnError::Retry && attempts <= retries && !s.stopping {
+                        // A job a flush abandoned or a timeout gave up on is not tried
+                        // again: its result would be discarded.
+                        let pending = s.in_flight.get(&id).is_some_and(|f| f.state.pending());
+                        if on_error == OnError::Retry
+                            && attempts <= retries
+                            && !s.stopping
+                            && pending
+                        {
                             s.stats.retries += 1;
                             continue;
                         }

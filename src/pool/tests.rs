@@ -343,6 +343,43 @@ fn flush_discards_queued_and_in_flight_jobs() {
 }
 
 #[test]
+fn a_job_that_fails_after_a_flush_is_not_retried() {
+    let (g, open) = gate();
+    let (started_tx, started_rx) = mpsc::channel();
+    let started_tx = Mutex::new(started_tx);
+    let attempts = Arc::new(Mutex::new(Vec::new()));
+    let seen = attempts.clone();
+    let work = Script::new(move |job, attempt| {
+        seen.lock().unwrap().push((job, attempt));
+        if job == 0 {
+            let _ = started_tx.lock().unwrap().send(());
+            wait_gate(&g);
+            return Verdict::Fail("the server went away".into());
+        }
+        Verdict::Keep
+    });
+    let pool = Pool::start(
+        work.clone(),
+        PoolConfig {
+            retries: 5,
+            ..config(1)
+        },
+    );
+    pool.submit(0, 0, 1, None);
+    started_rx.recv().unwrap();
+    pool.flush();
+    open();
+    pool.resume();
+    pool.submit(1, 1, 1, None);
+    assert!(pool.wait_idle());
+    // Job 0 failed once, after the flush; no retry of a job whose result is discarded.
+    assert_eq!(*attempts.lock().unwrap(), vec![(0, 0), (1, 0)]);
+    assert_eq!(pool.stats().retries, 0);
+    assert_eq!(work.delivered(), vec![1]);
+    assert!(work.lost().is_empty());
+}
+
+#[test]
 fn stop_while_every_worker_is_busy_returns() {
     let (work, open, started_rx) = held_at_gate();
     let pool = Pool::start(work.clone(), config(2));
