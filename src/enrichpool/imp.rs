@@ -445,7 +445,7 @@ impl Enricher {
         let image = remote::image(&frame.buffer, &video, frame.seq.to_string())?;
         let answer = remote
             .set
-            .infer(&image, &mut frame.avoid)
+            .infer(image, &mut frame.avoid)
             .map_err(|err| err.to_string())?;
         remote::apply(
             &answer,

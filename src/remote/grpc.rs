@@ -153,7 +153,7 @@ impl GrpcClient {
                     shape: t.shape.clone(),
                 })
                 .collect(),
-            raw_input_contents: request.inputs.iter().map(Tensor::raw_bytes).collect(),
+            raw_input_contents: request.inputs.iter().map(Tensor::raw_shared).collect(),
         };
         let response: proto::ModelInferResponse = self.unary("ModelInfer", message).await?;
         decode_response(response)

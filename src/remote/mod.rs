@@ -20,6 +20,7 @@ mod tensor;
 #[cfg(test)]
 mod tests;
 
+pub use prost::bytes::Bytes;
 pub use set::{Answer, Image, ServerFigures, ServerSet, request_for};
 pub use tensor::{Data, Tensor};
 

@@ -83,8 +83,9 @@ pub struct ModelInferRequest {
     pub id: String,
     #[prost(message, repeated, tag = "5")]
     pub inputs: Vec<InferInputTensor>,
-    #[prost(bytes = "vec", repeated, tag = "7")]
-    pub raw_input_contents: Vec<Vec<u8>>,
+    /// Shared with the request's tensors: a frame is not copied into the message.
+    #[prost(bytes = "bytes", repeated, tag = "7")]
+    pub raw_input_contents: Vec<prost::bytes::Bytes>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]

@@ -281,7 +281,7 @@ pub(super) fn encode_json(request: &Request) -> Vec<u8> {
 
 /// The JSON header's length and the whole body of a binary-extension request.
 pub(super) fn encode_binary(request: &Request) -> (usize, Vec<u8>) {
-    let raws: Vec<Vec<u8>> = request.inputs.iter().map(Tensor::raw_bytes).collect();
+    let raws: Vec<_> = request.inputs.iter().map(Tensor::raw).collect();
     let inputs: Vec<Value> = request
         .inputs
         .iter()
@@ -299,8 +299,8 @@ pub(super) fn encode_binary(request: &Request) -> (usize, Vec<u8>) {
     }))
     .expect("JSON values encode");
     let header = body.len();
-    for raw in raws {
-        body.extend_from_slice(&raw);
+    for raw in &raws {
+        body.extend_from_slice(raw);
     }
     (header, body)
 }

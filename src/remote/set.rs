@@ -141,7 +141,7 @@ pub struct Answer {
 /// The tensor shape for a frame, as the model's first input asks: `[H, W, C]` by default,
 /// `[1, H, W, C]` for a 4-dimensional input, `[H*W*C]` for a flat one, `[H, W*C]` for two
 /// dimensions. Fixed dimensions must agree with the frame.
-pub fn request_for(image: &Image, info: &ModelInfo) -> Result<Request, Error> {
+pub fn request_for(image: Image, info: &ModelInfo) -> Result<Request, Error> {
     let (h, w, c) = (
         image.height as i64,
         image.width as i64,
@@ -170,12 +170,12 @@ pub fn request_for(image: &Image, info: &ModelInfo) -> Result<Request, Error> {
         ));
     }
     Ok(Request {
-        id: image.id.clone(),
+        id: image.id,
         inputs: vec![Tensor {
             name: input.map_or_else(|| "frame".to_string(), |i| i.name.clone()),
             datatype: "UINT8".into(),
             shape,
-            data: Data::U8(image.pixels.clone()),
+            data: Data::U8(image.pixels.into()),
         }],
     })
 }
@@ -341,7 +341,7 @@ impl Inner {
         }
     }
 
-    async fn infer(&self, image: &Image, avoid: &mut Vec<usize>) -> Result<Answer, Error> {
+    async fn infer(&self, image: Image, avoid: &mut Vec<usize>) -> Result<Answer, Error> {
         let deadline = tokio::time::Instant::now() + self.config.request_timeout;
         let first = self.acquire(avoid, deadline).await?;
         let first_index = first.index;
@@ -401,7 +401,7 @@ impl Inner {
         }
     }
 
-    fn request_for(&self, index: usize, image: &Image) -> Result<Request, Error> {
+    fn request_for(&self, index: usize, image: Image) -> Result<Request, Error> {
         let model = self.servers[index]
             .state()
             .model
@@ -549,7 +549,7 @@ impl ServerSet {
     /// Sends `image` to the best server, hedging if configured; blocks until an answer, an
     /// error or `request-timeout`. A server that failed is added to `avoid`, which the next
     /// attempt for the same frame passes back to be steered elsewhere.
-    pub fn infer(&self, image: &Image, avoid: &mut Vec<usize>) -> Result<Answer, Error> {
+    pub fn infer(&self, image: Image, avoid: &mut Vec<usize>) -> Result<Answer, Error> {
         let inner = &self.inner;
         let generation = inner.generation.load(Ordering::Acquire);
         if inner.stopping.load(Ordering::Acquire) {

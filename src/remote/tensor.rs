@@ -1,14 +1,16 @@
 //! Tensors as the Open Inference Protocol carries them: a name, a datatype, a shape and
 //! row-major data, either typed (JSON, gRPC `contents`) or raw little-endian bytes.
 
-use super::{Error, ErrorKind};
+use std::borrow::Cow;
+
+use super::{Bytes, Error, ErrorKind};
 
 /// A tensor's elements, widened to one type per family.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Data {
     Bool(Vec<bool>),
-    /// UINT8 input frames stay bytes; no widening.
-    U8(Vec<u8>),
+    /// UINT8 input frames stay bytes, shared: a frame is not copied per request or hedge.
+    U8(Bytes),
     Int(Vec<i64>),
     UInt(Vec<u64>),
     Float(Vec<f64>),
@@ -155,11 +157,26 @@ impl Tensor {
         Ok(self)
     }
 
-    /// The contents as raw little-endian bytes (inputs only carry UINT8 here, but any
-    /// datatype is encoded).
-    pub fn raw_bytes(&self) -> Vec<u8> {
+    /// The contents as raw little-endian bytes, frames (UINT8) borrowed rather than copied.
+    pub fn raw(&self) -> Cow<'_, [u8]> {
+        match &self.data {
+            Data::U8(v) => Cow::Borrowed(v),
+            _ => Cow::Owned(self.encode_raw()),
+        }
+    }
+
+    /// As [`Tensor::raw`], owned but shared: a frame is handed over without a copy.
+    pub fn raw_shared(&self) -> Bytes {
         match &self.data {
             Data::U8(v) => v.clone(),
+            _ => Bytes::from(self.encode_raw()),
+        }
+    }
+
+    /// Encodes any datatype (inputs only carry UINT8 here).
+    fn encode_raw(&self) -> Vec<u8> {
+        match &self.data {
+            Data::U8(v) => v.to_vec(),
             Data::Bool(v) => v.iter().map(|&b| b as u8).collect(),
             Data::Int(v) => match self.datatype.as_str() {
                 "INT8" => v.iter().map(|&x| x as i8 as u8).collect(),
@@ -188,7 +205,7 @@ impl Tensor {
     pub fn json_data(&self) -> serde_json::Value {
         use serde_json::Value;
         match &self.data {
-            Data::U8(v) => Value::from(v.as_slice()),
+            Data::U8(v) => Value::from(&v[..]),
             Data::Bool(v) => Value::from(v.as_slice()),
             Data::Int(v) => Value::from(v.as_slice()),
             Data::UInt(v) => Value::from(v.as_slice()),

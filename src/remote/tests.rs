@@ -60,7 +60,7 @@ fn raw_tensors_decode_by_datatype_and_check_their_size() {
         shape: vec![2],
         data: Data::Int(vec![-5, 7]),
     };
-    let back = Tensor::from_raw("x".into(), "INT32".into(), vec![2], &t.raw_bytes()).unwrap();
+    let back = Tensor::from_raw("x".into(), "INT32".into(), vec![2], &t.raw()).unwrap();
     assert_eq!(back.data, t.data);
 }
 
@@ -100,7 +100,7 @@ fn binary_extension_round_trips() {
             name: "frame".into(),
             datatype: "UINT8".into(),
             shape: vec![1, 2, 3],
-            data: Data::U8(vec![1, 2, 3, 4, 5, 6]),
+            data: Data::U8(vec![1, 2, 3, 4, 5, 6].into()),
         }],
     };
     let (header, body) = rest::encode_binary(&request);
@@ -120,6 +120,40 @@ fn binary_extension_round_trips() {
         serde_json::json!([1, 2, 3, 4, 5, 6])
     );
     assert_eq!(json["id"], "3");
+    // The hand-written JSON of frames: every byte value, and an id that needs escaping.
+    let every_byte = Request {
+        id: "a\"b".into(),
+        inputs: vec![Tensor {
+            name: "f".into(),
+            datatype: "UINT8".into(),
+            shape: vec![256],
+            data: Data::U8((0..=255u8).collect::<Vec<_>>().into()),
+        }],
+    };
+    let json: serde_json::Value = serde_json::from_slice(&rest::encode_json(&every_byte)).unwrap();
+    assert_eq!(json["id"], "a\"b");
+    assert_eq!(
+        json["inputs"][0]["data"],
+        serde_json::Value::from((0..=255u8).collect::<Vec<_>>())
+    );
+}
+
+#[test]
+fn frames_are_shared_not_copied_into_requests() {
+    let image = Image {
+        id: "4".into(),
+        height: 2,
+        width: 2,
+        channels: 1,
+        pixels: vec![9, 8, 7, 6],
+    };
+    let at = image.pixels.as_ptr();
+    let request = request_for(image, &ModelInfo::default()).unwrap();
+    let tensor = &request.inputs[0];
+    // The image's buffer becomes the tensor's, and the gRPC message shares it too.
+    assert_eq!(tensor.raw().as_ptr(), at);
+    assert_eq!(tensor.raw_shared().as_ptr(), at);
+    assert_eq!(&tensor.raw_shared()[..], &[9, 8, 7, 6]);
 }
 
 #[test]
@@ -199,7 +233,8 @@ fn requests_take_the_shape_the_model_asks_for() {
         }],
         outputs: vec![],
     };
-    let shape = |info: &ModelInfo| request_for(&image, info).map(|r| r.inputs[0].shape.clone());
+    let shape =
+        |info: &ModelInfo| request_for(image.clone(), info).map(|r| r.inputs[0].shape.clone());
     assert_eq!(shape(&ModelInfo::default()).unwrap(), vec![2, 3, 4]);
     assert_eq!(shape(&info(vec![-1, -1, -1])).unwrap(), vec![2, 3, 4]);
     assert_eq!(shape(&info(vec![-1, -1, -1, 4])).unwrap(), vec![1, 2, 3, 4]);
@@ -209,7 +244,7 @@ fn requests_take_the_shape_the_model_asks_for() {
         shape(&info(vec![-1, -1, 3])).unwrap_err().kind,
         ErrorKind::Rejected
     );
-    let request = request_for(&image, &info(vec![-1, -1, -1])).unwrap();
+    let request = request_for(image.clone(), &info(vec![-1, -1, -1])).unwrap();
     assert_eq!(
         (request.inputs[0].name.as_str(), request.id.as_str()),
         ("pixels", "1")
@@ -254,7 +289,7 @@ fn a_set_with_every_server_down_reports_no_server_quickly() {
     };
     let mut avoid = Vec::new();
     // Waits for the first probes, then fails without waiting out the timeout.
-    let err = set.infer(&image, &mut avoid).unwrap_err();
+    let err = set.infer(image, &mut avoid).unwrap_err();
     assert_eq!(err.kind, ErrorKind::NoServer);
     let figures = set.figures();
     assert!(
