@@ -17,6 +17,9 @@
 //!
 //! `cargo bench --bench article [-- --plot PATH]`
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -204,34 +207,18 @@ fn ours(frames: u64, workers: usize, job: Job, size: usize) -> f64 {
         }
         Ok(Verdict::Keep)
     });
-    let src = pipeline
-        .by_name("src")
-        .unwrap()
-        .downcast::<gst_app::AppSrc>()
-        .unwrap();
-    pipeline.set_state(gst::State::Playing).unwrap();
-    let start = Instant::now();
-    for seq in 0..frames {
-        let mut buffer = gst::Buffer::from_mut_slice(vec![0u8; size]);
-        buffer
-            .get_mut()
-            .unwrap()
-            .set_pts(gst::ClockTime::from_mseconds(seq));
-        src.push_buffer(buffer).unwrap();
-    }
-    src.end_of_stream().unwrap();
-    let msg = pipeline
-        .bus()
-        .unwrap()
-        .timed_pop_filtered(
-            gst::ClockTime::from_seconds(300),
-            &[gst::MessageType::Eos, gst::MessageType::Error],
-        )
-        .expect("EOS");
-    let secs = start.elapsed().as_secs_f64();
-    if let gst::MessageView::Error(e) = msg.view() {
-        panic!("pipeline error: {}", e.error());
-    }
+    // Frames are made as they are pushed, as the article's producer makes them.
+    let secs = common::push_to_eos(
+        &pipeline,
+        (0..frames).map(|seq| {
+            let mut buffer = gst::Buffer::from_mut_slice(vec![0u8; size]);
+            buffer
+                .get_mut()
+                .unwrap()
+                .set_pts(gst::ClockTime::from_mseconds(seq));
+            buffer
+        }),
+    );
     let stats = pipeline
         .by_name("reseq")
         .unwrap()

@@ -8,6 +8,9 @@
 //!
 //! `cargo bench --bench enrichpool` runs all; `-- scaling|cpu|overhead|memory` one.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::time::{Duration, Instant};
 
 use gst::prelude::*;
@@ -40,29 +43,7 @@ fn run(middle: &str, input: Vec<gst::Buffer>, setup: impl FnOnce(&gst::Pipeline)
     .downcast::<gst::Pipeline>()
     .unwrap();
     setup(&pipeline);
-    let src = pipeline
-        .by_name("src")
-        .unwrap()
-        .downcast::<gst_app::AppSrc>()
-        .unwrap();
-    pipeline.set_state(gst::State::Playing).unwrap();
-    let start = Instant::now();
-    for b in input {
-        src.push_buffer(b).unwrap();
-    }
-    src.end_of_stream().unwrap();
-    let msg = pipeline
-        .bus()
-        .unwrap()
-        .timed_pop_filtered(
-            gst::ClockTime::from_seconds(600),
-            &[gst::MessageType::Eos, gst::MessageType::Error],
-        )
-        .unwrap();
-    let secs = start.elapsed().as_secs_f64();
-    if let gst::MessageView::Error(e) = msg.view() {
-        panic!("{middle}: {}", e.error());
-    }
+    let secs = common::push_to_eos(&pipeline, input);
     if let Some(pool) = pipeline.by_name("pool") {
         let stats = pool.property::<gst::Structure>("stats");
         assert_eq!(

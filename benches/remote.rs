@@ -14,7 +14,8 @@
 #[path = "../tests/common/servers.rs"]
 mod servers;
 
-use std::time::Instant;
+#[path = "common/mod.rs"]
+mod common;
 
 use gst::prelude::*;
 use servers::MlServer;
@@ -38,35 +39,18 @@ fn run(props: &str, frames: u64) -> (f64, gst::Structure) {
     .unwrap()
     .downcast::<gst::Pipeline>()
     .unwrap();
-    let src = pipeline
-        .by_name("src")
-        .unwrap()
-        .downcast::<gst_app::AppSrc>()
-        .unwrap();
     let frame = vec![128u8; (WIDTH * HEIGHT * 3) as usize];
-    pipeline.set_state(gst::State::Playing).unwrap();
-    let start = Instant::now();
-    for n in 0..frames {
-        let mut buffer = gst::Buffer::from_slice(frame.clone());
-        buffer
-            .get_mut()
-            .unwrap()
-            .set_pts(gst::ClockTime::from_mseconds(33) * n);
-        src.push_buffer(buffer).unwrap();
-    }
-    src.end_of_stream().unwrap();
-    let msg = pipeline
-        .bus()
-        .unwrap()
-        .timed_pop_filtered(
-            gst::ClockTime::from_seconds(600),
-            &[gst::MessageType::Eos, gst::MessageType::Error],
-        )
-        .expect("EOS");
-    let secs = start.elapsed().as_secs_f64();
-    if let gst::MessageView::Error(e) = msg.view() {
-        panic!("pipeline error: {} ({:?})", e.error(), e.debug());
-    }
+    let secs = common::push_to_eos(
+        &pipeline,
+        (0..frames).map(|n| {
+            let mut buffer = gst::Buffer::from_slice(frame.clone());
+            buffer
+                .get_mut()
+                .unwrap()
+                .set_pts(gst::ClockTime::from_mseconds(33) * n);
+            buffer
+        }),
+    );
     let stats = pipeline
         .by_name("pool")
         .unwrap()
