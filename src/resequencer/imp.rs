@@ -79,8 +79,16 @@ struct Upstream {
     min_latency: u64,
 }
 
+/// A frame in the window, with the `ingress` of its sequence meta (read once, on arrival)
+/// for the latency figures.
+#[derive(Debug)]
+struct Held {
+    buffer: gst::Buffer,
+    ingress: Option<u64>,
+}
+
 struct State {
-    window: Window<gst::Buffer, gst::Event>,
+    window: Window<Held, gst::Event>,
     flushing: bool,
     /// The last result of pushing downstream; returned to upstream by the chain.
     flow: Result<gst::FlowSuccess, gst::FlowError>,
@@ -180,17 +188,12 @@ impl Resequencer {
         stats_structure(stats, &lock(&self.latencies))
     }
 
-    /// Records how long the frame took from the pool's sink pad to here.
-    fn record_latency(&self, buffer: &gst::BufferRef) {
-        let Some(Ok(meta)) = SeqMeta::read(buffer) else {
-            return;
-        };
-        let Some(now) = self.obj().current_running_time() else {
-            return;
-        };
-        // 0: the pool had no clock to stamp with.
-        if meta.ingress > 0 && now.nseconds() >= meta.ingress {
-            lock(&self.latencies).record(now.nseconds() - meta.ingress);
+    /// Records how long a frame took from the pool's sink pad to its push at `now`.
+    fn record_latency(&self, ingress: Option<u64>, now: Option<u64>) {
+        if let (Some(ingress), Some(now)) = (ingress, now)
+            && now >= ingress
+        {
+            lock(&self.latencies).record(now - ingress);
         }
     }
 
@@ -235,12 +238,23 @@ impl Resequencer {
         state.wake_task(&self.cond);
     }
 
-    fn key_of(&self, order_by: OrderBy, buffer: &gst::BufferRef) -> Result<FrameKey, String> {
+    /// The frame's place in the order, and the `ingress` of its sequence meta (None without
+    /// one, or when the pool had no clock to stamp with).
+    fn key_of(
+        &self,
+        order_by: OrderBy,
+        buffer: &gst::BufferRef,
+    ) -> (Result<FrameKey, String>, Option<u64>) {
+        let meta = SeqMeta::read(buffer);
+        let ingress = match &meta {
+            Some(Ok(m)) if m.ingress > 0 => Some(m.ingress),
+            _ => None,
+        };
         let seq = match order_by {
             OrderBy::Pts => None,
-            OrderBy::Auto | OrderBy::Sequence => SeqMeta::read(buffer),
+            OrderBy::Auto | OrderBy::Sequence => meta,
         };
-        match (seq, order_by) {
+        let key = match (seq, order_by) {
             (Some(Ok(meta)), _) => Ok(FrameKey::Sequence {
                 epoch: meta.epoch,
                 seq: meta.seq,
@@ -251,7 +265,8 @@ impl Resequencer {
                 .pts()
                 .map(|pts| FrameKey::Pts(pts.nseconds()))
                 .ok_or_else(|| "neither sequence meta nor PTS".into()),
-        }
+        };
+        (key, ingress)
     }
 
     fn sink_chain(
@@ -261,7 +276,7 @@ impl Resequencer {
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
         let settings = self.settings();
         self.ensure_upstream();
-        let key = self.key_of(settings.order_by, &buffer);
+        let (key, ingress) = self.key_of(settings.order_by, &buffer);
         let now = self.now();
 
         let mut state = self.state();
@@ -294,7 +309,7 @@ impl Resequencer {
             running_time: state.in_segment.to_running_time(pts).map(|t| t.nseconds()),
         };
 
-        let mut item = buffer;
+        let mut item = Held { buffer, ingress };
         loop {
             match state.window.push(key, timing, item, now) {
                 Arrival::Accepted => {
@@ -512,7 +527,7 @@ impl Resequencer {
             if let Some(output) = state.window.pop(now) {
                 state.wake_chain(&self.cond);
                 drop(state);
-                let res = self.push_output(output);
+                let res = self.push_output(output, now);
                 state = self.state();
                 if let Err(err) = res {
                     self.handle_flow_error(&mut state, err);
@@ -552,16 +567,24 @@ impl Resequencer {
 
     fn push_output(
         &self,
-        output: Output<gst::Buffer, gst::Event>,
+        output: Output<Held, gst::Event>,
+        now: Option<u64>,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
         match output {
-            Output::Frame { mut item, discont } => {
+            Output::Frame {
+                item:
+                    Held {
+                        mut buffer,
+                        ingress,
+                    },
+                discont,
+            } => {
                 if discont {
-                    item.make_mut().set_flags(gst::BufferFlags::DISCONT);
+                    buffer.make_mut().set_flags(gst::BufferFlags::DISCONT);
                 }
-                gst::trace!(CAT, imp = self, "pushing {item:?}");
-                self.record_latency(&item);
-                self.srcpad.push(item)
+                gst::trace!(CAT, imp = self, "pushing {buffer:?}");
+                self.record_latency(ingress, now);
+                self.srcpad.push(buffer)
             }
             Output::Skip(skip) => {
                 self.push_gap(skip);
