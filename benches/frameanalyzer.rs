@@ -1,10 +1,11 @@
 //! frameanalyzer throughput: the GPU path (whatever wgpu adapter there is: lavapipe on
 //! machines without a GPU) against the single-threaded CPU path, side by side in one run.
 //!
-//! Each case analyses the same pre-rendered frames (`videotestsrc pattern=ball`, I420)
-//! through the analysis core, as the element does per frame: upload, three dispatches and a
-//! readback on the GPU; the twin loops on the CPU. `cargo bench --bench frameanalyzer`
-//! (`-- --frames N` to change the count).
+//! Each case analyses the same pre-rendered frames (`videotestsrc pattern=ball`, I420 or
+//! `--format F`)
+//! through the analysis core, as the element does per frame: upload, one dispatch and a
+//! readback on the GPU; the twin loops on the CPU. Passes of the two alternate, and each
+//! reports the median. `cargo bench --bench frameanalyzer` (`-- --frames N --rounds R --format F`).
 
 use std::time::Instant;
 
@@ -12,10 +13,11 @@ use gst::prelude::*;
 use gst_video::prelude::*;
 use gstordered::analysis::{Analyzer, Layout, Params, Plane, cpu::CpuBackend, gpu::GpuBackend};
 
-/// `n` frames of the ball pattern at `width` × `height`, I420, as (data, stride).
-fn render(width: u32, height: u32, n: u32) -> Vec<(Vec<u8>, u32)> {
+/// `n` frames of the ball pattern at `width` × `height` in `format`, as the first plane's
+/// (data, stride).
+fn render(format: &str, width: u32, height: u32, n: u32) -> Vec<(Vec<u8>, u32)> {
     let pipeline = gst::parse::launch(&format!(
-        "videotestsrc pattern=ball num-buffers={n} ! video/x-raw,format=I420,width={width},height={height} \
+        "videotestsrc pattern=ball num-buffers={n} ! video/x-raw,format={format},width={width},height={height} \
          ! appsink name=sink sync=false"
     ))
     .unwrap()
@@ -42,50 +44,92 @@ fn render(width: u32, height: u32, n: u32) -> Vec<(Vec<u8>, u32)> {
     frames
 }
 
-/// Frames per second of `analyzer` over `frames`, after one warm-up pass.
-fn fps(analyzer: &mut Analyzer, frames: &[(Vec<u8>, u32)], width: u32, height: u32) -> f64 {
+/// Frames per second of `analyzer` over `frames`, one pass.
+fn fps(
+    analyzer: &mut Analyzer,
+    frames: &[(Vec<u8>, u32)],
+    layout: Layout,
+    width: u32,
+    height: u32,
+) -> f64 {
     let params = Params::default();
-    let mut run = || {
-        let start = Instant::now();
-        for (data, stride) in frames {
-            let plane = Plane {
-                data,
-                width,
-                height,
-                stride: *stride,
-                layout: Layout::Luma,
-            };
-            std::hint::black_box(analyzer.analyze(&plane, &params).unwrap());
-        }
-        frames.len() as f64 / start.elapsed().as_secs_f64()
-    };
-    run();
-    run()
+    let start = Instant::now();
+    for (data, stride) in frames {
+        let plane = Plane {
+            data,
+            width,
+            height,
+            stride: *stride,
+            layout,
+        };
+        std::hint::black_box(analyzer.analyze(&plane, &params).unwrap());
+    }
+    frames.len() as f64 / start.elapsed().as_secs_f64()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 fn main() {
     let mut n = 60u32;
+    let mut rounds = 5usize;
+    let mut format = "I420".to_string();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
-        if a == "--frames" {
-            n = args.next().unwrap().parse().unwrap();
+        match a.as_str() {
+            "--frames" => n = args.next().unwrap().parse().unwrap(),
+            "--rounds" => rounds = args.next().unwrap().parse().unwrap(),
+            "--format" => format = args.next().unwrap(),
+            _ => {}
         }
     }
+    // I420's first plane is luma; the packed formats are converted on the way (GPU: the
+    // `packed_luma` pass).
+    let layout = match format.as_str() {
+        "I420" | "NV12" | "GRAY8" => Layout::Luma,
+        "RGBA" | "RGBx" => Layout::Packed {
+            bytes_per_pixel: 4,
+            r: 0,
+            g: 1,
+            b: 2,
+        },
+        "BGRA" | "BGRx" => Layout::Packed {
+            bytes_per_pixel: 4,
+            r: 2,
+            g: 1,
+            b: 0,
+        },
+        "RGB" => Layout::Packed {
+            bytes_per_pixel: 3,
+            r: 0,
+            g: 1,
+            b: 2,
+        },
+        other => panic!("--format {other}: one of I420, NV12, GRAY8, RGBA, RGBx, BGRA, BGRx, RGB"),
+    };
     gst::init().unwrap();
     let mut gpu = Analyzer::new(Box::new(
         GpuBackend::new().expect("a wgpu adapter (lavapipe: mesa-vulkan-drivers)"),
     ));
     let mut cpu = Analyzer::new(Box::new(CpuBackend::new()));
     println!(
-        "frameanalyzer: {n} frames per case, frames/s; GPU adapter: {}",
+        "frameanalyzer, {format}: {n} frames per pass, median of {rounds} interleaved passes after a warm-up, frames/s; GPU adapter: {}",
         gpu.backend_name()
     );
     println!("| resolution | GPU path (frames/s) | CPU path (frames/s) | GPU / CPU |");
     println!("|---|---:|---:|---:|");
     for (w, h) in [(640, 360), (1920, 1080)] {
-        let frames = render(w, h, n);
-        let g = fps(&mut gpu, &frames, w, h);
-        let c = fps(&mut cpu, &frames, w, h);
+        let frames = render(&format, w, h, n);
+        fps(&mut gpu, &frames, layout, w, h);
+        fps(&mut cpu, &frames, layout, w, h);
+        let (mut g, mut c) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            g.push(fps(&mut gpu, &frames, layout, w, h));
+            c.push(fps(&mut cpu, &frames, layout, w, h));
+        }
+        let (g, c) = (median(g), median(c));
         println!("| {w}×{h} | {g:.0} | {c:.0} | {:.2}× |", g / c);
     }
 }

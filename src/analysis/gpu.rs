@@ -1,70 +1,72 @@
 //! The GPU backend: WGSL compute shaders (`analysis.wgsl`) run through wgpu.
 //!
-//! The adapter, device and pipelines are created once, when the backend is; buffers and bind
-//! groups once per frame size, then reused: a frame costs one upload, one submission of
-//! three dispatches, and one small readback, with no allocation or shader compile.
+//! The adapter, device and pipelines are created once, when the backend is; textures, buffers
+//! and bind groups once per frame size and layout, then reused: a frame costs one upload, one
+//! submission (the `analyze` dispatch, after the `packed_luma` one for packed RGB) and one
+//! small readback, with no allocation or shader compile.
+//!
+//! Luma lives in two `rgba32uint` textures (16 pixels per texel) used in turn as the current
+//! and the previous frame. A one-byte-per-pixel plane is written straight into the current
+//! one (through a repacking copy when its stride is not a multiple of 16 bytes or the plane
+//! ends short of a whole last texel); packed RGB is uploaded into a texture of its own rows
+//! (likewise) and converted by `packed_luma`.
+//!
+//! Why textures: software Vulkan (lavapipe, what CI and GPU-less machines have) runs
+//! invocations as SIMD lanes and loads storage buffers lane by lane with a bounds check
+//! each, but fetches texels a vector at a time. Storage buffers here are written only once
+//! per strip (results), except `packed_luma`'s output.
 
 use std::sync::{Arc, Mutex, mpsc};
 
 use super::{Backend, Layout, Measurements, Plane, block_grid};
 
-const WORKGROUP: u32 = 64;
-/// Interior rows per invocation of the `edges` pass.
-const EDGE_STRIP: u32 = 64;
+/// Most rows in a strip of `analyze`: its per-invocation histogram counts 16 pixels a row in
+/// 16 bits.
+const MAX_STRIP: u32 = 4095;
 const HISTOGRAM_BYTES: u64 = 256 * 4;
+/// `copy_buffer_to_texture` wants rows of a multiple of this many bytes.
+const COPY_ROW_ALIGN: u32 = 256;
 
-/// The shader's `Params`, laid out as in WGSL (twelve u32).
+/// The shader's `Params`, laid out as in WGSL (sixteen u32).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 struct Params {
     width: u32,
     height: u32,
-    stride: u32,
+    /// Columns of 4 pixels: texels per row of luma, and invocations per row of a pass.
+    pitch: u32,
+    block: u32,
+    /// Rows per invocation of `analyze`: whole block rows.
+    strip: u32,
+    /// Packed RGB only (0 for luma planes): bytes per pixel and channel offsets.
     bytes_per_pixel: u32,
     r: u32,
     g: u32,
     b: u32,
-    packed: u32,
-    block: u32,
-    blocks_y: u32,
-    /// Columns of 4 pixels: words per row of packed luma, and invocations per pass.
-    pitch: u32,
-    /// Rows per invocation of the `edges` pass: frames are cut into strips of this many
-    /// interior rows, so that there are workgroups enough for every CPU thread of a
-    /// software rasterizer.
-    strip: u32,
-    /// Rows per invocation of the `columns` pass: whole block rows, about `EDGE_STRIP`.
-    column_strip: u32,
+    /// Words per row of the `packed_luma` output.
+    luma_pitch: u32,
+    /// Texels (16 pixels) per row of the luma textures, and invocations per row of `analyze`.
+    texels: u32,
 }
 
 impl Params {
-    /// Strips of the `edges` pass (at least one, even without interior rows).
+    /// Strips of the `analyze` pass.
     fn strips(&self) -> u32 {
-        self.height.saturating_sub(2).div_ceil(self.strip).max(1)
-    }
-
-    /// Strips of the `columns` pass.
-    fn column_strips(&self) -> u32 {
-        self.height.div_ceil(self.column_strip).max(1)
+        self.height.div_ceil(self.strip)
     }
 
     fn bytes(&self) -> [u8; 64] {
         let words = [
             self.width,
             self.height,
-            self.stride,
+            self.pitch,
+            self.block,
+            self.strip,
             self.bytes_per_pixel,
             self.r,
             self.g,
             self.b,
-            self.packed,
-            self.block,
-            self.blocks_y,
-            self.pitch,
-            self.strip,
-            self.column_strip,
-            0,
-            0,
-            0,
+            self.luma_pitch,
+            self.texels,
         ];
         let mut out = [0u8; 64];
         for (chunk, w) in out.chunks_exact_mut(4).zip(words) {
@@ -74,21 +76,34 @@ impl Params {
     }
 }
 
-/// Buffers and bind groups for one frame size and layout.
+/// What a packed RGB frame needs besides the luma textures.
+struct PackedInput {
+    /// The frame's rows, as rgba32uint texels (16 bytes each).
+    frame: wgpu::Texture,
+    /// Bytes per row of that texture: the row rounded up to a texel.
+    row_bytes: u32,
+    /// `packed_luma`'s output, copied into the current luma texture.
+    luma: wgpu::Buffer,
+    bind_group: wgpu::BindGroup,
+}
+
+/// Textures, buffers and bind groups for one frame size and layout.
 struct Sized {
     params: Params,
-    frame: wgpu::Buffer,
+    luma: [wgpu::Texture; 2],
+    packed: Option<PackedInput>,
     histogram: wgpu::Buffer,
     laplacian: wgpu::Buffer,
     laplacian_bytes: u64,
     sad: wgpu::Buffer,
     sad_bytes: u64,
     readback: wgpu::Buffer,
-    /// `bind_groups[k]` writes luma buffer k and reads the other as the previous frame.
+    /// `bind_groups[k]` reads luma texture k as the current frame, the other as the previous.
     bind_groups: [wgpu::BindGroup; 2],
     current: usize,
     has_previous: bool,
-    /// Workgroups per pass: one invocation per column of four pixels.
+    /// Workgroups per strip of `analyze` and `packed_luma`: one invocation per texel
+    /// column (16 pixels).
     groups: u32,
     blocks: (u32, u32),
 }
@@ -97,11 +112,17 @@ pub struct GpuBackend {
     name: String,
     device: wgpu::Device,
     queue: wgpu::Queue,
-    layout: wgpu::BindGroupLayout,
-    columns: wgpu::ComputePipeline,
-    edges: wgpu::ComputePipeline,
+    analyze_layout: wgpu::BindGroupLayout,
+    packed_layout: wgpu::BindGroupLayout,
+    analyze: wgpu::ComputePipeline,
+    packed_luma: wgpu::ComputePipeline,
+    /// Invocations per workgroup.
+    workgroup: u32,
+    /// Rows an invocation of `analyze` walks, about (rounded up to whole blocks).
+    strip_rows: u32,
+    max_texture_side: u32,
     sized: Option<Sized>,
-    /// Upload staging for planes whose length is not a multiple of 4 bytes.
+    /// Upload staging for planes whose rows do not start on a word, or that end short.
     scratch: Vec<u8>,
     /// Errors wgpu reports outside a call's result (validation, device loss).
     errors: Arc<Mutex<Vec<String>>>,
@@ -125,12 +146,12 @@ fn instance() -> wgpu::Instance {
     wgpu::Instance::new(desc)
 }
 
-fn storage_entry(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
+fn uniform_entry(binding: u32) -> wgpu::BindGroupLayoutEntry {
     wgpu::BindGroupLayoutEntry {
         binding,
         visibility: wgpu::ShaderStages::COMPUTE,
         ty: wgpu::BindingType::Buffer {
-            ty: wgpu::BufferBindingType::Storage { read_only },
+            ty: wgpu::BufferBindingType::Uniform,
             has_dynamic_offset: false,
             min_binding_size: None,
         },
@@ -138,10 +159,70 @@ fn storage_entry(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
     }
 }
 
+fn storage_entry(binding: u32) -> wgpu::BindGroupLayoutEntry {
+    wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Storage { read_only: false },
+            has_dynamic_offset: false,
+            min_binding_size: None,
+        },
+        count: None,
+    }
+}
+
+fn texture_entry(binding: u32) -> wgpu::BindGroupLayoutEntry {
+    wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Texture {
+            sample_type: wgpu::TextureSampleType::Uint,
+            view_dimension: wgpu::TextureViewDimension::D2,
+            multisampled: false,
+        },
+        count: None,
+    }
+}
+
+/// How the work is cut for an adapter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Tuning {
+    /// Invocations per workgroup.
+    pub workgroup: u32,
+    /// Rows per invocation of `analyze`, about: strips are balanced and made of whole blocks.
+    pub strip_rows: u32,
+}
+
+impl Tuning {
+    /// Software Vulkan (lavapipe) runs a workgroup's invocations as SIMD lanes, 8 at a time,
+    /// on a few CPU threads; an invocation's closing histogram flush costs there, so tall
+    /// strips, and workgroups of one vector, so that the threads share many of them evenly.
+    /// A GPU wants many invocations: short strips, and workgroups of 64.
+    fn for_device(device_type: wgpu::DeviceType) -> Tuning {
+        match device_type {
+            wgpu::DeviceType::Cpu => Tuning {
+                workgroup: 8,
+                strip_rows: 128,
+            },
+            _ => Tuning {
+                workgroup: 64,
+                strip_rows: 64,
+            },
+        }
+    }
+}
+
 impl GpuBackend {
     /// Picks an adapter (a discrete or integrated GPU first; a software one such as lavapipe
     /// when that is all there is) and builds the pipelines. Fails when there is none.
     pub fn new() -> Result<GpuBackend, String> {
+        Self::with_tuning(None)
+    }
+
+    /// [`GpuBackend::new`] with the work cut as given instead of as suits the adapter (tests
+    /// run the GPU's cut on lavapipe).
+    pub(crate) fn with_tuning(tuning: Option<Tuning>) -> Result<GpuBackend, String> {
         let instance = instance();
         let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
             power_preference: wgpu::PowerPreference::HighPerformance,
@@ -151,9 +232,10 @@ impl GpuBackend {
         }))
         .map_err(|e| format!("no wgpu adapter: {e}"))?;
         let info = adapter.get_info();
+        let limits = adapter.limits();
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("frameanalyzer"),
-            required_limits: adapter.limits(),
+            required_limits: limits.clone(),
             ..Default::default()
         }))
         .map_err(|e| format!("wgpu device on {}: {e}", info.name))?;
@@ -169,50 +251,58 @@ impl GpuBackend {
             label: Some("analysis.wgsl"),
             source: wgpu::ShaderSource::Wgsl(include_str!("analysis.wgsl").into()),
         });
-        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some("analysis"),
+        let analyze_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("analyze"),
             entries: &[
-                wgpu::BindGroupLayoutEntry {
-                    binding: 0,
-                    visibility: wgpu::ShaderStages::COMPUTE,
-                    ty: wgpu::BindingType::Buffer {
-                        ty: wgpu::BufferBindingType::Uniform,
-                        has_dynamic_offset: false,
-                        min_binding_size: None,
-                    },
-                    count: None,
-                },
-                storage_entry(1, true),
-                storage_entry(2, false),
-                storage_entry(3, true),
-                storage_entry(4, false),
-                storage_entry(5, false),
-                storage_entry(6, false),
+                uniform_entry(0),
+                texture_entry(1),
+                texture_entry(2),
+                storage_entry(3),
+                storage_entry(4),
+                storage_entry(5),
             ],
         });
-        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-            label: Some("analysis"),
-            bind_group_layouts: &[Some(&layout)],
-            immediate_size: 0,
+        let packed_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("packed_luma"),
+            entries: &[uniform_entry(0), texture_entry(6), storage_entry(7)],
         });
-        let pipeline = |entry: &str| {
+        let Tuning {
+            workgroup,
+            strip_rows,
+        } = tuning.unwrap_or_else(|| Tuning::for_device(info.device_type));
+        if !workgroup.is_power_of_two() || workgroup > limits.max_compute_invocations_per_workgroup
+        {
+            return Err(format!("workgroup of {workgroup} invocations"));
+        }
+        let pipeline = |entry: &str, layout: &wgpu::BindGroupLayout| {
+            let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(entry),
+                bind_group_layouts: &[Some(layout)],
+                immediate_size: 0,
+            });
             device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                 label: Some(entry),
                 layout: Some(&pipeline_layout),
                 module: &module,
                 entry_point: Some(entry),
-                compilation_options: Default::default(),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: &[("workgroup", workgroup as f64)],
+                    ..Default::default()
+                },
                 cache: None,
             })
         };
         let backend = GpuBackend {
             name: info.name.clone(),
-            columns: pipeline("columns"),
-            edges: pipeline("edges"),
-
+            analyze: pipeline("analyze", &analyze_layout),
+            packed_luma: pipeline("packed_luma", &packed_layout),
+            workgroup,
+            strip_rows: strip_rows.max(1),
+            max_texture_side: limits.max_texture_dimension_2d,
             device,
             queue,
-            layout,
+            analyze_layout,
+            packed_layout,
             sized: None,
             scratch: Vec::new(),
             errors,
@@ -229,35 +319,80 @@ impl GpuBackend {
         }
     }
 
-    fn params_for(plane: &Plane<'_>, block: u32) -> Params {
-        let (bytes_per_pixel, r, g, b, packed) = match plane.layout {
-            Layout::Luma => (1, 0, 0, 0, 0),
+    fn params_for(&self, plane: &Plane<'_>, block: u32) -> Params {
+        let (bytes_per_pixel, r, g, b) = match plane.layout {
+            Layout::Luma => (0, 0, 0, 0),
             Layout::Packed {
                 bytes_per_pixel,
                 r,
                 g,
                 b,
-            } => (bytes_per_pixel, r, g, b, 1),
+            } => (bytes_per_pixel, r, g, b),
         };
+        let pitch = plane.width.div_ceil(4);
         Params {
             width: plane.width,
             height: plane.height,
-            stride: plane.stride,
+            pitch,
+            block,
+            strip: {
+                // Strips of about `strip_rows`, as even as whole blocks allow.
+                let strips = plane.height.div_ceil(self.strip_rows).max(1);
+                plane.height.div_ceil(strips).next_multiple_of(block)
+            },
             bytes_per_pixel,
             r,
             g,
             b,
-            packed,
-            block,
-            blocks_y: block_grid(plane.width, plane.height, block).1,
-            pitch: plane.width.div_ceil(4),
-            strip: EDGE_STRIP,
-            column_strip: block * EDGE_STRIP.div_ceil(block),
+            luma_pitch: (pitch * 4).next_multiple_of(COPY_ROW_ALIGN) / 4,
+            texels: plane.width.div_ceil(16),
         }
     }
 
-    fn create_sized(&self, params: Params, frame_bytes: u64) -> Sized {
+    fn luma_texture(&self, label: &str, width: u32, height: u32) -> wgpu::Texture {
+        self.device.create_texture(&wgpu::TextureDescriptor {
+            label: Some(label),
+            size: wgpu::Extent3d {
+                width,
+                height,
+                depth_or_array_layers: 1,
+            },
+            mip_level_count: 1,
+            sample_count: 1,
+            dimension: wgpu::TextureDimension::D2,
+            format: wgpu::TextureFormat::Rgba32Uint,
+            usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+            view_formats: &[],
+        })
+    }
+
+    fn create_sized(&self, params: Params) -> Result<Sized, String> {
         let d = &self.device;
+        // The texture that receives the frame's rows: luma texels, or packed RGB words.
+        // Texels per row of the texture that receives the frame: the luma texture, or one of
+        // packed RGB (16 bytes a texel).
+        let row_texels = match params.bytes_per_pixel {
+            0 => params.texels,
+            bpp => (params.width * bpp).div_ceil(16),
+        };
+        if params.strip > MAX_STRIP {
+            return Err(format!(
+                "block size {} is too large for the GPU path (at most {MAX_STRIP} rows)",
+                params.block
+            ));
+        }
+        if !matches!(params.bytes_per_pixel, 0 | 3 | 4) {
+            return Err(format!(
+                "packed RGB of {} bytes per pixel (the GPU path reads 3 or 4)",
+                params.bytes_per_pixel
+            ));
+        }
+        if row_texels > self.max_texture_side || params.height > self.max_texture_side {
+            return Err(format!(
+                "a {}x{} frame needs textures of {row_texels}x{} texels; this adapter allows {} per side",
+                params.width, params.height, params.height, self.max_texture_side
+            ));
+        }
         let buffer = |label: &str, size: u64, usage: wgpu::BufferUsages| {
             d.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),
@@ -267,13 +402,12 @@ impl GpuBackend {
             })
         };
         let storage = wgpu::BufferUsages::STORAGE;
-        let luma_bytes = params.pitch as u64 * params.height as u64 * 4;
-        let groups = params.pitch.div_ceil(WORKGROUP);
+        let groups = params.texels.div_ceil(self.workgroup);
         let blocks = block_grid(params.width, params.height, params.block);
-        // Per column: Laplacian sum and sum of squares (two words); per column and block
-        // row: the SAD of the (at most two) blocks the column touches.
-        let laplacian_bytes = params.pitch as u64 * params.strips() as u64 * 3 * 4;
-        let sad_bytes = params.blocks_y as u64 * params.pitch as u64 * 2 * 4;
+        // Per strip and texel: Laplacian sum and sum of squares (two words); per word and
+        // block row: the SAD of the (at most two) blocks the word touches.
+        let laplacian_bytes = params.texels as u64 * params.strips() as u64 * 3 * 4;
+        let sad_bytes = blocks.1 as u64 * params.pitch as u64 * 2 * 4;
 
         let uniform = buffer(
             "params",
@@ -281,10 +415,9 @@ impl GpuBackend {
             wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
         );
         self.queue.write_buffer(&uniform, 0, &params.bytes());
-        let frame = buffer("frame", frame_bytes, storage | wgpu::BufferUsages::COPY_DST);
         let luma = [
-            buffer("luma 0", luma_bytes, storage),
-            buffer("luma 1", luma_bytes, storage),
+            self.luma_texture("luma 0", params.texels, params.height),
+            self.luma_texture("luma 1", params.texels, params.height),
         ];
         let histogram = buffer(
             "histogram",
@@ -308,25 +441,74 @@ impl GpuBackend {
                 resource: buffer.as_entire_binding(),
             }
         }
+        let views = luma
+            .each_ref()
+            .map(|t| t.create_view(&wgpu::TextureViewDescriptor::default()));
         let bind_group = |current: usize| {
             d.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some("analysis"),
-                layout: &self.layout,
+                label: Some("analyze"),
+                layout: &self.analyze_layout,
                 entries: &[
                     entry(0, &uniform),
-                    entry(1, &frame),
-                    entry(2, &luma[current]),
-                    entry(3, &luma[1 - current]),
-                    entry(4, &histogram),
-                    entry(5, &laplacian),
-                    entry(6, &sad),
+                    wgpu::BindGroupEntry {
+                        binding: 1,
+                        resource: wgpu::BindingResource::TextureView(&views[current]),
+                    },
+                    wgpu::BindGroupEntry {
+                        binding: 2,
+                        resource: wgpu::BindingResource::TextureView(&views[1 - current]),
+                    },
+                    entry(3, &histogram),
+                    entry(4, &laplacian),
+                    entry(5, &sad),
                 ],
             })
         };
         let bind_groups = [bind_group(0), bind_group(1)];
-        Sized {
+        let packed = (params.bytes_per_pixel != 0).then(|| {
+            let frame = d.create_texture(&wgpu::TextureDescriptor {
+                label: Some("packed frame"),
+                size: wgpu::Extent3d {
+                    width: row_texels,
+                    height: params.height,
+                    depth_or_array_layers: 1,
+                },
+                mip_level_count: 1,
+                sample_count: 1,
+                dimension: wgpu::TextureDimension::D2,
+                format: wgpu::TextureFormat::Rgba32Uint,
+                usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+                view_formats: &[],
+            });
+            let luma = buffer(
+                "packed luma",
+                params.luma_pitch as u64 * params.height as u64 * 4,
+                storage | wgpu::BufferUsages::COPY_SRC,
+            );
+            let view = frame.create_view(&wgpu::TextureViewDescriptor::default());
+            let bind_group = d.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("packed_luma"),
+                layout: &self.packed_layout,
+                entries: &[
+                    entry(0, &uniform),
+                    wgpu::BindGroupEntry {
+                        binding: 6,
+                        resource: wgpu::BindingResource::TextureView(&view),
+                    },
+                    entry(7, &luma),
+                ],
+            });
+            PackedInput {
+                frame,
+                row_bytes: row_texels * 16,
+                luma,
+                bind_group,
+            }
+        });
+        Ok(Sized {
             params,
-            frame,
+            luma,
+            packed,
             histogram,
             laplacian,
             laplacian_bytes,
@@ -338,8 +520,56 @@ impl GpuBackend {
             has_previous: false,
             groups,
             blocks,
-        }
+        })
     }
+}
+
+/// Writes `rows` rows of `row_bytes` (a multiple of `texel`, the texture's texel size) from
+/// `data`, `stride` bytes apart, into `texture`: straight from `data` when its rows start on
+/// texels and it is long enough, else through `scratch`, repacked.
+#[allow(clippy::too_many_arguments)]
+fn upload(
+    queue: &wgpu::Queue,
+    texture: &wgpu::Texture,
+    scratch: &mut Vec<u8>,
+    data: &[u8],
+    stride: u32,
+    rows: u32,
+    row_bytes: u32,
+    texel: u32,
+) {
+    let needed = stride as usize * (rows as usize - 1) + row_bytes as usize;
+    let (bytes, bytes_per_row) = if stride.is_multiple_of(texel) && data.len() >= needed {
+        (&data[..needed], stride)
+    } else {
+        scratch.clear();
+        scratch.resize(row_bytes as usize * rows as usize, 0);
+        for (y, out) in scratch.chunks_exact_mut(row_bytes as usize).enumerate() {
+            let row = &data[(y * stride as usize).min(data.len())..];
+            let n = row.len().min(row_bytes as usize).min(stride as usize);
+            out[..n].copy_from_slice(&row[..n]);
+        }
+        (&scratch[..], row_bytes)
+    };
+    queue.write_texture(
+        wgpu::TexelCopyTextureInfo {
+            texture,
+            mip_level: 0,
+            origin: wgpu::Origin3d::ZERO,
+            aspect: wgpu::TextureAspect::All,
+        },
+        bytes,
+        wgpu::TexelCopyBufferLayout {
+            offset: 0,
+            bytes_per_row: Some(bytes_per_row),
+            rows_per_image: Some(rows),
+        },
+        wgpu::Extent3d {
+            width: row_bytes / texel,
+            height: rows,
+            depth_or_array_layers: 1,
+        },
+    );
 }
 
 impl Backend for GpuBackend {
@@ -348,43 +578,82 @@ impl Backend for GpuBackend {
     }
 
     fn measure(&mut self, plane: &Plane<'_>, block_size: u32) -> Result<Measurements, String> {
-        let params = Self::params_for(plane, block_size);
-        let row = plane.width as u64 * params.bytes_per_pixel as u64;
-        let needed = plane.stride as u64 * (plane.height as u64 - 1) + row;
-        let frame_bytes = needed.div_ceil(4) * 4;
+        let params = self.params_for(plane, block_size);
         if self.sized.as_ref().is_none_or(|s| s.params != params) {
-            self.sized = Some(self.create_sized(params, frame_bytes));
+            self.sized = None;
+            self.sized = Some(self.create_sized(params)?);
         }
         let s = self.sized.as_mut().expect("created above");
-
-        // Upload: straight from the frame when it is long enough, else through padded scratch.
-        if plane.data.len() as u64 >= frame_bytes {
-            self.queue
-                .write_buffer(&s.frame, 0, &plane.data[..frame_bytes as usize]);
-        } else {
-            self.scratch.clear();
-            self.scratch
-                .extend_from_slice(&plane.data[..needed as usize]);
-            self.scratch.resize(frame_bytes as usize, 0);
-            self.queue.write_buffer(&s.frame, 0, &self.scratch);
-        }
 
         let mut encoder = self
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("analysis"),
             });
+        let luma_extent = wgpu::Extent3d {
+            width: params.texels,
+            height: params.height,
+            depth_or_array_layers: 1,
+        };
+        match &s.packed {
+            None => upload(
+                &self.queue,
+                &s.luma[s.current],
+                &mut self.scratch,
+                plane.data,
+                plane.stride,
+                params.height,
+                params.texels * 16,
+                16,
+            ),
+            Some(packed) => {
+                upload(
+                    &self.queue,
+                    &packed.frame,
+                    &mut self.scratch,
+                    plane.data,
+                    plane.stride,
+                    params.height,
+                    packed.row_bytes,
+                    16,
+                );
+                {
+                    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: Some("packed_luma"),
+                        timestamp_writes: None,
+                    });
+                    pass.set_bind_group(0, &packed.bind_group, &[]);
+                    pass.set_pipeline(&self.packed_luma);
+                    pass.dispatch_workgroups(s.groups, params.strips(), 1);
+                }
+                encoder.copy_buffer_to_texture(
+                    wgpu::TexelCopyBufferInfo {
+                        buffer: &packed.luma,
+                        layout: wgpu::TexelCopyBufferLayout {
+                            offset: 0,
+                            bytes_per_row: Some(params.luma_pitch * 4),
+                            rows_per_image: Some(params.height),
+                        },
+                    },
+                    wgpu::TexelCopyTextureInfo {
+                        texture: &s.luma[s.current],
+                        mip_level: 0,
+                        origin: wgpu::Origin3d::ZERO,
+                        aspect: wgpu::TextureAspect::All,
+                    },
+                    luma_extent,
+                );
+            }
+        }
         encoder.clear_buffer(&s.histogram, 0, None);
         {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("analysis"),
+                label: Some("analyze"),
                 timestamp_writes: None,
             });
             pass.set_bind_group(0, &s.bind_groups[s.current], &[]);
-            pass.set_pipeline(&self.columns);
-            pass.dispatch_workgroups(s.groups, s.params.column_strips(), 1);
-            pass.set_pipeline(&self.edges);
-            pass.dispatch_workgroups(s.groups, s.params.strips(), 1);
+            pass.set_pipeline(&self.analyze);
+            pass.dispatch_workgroups(s.groups, params.strips(), 1);
         }
         encoder.copy_buffer_to_buffer(&s.histogram, 0, &s.readback, 0, HISTOGRAM_BYTES);
         encoder.copy_buffer_to_buffer(
@@ -403,7 +672,6 @@ impl Backend for GpuBackend {
                 s.sad_bytes,
             );
         }
-        let params = s.params;
         self.queue.submit([encoder.finish()]);
 
         let (tx, rx) = mpsc::sync_channel(1);
@@ -431,7 +699,10 @@ impl Backend for GpuBackend {
             for (bin, w) in histogram.iter_mut().zip(words.by_ref()) {
                 *bin = w;
             }
-            for _ in 0..params.pitch * params.strips() {
+            // The shader counts the padding of the last column (read as 0) in bin 0.
+            histogram[0] =
+                histogram[0].saturating_sub((params.texels * 16 - params.width) * params.height);
+            for _ in 0..params.texels * params.strips() {
                 let mut next = || words.next().unwrap_or(0);
                 let (partial_sum, lo, hi) = (next(), next(), next());
                 sum += partial_sum as i32 as i64;
@@ -440,7 +711,7 @@ impl Backend for GpuBackend {
             // Per block row and column: the SADs of the blocks of its first and last pixel.
             s.has_previous.then(|| {
                 let mut sad = vec![0u32; (blocks_x * blocks_y) as usize];
-                for by in 0..params.blocks_y {
+                for by in 0..blocks_y {
                     for c in 0..params.pitch {
                         let (a, b) = (words.next().unwrap_or(0), words.next().unwrap_or(0));
                         let first = 4 * c;

@@ -86,7 +86,8 @@ pub fn rgb_luma(r: u8, g: u8, b: u8) -> u8 {
 /// Tunables of the analysis.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Params {
-    /// Side of a motion block, in pixels.
+    /// Side of a motion block, in pixels; taken as at least 4 and at most 1024 (see
+    /// [`Params::block`]).
     pub block_size: u32,
     /// A block moves when its mean absolute luma difference exceeds this.
     pub motion_threshold: f64,
@@ -96,6 +97,14 @@ pub struct Params {
     pub dark_threshold: f64,
     /// The most motion regions reported.
     pub max_rois: usize,
+}
+
+impl Params {
+    /// The block side used: `block_size` within 4..=1024. Both backends sum the motion of
+    /// four pixels side by side at once, which touch at most two blocks of 4 or more.
+    pub fn block(&self) -> u32 {
+        self.block_size.clamp(4, 1024)
+    }
 }
 
 impl Default for Params {
@@ -180,8 +189,7 @@ impl Analyzer {
 
     pub fn analyze(&mut self, plane: &Plane<'_>, params: &Params) -> Result<Analysis, String> {
         plane.validate()?;
-        let block_size = params.block_size.max(1);
-        let m = self.backend.measure(plane, block_size)?;
+        let m = self.backend.measure(plane, params.block())?;
         let analysis = summarize(
             &m,
             self.previous_histogram.as_ref(),
@@ -237,7 +245,7 @@ pub fn summarize(
             .sum::<f64>()
     });
 
-    let block = params.block_size.max(1);
+    let block = params.block();
     let (moving, motion) = match &m.block_sad {
         Some(sad) => {
             let moving: Vec<bool> = sad

@@ -86,16 +86,40 @@ fn run(
     layout: Layout,
     pad: u32,
 ) -> Vec<Analysis> {
+    run_with(
+        backend,
+        frames,
+        width,
+        height,
+        layout,
+        pad,
+        &Params::default(),
+        false,
+    )
+}
+
+/// [`run`] with `params`; `short` cuts each plane right after the last row's pixels.
+#[allow(clippy::too_many_arguments)]
+fn run_with(
+    backend: Box<dyn Backend>,
+    frames: &[Vec<u8>],
+    width: u32,
+    height: u32,
+    layout: Layout,
+    pad: u32,
+    params: &Params,
+    short: bool,
+) -> Vec<Analysis> {
     let mut analyzer = Analyzer::new(backend);
     frames
         .iter()
         .map(|img| {
-            let (data, stride) = encode(img, width, height, layout, pad);
+            let (mut data, stride) = encode(img, width, height, layout, pad);
+            if short {
+                data.truncate(data.len() - pad as usize);
+            }
             analyzer
-                .analyze(
-                    &plane(&data, width, height, stride, layout),
-                    &Params::default(),
-                )
+                .analyze(&plane(&data, width, height, stride, layout), params)
                 .unwrap()
         })
         .collect()
@@ -114,7 +138,11 @@ fn cpu_luma(frames: &[Vec<u8>], width: u32, height: u32) -> Vec<Analysis> {
 }
 
 fn gpu() -> Box<dyn Backend> {
-    Box::new(gpu::GpuBackend::new().unwrap_or_else(|e| {
+    gpu_tuned(None)
+}
+
+fn gpu_tuned(tuning: Option<gpu::Tuning>) -> Box<dyn Backend> {
+    Box::new(gpu::GpuBackend::with_tuning(tuning).unwrap_or_else(|e| {
         panic!("the GPU tests need a wgpu adapter (lavapipe: mesa-vulkan-drivers): {e}; adapters: {:?}", gpu::adapters())
     }))
 }
@@ -198,8 +226,9 @@ fn short_plane_is_an_error_not_a_panic() {
 
 #[test]
 fn gpu_and_cpu_agree_exactly_on_every_layout() {
-    // Odd sizes and padded rows; the GPU runs all frames on one device. 70×150 has three
-    // strips of rows in the edges pass, the last one short.
+    // Odd sizes and padded rows; the GPU runs all frames on one device. 70×150 has two
+    // strips of rows on lavapipe. Luma rows of 37 + 11 bytes are uploaded as they are
+    // (whole 16-pixel texels, the padding read and masked); other strides are repacked.
     for (w, h) in [(37, 23), (70, 150)] {
         let frames = [
             noise(w, h, 1),
@@ -208,13 +237,108 @@ fn gpu_and_cpu_agree_exactly_on_every_layout() {
             flat(w, h, 200),
         ];
         for (name, layout) in layouts() {
-            for pad in [0, 3] {
+            for pad in [0, 3, 11] {
                 let cpu = run(Box::new(cpu::CpuBackend::new()), &frames, w, h, layout, pad);
                 let gpu = run(gpu(), &frames, w, h, layout, pad);
                 assert_eq!(cpu, gpu, "{name}, {w}x{h}, pad {pad}");
             }
         }
     }
+}
+
+#[test]
+fn gpu_and_cpu_agree_however_the_work_is_cut() {
+    // The cut a GPU gets (workgroups of 64, strips of 64 rows), lavapipe's (8, 128), and
+    // small strips; frames wider than a workgroup of texels, several strips, block sizes
+    // that do and do not divide 16, planes that end right after the last row's pixels.
+    let tunings = [
+        None,
+        Some(gpu::Tuning {
+            workgroup: 64,
+            strip_rows: 64,
+        }),
+        Some(gpu::Tuning {
+            workgroup: 8,
+            strip_rows: 128,
+        }),
+        Some(gpu::Tuning {
+            workgroup: 16,
+            strip_rows: 5,
+        }),
+    ];
+    let cases = [(1100, 70), (300, 333)];
+    for tuning in tunings {
+        for (w, h) in cases {
+            let frames = [noise(w, h, 3), noise(w, h, 4), square(w, h, 50, 20, 33)];
+            for (name, layout) in [layouts()[0], layouts()[3]] {
+                for block in [4, 12, 16, 40] {
+                    for short in [false, true] {
+                        let params = Params {
+                            block_size: block,
+                            ..Params::default()
+                        };
+                        let pad = 16;
+                        let cpu = run_with(
+                            Box::new(cpu::CpuBackend::new()),
+                            &frames,
+                            w,
+                            h,
+                            layout,
+                            pad,
+                            &params,
+                            short,
+                        );
+                        let gpu = run_with(
+                            gpu_tuned(tuning),
+                            &frames,
+                            w,
+                            h,
+                            layout,
+                            pad,
+                            &params,
+                            short,
+                        );
+                        assert_eq!(
+                            cpu, gpu,
+                            "{tuning:?}, {name}, {w}x{h}, block {block}, short {short}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn block_sizes_are_kept_within_4_and_1024() {
+    let frames = [square(64, 32, 0, 0, 8), square(64, 32, 8, 0, 8)];
+    let analyse = |block_size| {
+        run_with(
+            Box::new(cpu::CpuBackend::new()),
+            &frames,
+            64,
+            32,
+            Layout::Luma,
+            0,
+            &Params {
+                block_size,
+                ..Params::default()
+            },
+            false,
+        )
+    };
+    assert_eq!(analyse(1), analyse(4));
+    assert_eq!(analyse(5000), analyse(1024));
+    // Blocks of 4: the square's move is one region from its old place to its new one.
+    assert_eq!(
+        analyse(1)[1].rois,
+        vec![Rect {
+            x: 0,
+            y: 0,
+            width: 16,
+            height: 8
+        }]
+    );
 }
 
 #[test]
