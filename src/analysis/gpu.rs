@@ -146,43 +146,46 @@ fn instance() -> wgpu::Instance {
     wgpu::Instance::new(desc)
 }
 
-fn uniform_entry(binding: u32) -> wgpu::BindGroupLayoutEntry {
+fn layout_entry(binding: u32, ty: wgpu::BindingType) -> wgpu::BindGroupLayoutEntry {
     wgpu::BindGroupLayoutEntry {
         binding,
         visibility: wgpu::ShaderStages::COMPUTE,
-        ty: wgpu::BindingType::Buffer {
-            ty: wgpu::BufferBindingType::Uniform,
+        ty,
+        count: None,
+    }
+}
+
+fn buffer_entry(binding: u32, ty: wgpu::BufferBindingType) -> wgpu::BindGroupLayoutEntry {
+    layout_entry(
+        binding,
+        wgpu::BindingType::Buffer {
+            ty,
             has_dynamic_offset: false,
             min_binding_size: None,
         },
-        count: None,
-    }
+    )
+}
+
+fn uniform_entry(binding: u32) -> wgpu::BindGroupLayoutEntry {
+    buffer_entry(binding, wgpu::BufferBindingType::Uniform)
 }
 
 fn storage_entry(binding: u32) -> wgpu::BindGroupLayoutEntry {
-    wgpu::BindGroupLayoutEntry {
+    buffer_entry(
         binding,
-        visibility: wgpu::ShaderStages::COMPUTE,
-        ty: wgpu::BindingType::Buffer {
-            ty: wgpu::BufferBindingType::Storage { read_only: false },
-            has_dynamic_offset: false,
-            min_binding_size: None,
-        },
-        count: None,
-    }
+        wgpu::BufferBindingType::Storage { read_only: false },
+    )
 }
 
 fn texture_entry(binding: u32) -> wgpu::BindGroupLayoutEntry {
-    wgpu::BindGroupLayoutEntry {
+    layout_entry(
         binding,
-        visibility: wgpu::ShaderStages::COMPUTE,
-        ty: wgpu::BindingType::Texture {
+        wgpu::BindingType::Texture {
             sample_type: wgpu::TextureSampleType::Uint,
             view_dimension: wgpu::TextureViewDimension::D2,
             multisampled: false,
         },
-        count: None,
-    }
+    )
 }
 
 /// How the work is cut for an adapter.
@@ -349,7 +352,8 @@ impl GpuBackend {
         }
     }
 
-    fn luma_texture(&self, label: &str, width: u32, height: u32) -> wgpu::Texture {
+    /// An `rgba32uint` texture to upload or copy into and read in the shaders.
+    fn texture(&self, label: &str, width: u32, height: u32) -> wgpu::Texture {
         self.device.create_texture(&wgpu::TextureDescriptor {
             label: Some(label),
             size: wgpu::Extent3d {
@@ -416,8 +420,8 @@ impl GpuBackend {
         );
         self.queue.write_buffer(&uniform, 0, &params.bytes());
         let luma = [
-            self.luma_texture("luma 0", params.texels, params.height),
-            self.luma_texture("luma 1", params.texels, params.height),
+            self.texture("luma 0", params.texels, params.height),
+            self.texture("luma 1", params.texels, params.height),
         ];
         let histogram = buffer(
             "histogram",
@@ -466,20 +470,7 @@ impl GpuBackend {
         };
         let bind_groups = [bind_group(0), bind_group(1)];
         let packed = (params.bytes_per_pixel != 0).then(|| {
-            let frame = d.create_texture(&wgpu::TextureDescriptor {
-                label: Some("packed frame"),
-                size: wgpu::Extent3d {
-                    width: row_texels,
-                    height: params.height,
-                    depth_or_array_layers: 1,
-                },
-                mip_level_count: 1,
-                sample_count: 1,
-                dimension: wgpu::TextureDimension::D2,
-                format: wgpu::TextureFormat::Rgba32Uint,
-                usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
-                view_formats: &[],
-            });
+            let frame = self.texture("packed frame", row_texels, params.height);
             let luma = buffer(
                 "packed luma",
                 params.luma_pitch as u64 * params.height as u64 * 4,
