@@ -18,8 +18,7 @@
 //              words) into `laplacian`. Three texel fetches a row; no workgroup memory,
 //              barrier or per-pixel atomic.
 // packed_luma: packed RGB with 3 or 4 bytes per pixel (the frame's rows as rgba32uint
-//              texels) to packed luma in `luma`, rows of `luma_pitch` words, copied into the
-//              current luma texture afterwards.
+//              texels) to packed luma, written into the current luma texture.
 
 struct Params {
     width: u32,
@@ -31,13 +30,13 @@ struct Params {
     r: u32,
     g: u32,
     b: u32,
-    luma_pitch: u32,      // words per row of `luma`
     texels: u32,          // texels (16 pixels) per row of the luma textures
     _pad0: u32,
     _pad1: u32,
     _pad2: u32,
     _pad3: u32,
     _pad4: u32,
+    _pad5: u32,
 }
 
 // Invocations per workgroup: 64 on a GPU; on software Vulkan, 8 (one SIMD vector), so that
@@ -51,7 +50,7 @@ override workgroup: u32 = 64u;
 @group(0) @binding(4) var<storage, read_write> laplacian: array<u32>;
 @group(0) @binding(5) var<storage, read_write> sad: array<u32>;
 @group(0) @binding(6) var frame: texture_2d<u32>;
-@group(0) @binding(7) var<storage, read_write> luma: array<vec4<u32>>;
+@group(0) @binding(7) var luma: texture_storage_2d<rgba32uint, write>;
 
 fn byte_of(word: u32, k: u32) -> u32 {
     return (word >> (k * 8u)) & 0xffu;
@@ -305,6 +304,6 @@ fn packed_luma(@builtin(global_invocation_id) gid: vec3<u32>) {
                 luma3(w2.y, w2.z, w2.w),
             );
         }
-        luma[y * (p.luma_pitch / 4u) + t] = out;
+        textureStore(luma, vec2(t, y), out);
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! The adapter, device and pipelines are created once, when the backend is; textures, buffers
 //! and bind groups once per frame size and layout, then reused: a frame costs one upload, one
-//! submission (the `analyze` dispatch, after the `packed_luma` one for packed RGB) and one
-//! small readback, with no allocation or shader compile.
+//! submission (the `analyze` dispatch, after the `packed_luma` one for packed RGB, which
+//! writes the luma texture as a storage texture) and one small readback, with no allocation
+//! or shader compile.
 //!
 //! Luma lives in two `rgba32uint` textures (16 pixels per texel) used in turn as the current
 //! and the previous frame. A one-byte-per-pixel plane is written straight into the current
@@ -13,8 +14,8 @@
 //!
 //! Why textures: software Vulkan (lavapipe, what CI and GPU-less machines have) runs
 //! invocations as SIMD lanes and loads storage buffers lane by lane with a bounds check
-//! each, but fetches texels a vector at a time. Storage buffers here are written only once
-//! per strip (results), except `packed_luma`'s output.
+//! each, but fetches texels a vector at a time. Storage buffers here only take results, once
+//! per strip or block row.
 
 use std::sync::{Arc, Mutex, mpsc};
 
@@ -24,8 +25,6 @@ use super::{Backend, Layout, Measurements, Plane, block_grid};
 /// 16 bits.
 const MAX_STRIP: u32 = 4095;
 const HISTOGRAM_BYTES: u64 = 256 * 4;
-/// `copy_buffer_to_texture` wants rows of a multiple of this many bytes.
-const COPY_ROW_ALIGN: u32 = 256;
 
 /// The shader's `Params`, laid out as in WGSL (sixteen u32).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -42,8 +41,6 @@ struct Params {
     r: u32,
     g: u32,
     b: u32,
-    /// Words per row of the `packed_luma` output.
-    luma_pitch: u32,
     /// Texels (16 pixels) per row of the luma textures, and invocations per row of `analyze`.
     texels: u32,
 }
@@ -65,7 +62,6 @@ impl Params {
             self.r,
             self.g,
             self.b,
-            self.luma_pitch,
             self.texels,
         ];
         let mut out = [0u8; 64];
@@ -82,9 +78,8 @@ struct PackedInput {
     frame: wgpu::Texture,
     /// Bytes per row of that texture: the row rounded up to a texel.
     row_bytes: u32,
-    /// `packed_luma`'s output, copied into the current luma texture.
-    luma: wgpu::Buffer,
-    bind_group: wgpu::BindGroup,
+    /// `bind_groups[k]` has `packed_luma` write luma texture k.
+    bind_groups: [wgpu::BindGroup; 2],
 }
 
 /// Textures, buffers and bind groups for one frame size and layout.
@@ -267,7 +262,18 @@ impl GpuBackend {
         });
         let packed_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some("packed_luma"),
-            entries: &[uniform_entry(0), texture_entry(6), storage_entry(7)],
+            entries: &[
+                uniform_entry(0),
+                texture_entry(6),
+                layout_entry(
+                    7,
+                    wgpu::BindingType::StorageTexture {
+                        access: wgpu::StorageTextureAccess::WriteOnly,
+                        format: wgpu::TextureFormat::Rgba32Uint,
+                        view_dimension: wgpu::TextureViewDimension::D2,
+                    },
+                ),
+            ],
         });
         let Tuning {
             workgroup,
@@ -347,7 +353,6 @@ impl GpuBackend {
             r,
             g,
             b,
-            luma_pitch: (pitch * 4).next_multiple_of(COPY_ROW_ALIGN) / 4,
             texels: plane.width.div_ceil(16),
         }
     }
@@ -365,7 +370,9 @@ impl GpuBackend {
             sample_count: 1,
             dimension: wgpu::TextureDimension::D2,
             format: wgpu::TextureFormat::Rgba32Uint,
-            usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+            usage: wgpu::TextureUsages::TEXTURE_BINDING
+                | wgpu::TextureUsages::COPY_DST
+                | wgpu::TextureUsages::STORAGE_BINDING,
             view_formats: &[],
         })
     }
@@ -471,29 +478,28 @@ impl GpuBackend {
         let bind_groups = [bind_group(0), bind_group(1)];
         let packed = (params.bytes_per_pixel != 0).then(|| {
             let frame = self.texture("packed frame", row_texels, params.height);
-            let luma = buffer(
-                "packed luma",
-                params.luma_pitch as u64 * params.height as u64 * 4,
-                storage | wgpu::BufferUsages::COPY_SRC,
-            );
             let view = frame.create_view(&wgpu::TextureViewDescriptor::default());
-            let bind_group = d.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some("packed_luma"),
-                layout: &self.packed_layout,
-                entries: &[
-                    entry(0, &uniform),
-                    wgpu::BindGroupEntry {
-                        binding: 6,
-                        resource: wgpu::BindingResource::TextureView(&view),
-                    },
-                    entry(7, &luma),
-                ],
-            });
+            let bind_group = |current: usize| {
+                d.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: Some("packed_luma"),
+                    layout: &self.packed_layout,
+                    entries: &[
+                        entry(0, &uniform),
+                        wgpu::BindGroupEntry {
+                            binding: 6,
+                            resource: wgpu::BindingResource::TextureView(&view),
+                        },
+                        wgpu::BindGroupEntry {
+                            binding: 7,
+                            resource: wgpu::BindingResource::TextureView(&views[current]),
+                        },
+                    ],
+                })
+            };
             PackedInput {
                 frame,
                 row_bytes: row_texels * 16,
-                luma,
-                bind_group,
+                bind_groups: [bind_group(0), bind_group(1)],
             }
         });
         Ok(Sized {
@@ -581,11 +587,6 @@ impl Backend for GpuBackend {
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("analysis"),
             });
-        let luma_extent = wgpu::Extent3d {
-            width: params.texels,
-            height: params.height,
-            depth_or_array_layers: 1,
-        };
         match &s.packed {
             None => upload(
                 &self.queue,
@@ -613,27 +614,10 @@ impl Backend for GpuBackend {
                         label: Some("packed_luma"),
                         timestamp_writes: None,
                     });
-                    pass.set_bind_group(0, &packed.bind_group, &[]);
+                    pass.set_bind_group(0, &packed.bind_groups[s.current], &[]);
                     pass.set_pipeline(&self.packed_luma);
                     pass.dispatch_workgroups(s.groups, params.strips(), 1);
                 }
-                encoder.copy_buffer_to_texture(
-                    wgpu::TexelCopyBufferInfo {
-                        buffer: &packed.luma,
-                        layout: wgpu::TexelCopyBufferLayout {
-                            offset: 0,
-                            bytes_per_row: Some(params.luma_pitch * 4),
-                            rows_per_image: Some(params.height),
-                        },
-                    },
-                    wgpu::TexelCopyTextureInfo {
-                        texture: &s.luma[s.current],
-                        mip_level: 0,
-                        origin: wgpu::Origin3d::ZERO,
-                        aspect: wgpu::TextureAspect::All,
-                    },
-                    luma_extent,
-                );
             }
         }
         encoder.clear_buffer(&s.histogram, 0, None);
