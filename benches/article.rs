@@ -17,6 +17,9 @@
 //!
 //! `cargo bench --bench article [-- --plot PATH]`
 
+#[path = "../tests/common/launch.rs"]
+mod launch;
+
 #[path = "common/mod.rs"]
 mod common;
 
@@ -186,15 +189,12 @@ mod article {
 
 /// Seconds to push `frames` frames of `size` bytes through our elements.
 fn ours(frames: u64, workers: usize, job: Job, size: usize) -> f64 {
-    let pipeline = gst::parse::launch(&format!(
+    let pipeline = launch::pipeline(&format!(
         "appsrc name=src format=time max-bytes=0 max-buffers=30 block=true caps=application/x-frame \
          ! enrichpool name=pool workers={workers} max-size-buffers={} \
          ! resequencer name=reseq ! fakesink sync=false",
         30 + workers
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
+    ));
     let pool = pipeline
         .by_name("pool")
         .unwrap()

@@ -8,6 +8,9 @@
 //!
 //! `cargo bench --bench enrichpool` runs all; `-- scaling|cpu|overhead|memory` one.
 
+#[path = "../tests/common/launch.rs"]
+mod launch;
+
 #[path = "common/mod.rs"]
 mod common;
 
@@ -36,12 +39,9 @@ fn frames(n: u64) -> Vec<gst::Buffer> {
 /// Seconds to push `input` through `appsrc ! MIDDLE ! fakesink` to EOS. `setup` gets the
 /// pipeline to install handlers.
 fn run(middle: &str, input: Vec<gst::Buffer>, setup: impl FnOnce(&gst::Pipeline)) -> f64 {
-    let pipeline = gst::parse::launch(&format!(
+    let pipeline = launch::pipeline(&format!(
         "appsrc name=src format=time max-bytes=0 max-buffers=0 caps=application/x-bench ! {middle} ! fakesink sync=false"
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
+    ));
     setup(&pipeline);
     let secs = common::push_to_eos(&pipeline, input);
     if let Some(pool) = pipeline.by_name("pool") {
@@ -175,13 +175,10 @@ fn peak_rss_kb() -> u64 {
 /// peak then tells whether memory grows with the length of the stream.
 fn memory_child(n: u64) {
     init();
-    let pipeline = gst::parse::launch(&format!(
+    let pipeline = launch::pipeline(&format!(
         "videotestsrc num-buffers={n} ! video/x-raw,width=320,height=240,framerate=1000/1 \
          ! enrichpool name=pool workers=2 ! resequencer name=reseq ! fakesink sync=false"
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
+    ));
     let reseq = pipeline.by_name("reseq").unwrap();
     let max_window = u64::from(reseq.property::<u32>("max-window"));
     let src = reseq.static_pad("src").unwrap();

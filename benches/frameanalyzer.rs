@@ -7,6 +7,9 @@
 //! readback on the GPU; the twin loops on the CPU. Passes of the two alternate, and each
 //! reports the median. `cargo bench --bench frameanalyzer` (`-- --frames N --rounds R --format F`).
 
+#[path = "../tests/common/launch.rs"]
+mod launch;
+
 use std::time::Instant;
 
 use gst::prelude::*;
@@ -16,18 +19,11 @@ use gstordered::analysis::{Analyzer, Layout, Params, Plane, cpu::CpuBackend, gpu
 /// `n` frames of the ball pattern at `width` × `height` in `format`, as the first plane's
 /// (data, stride).
 fn render(format: &str, width: u32, height: u32, n: u32) -> Vec<(Vec<u8>, u32)> {
-    let pipeline = gst::parse::launch(&format!(
+    let pipeline = launch::pipeline(&format!(
         "videotestsrc pattern=ball num-buffers={n} ! video/x-raw,format={format},width={width},height={height} \
          ! appsink name=sink sync=false"
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    let sink = pipeline
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
+    ));
+    let sink = launch::app_sink(&pipeline);
     pipeline.set_state(gst::State::Playing).unwrap();
     let mut frames = Vec::new();
     while let Ok(sample) = sink.pull_sample() {

@@ -11,6 +11,9 @@
 //!
 //! `cargo bench --bench remote` runs both; `-- scaling|overhead` one.
 
+#[path = "../tests/common/launch.rs"]
+mod launch;
+
 #[path = "../tests/common/servers.rs"]
 mod servers;
 
@@ -31,14 +34,11 @@ fn init() {
 /// Pushes `frames` frames through `appsrc ! enrichpool PROPS ! resequencer ! fakesink`;
 /// returns the seconds to EOS and the pool's stats.
 fn run(props: &str, frames: u64) -> (f64, gst::Structure) {
-    let pipeline = gst::parse::launch(&format!(
+    let pipeline = launch::pipeline(&format!(
         "appsrc name=src format=time max-bytes=0 \
            caps=video/x-raw,format=RGB,width={WIDTH},height={HEIGHT},framerate=30/1 \
          ! enrichpool name=pool {props} ! resequencer ! fakesink sync=false"
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
+    ));
     let frame = vec![128u8; (WIDTH * HEIGHT * 3) as usize];
     let secs = common::push_to_eos(
         &pipeline,

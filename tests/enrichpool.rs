@@ -2,6 +2,9 @@
 //! random finish order, every lost frame named in a gap, faults handled, events in place,
 //! and live pipelines that keep their ledger.
 
+#[path = "common/launch.rs"]
+mod launch;
+
 use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::time::Duration;
 
@@ -257,10 +260,7 @@ fn on_error_fail_posts_an_error() {
 /// Parses a pipeline that has an `enrichpool name=pool`, and returns both.
 fn pipeline_with_pool(description: &str) -> (gst::Pipeline, EnrichPool) {
     init();
-    let pipeline = gst::parse::launch(description)
-        .unwrap()
-        .downcast::<gst::Pipeline>()
-        .unwrap();
+    let pipeline = launch::pipeline(description);
     let pool = pipeline
         .by_name("pool")
         .unwrap()
@@ -460,11 +460,7 @@ fn run_live(
         handler(SeqMeta::read(job.buffer).unwrap().unwrap().seq);
         Ok(Verdict::Keep)
     });
-    let sink = pipeline
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
+    let sink = launch::app_sink(&pipeline);
     let seqs = Arc::new(Mutex::new(Vec::new()));
     let s = seqs.clone();
     sink.set_callbacks(

@@ -1,6 +1,9 @@
 //! Start/stop cycles leave no thread behind. Alone in its test binary so that no other
 //! test's pool threads are counted.
 
+#[path = "common/launch.rs"]
+mod launch;
+
 use gst::prelude::*;
 
 /// Names of this process's worker and watchdog threads (all named `enrich-…`).
@@ -23,12 +26,9 @@ fn pool_threads() -> Vec<String> {
 fn a_thousand_start_stop_cycles_leave_no_thread_behind() {
     gst::init().unwrap();
     gstordered::plugin_register_static().unwrap();
-    let pipeline = gst::parse::launch(
+    let pipeline = launch::pipeline(
         "fakesrc sizetype=fixed sizemax=64 ! enrichpool name=pool workers=2 ! fakesink",
-    )
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
+    );
     let cycle = |state| {
         pipeline.set_state(state).unwrap();
         let (res, _, _) = pipeline.state(gst::ClockTime::from_seconds(10));

@@ -1,6 +1,9 @@
 //! The examples, run as a user would: the main job (examples/demo.rs), the Rust and Python
 //! applications, and the gst-launch-1.0 recipes (with a real MLServer for the `servers` one).
 
+#[path = "common/launch.rs"]
+mod launch;
+
 #[path = "common/plugin.rs"]
 mod plugin;
 #[path = "common/servers.rs"]
@@ -46,19 +49,12 @@ fn scratch(name: &str) -> PathBuf {
 
 /// Decodes a file with `decodebin`; the frames as (width, height, I420/GRAY luma rows).
 fn decode(path: &std::path::Path, format: &str) -> Vec<gst::Sample> {
-    let pipeline = gst::parse::launch(&format!(
+    let pipeline = launch::pipeline(&format!(
         "filesrc location={} ! decodebin ! videoconvert ! video/x-raw,format={format} \
          ! appsink name=sink sync=false",
         path.display()
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    let sink = pipeline
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
+    ));
+    let sink = launch::app_sink(&pipeline);
     pipeline.set_state(gst::State::Playing).unwrap();
     let mut samples = Vec::new();
     while let Some(s) = sink.try_pull_sample(gst::ClockTime::from_seconds(30)) {

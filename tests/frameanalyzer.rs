@@ -3,6 +3,9 @@
 //! follow `videotestsrc pattern=ball`, resets on caps change and flush, metas kept through
 //! `enrichpool ! resequencer`, and a clear error when `device=gpu` finds no GPU.
 
+#[path = "common/launch.rs"]
+mod launch;
+
 #[path = "common/plugin.rs"]
 mod plugin;
 
@@ -212,18 +215,11 @@ fn odd_sizes_and_padded_strides_agree() {
 #[test]
 fn rois_follow_the_ball() {
     init();
-    let pipeline = gst::parse::launch(
+    let pipeline = launch::pipeline(
         "videotestsrc pattern=ball num-buffers=30 ! video/x-raw,format=GRAY8,width=160,height=120 \
          ! frameanalyzer device=gpu ! appsink name=sink sync=false",
-    )
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    let sink = pipeline
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
+    );
+    let sink = launch::app_sink(&pipeline);
     pipeline.set_state(gst::State::Playing).unwrap();
     let mut checked = 0;
     let mut positions = Vec::new();
@@ -327,14 +323,11 @@ fn post_messages_posts_each_frames_analysis() {
 #[test]
 fn live_metas_survive_enrichpool_and_resequencer_in_order() {
     init();
-    let pipeline = gst::parse::launch(
+    let pipeline = launch::pipeline(
         "videotestsrc is-live=true pattern=ball num-buffers=60 ! video/x-raw,width=128,height=96,framerate=60/1 \
          ! frameanalyzer name=fa ! enrichpool name=pool workers=4 ! resequencer latency=2000000000 \
          ! appsink name=sink sync=false",
-    )
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
+    );
     let pool = pipeline
         .by_name("pool")
         .unwrap()
@@ -353,11 +346,7 @@ fn live_metas_survive_enrichpool_and_resequencer_in_order() {
         std::thread::sleep(std::time::Duration::from_millis(seq * 7 % 13));
         Ok(gstordered::enrichpool::Verdict::Keep)
     });
-    let sink = pipeline
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
+    let sink = launch::app_sink(&pipeline);
     pipeline.set_state(gst::State::Playing).unwrap();
     let mut out = Vec::new();
     while let Ok(sample) = sink.pull_sample() {

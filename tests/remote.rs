@@ -5,6 +5,9 @@
 //! of order; each answer carries the frame's checksum, which the sink checks against the
 //! frame it arrived on.
 
+#[path = "common/launch.rs"]
+mod launch;
+
 #[path = "common/servers.rs"]
 mod servers;
 
@@ -74,16 +77,9 @@ impl Run {
              ! resequencer name=rs latency=60000000000 \
              ! appsink name=sink sync=false"
         );
-        let pipeline = gst::parse::launch(&desc)
-            .unwrap()
-            .downcast::<gst::Pipeline>()
-            .unwrap();
+        let pipeline = launch::pipeline(&desc);
         let sink_state: Arc<(Mutex<Sink>, Condvar)> = Arc::default();
-        let appsink = pipeline
-            .by_name("sink")
-            .unwrap()
-            .downcast::<gst_app::AppSink>()
-            .unwrap();
+        let appsink = launch::app_sink(&pipeline);
         let state = sink_state.clone();
         appsink.set_callbacks(
             gst_app::AppSinkCallbacks::builder()
@@ -580,15 +576,8 @@ fn only_label_sends_the_frames_with_that_analysis_label() {
            only-label=motion ! resequencer ! appsink name=sink sync=false",
         server.grpc_url()
     );
-    let pipeline = gst::parse::launch(&desc)
-        .unwrap()
-        .downcast::<gst::Pipeline>()
-        .unwrap();
-    let sink = pipeline
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
+    let pipeline = launch::pipeline(&desc);
+    let sink = launch::app_sink(&pipeline);
     pipeline.set_state(gst::State::Playing).unwrap();
     let mut labels = Vec::new();
     while let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_seconds(60)) {

@@ -452,6 +452,12 @@ impl GpuBackend {
                 resource: buffer.as_entire_binding(),
             }
         }
+        fn view_entry(binding: u32, view: &wgpu::TextureView) -> wgpu::BindGroupEntry<'_> {
+            wgpu::BindGroupEntry {
+                binding,
+                resource: wgpu::BindingResource::TextureView(view),
+            }
+        }
         let views = luma
             .each_ref()
             .map(|t| t.create_view(&wgpu::TextureViewDescriptor::default()));
@@ -461,14 +467,8 @@ impl GpuBackend {
                 layout: &self.analyze_layout,
                 entries: &[
                     entry(0, &uniform),
-                    wgpu::BindGroupEntry {
-                        binding: 1,
-                        resource: wgpu::BindingResource::TextureView(&views[current]),
-                    },
-                    wgpu::BindGroupEntry {
-                        binding: 2,
-                        resource: wgpu::BindingResource::TextureView(&views[1 - current]),
-                    },
+                    view_entry(1, &views[current]),
+                    view_entry(2, &views[1 - current]),
                     entry(3, &histogram),
                     entry(4, &laplacian),
                     entry(5, &sad),
@@ -485,14 +485,8 @@ impl GpuBackend {
                     layout: &self.packed_layout,
                     entries: &[
                         entry(0, &uniform),
-                        wgpu::BindGroupEntry {
-                            binding: 6,
-                            resource: wgpu::BindingResource::TextureView(&view),
-                        },
-                        wgpu::BindGroupEntry {
-                            binding: 7,
-                            resource: wgpu::BindingResource::TextureView(&views[current]),
-                        },
+                        view_entry(6, &view),
+                        view_entry(7, &views[current]),
                     ],
                 })
             };
