@@ -17,6 +17,8 @@ pub const ANALYSIS_META: &str = "FrameAnalysisMeta";
 pub const ENRICHMENT_META: &str = "EnrichmentMeta";
 /// Name of the structure of the gap event.
 pub const GAP_EVENT: &str = "ordered-gap";
+/// Name of the structure of the in-flight query.
+pub const IN_FLIGHT_QUERY: &str = "ordered-in-flight";
 
 /// Registers the three metas with GStreamer (idempotent). Needs `gst::init()` first.
 pub fn register() {
@@ -48,6 +50,13 @@ fn field<'a, T: glib::value::FromValue<'a>>(
 ) -> Result<T, MalformedError> {
     s.get::<T>(name)
         .map_err(|err| MalformedError(format!("{}: field `{name}`: {err}", s.name())))
+}
+
+fn remove_custom(buffer: &mut gst::BufferRef, name: &str) {
+    register();
+    if let Ok(meta) = gst::meta::CustomMeta::from_mut_buffer(buffer, name) {
+        meta.remove().ok();
+    }
 }
 
 fn add_custom<'a>(
@@ -83,9 +92,7 @@ pub struct SeqMeta {
 impl SeqMeta {
     /// Attaches the meta to `buffer` (replacing one that is already there).
     pub fn add(&self, buffer: &mut gst::BufferRef) {
-        if let Ok(meta) = gst::meta::CustomMeta::from_mut_buffer(buffer, SEQ_META) {
-            meta.remove().ok();
-        }
+        remove_custom(buffer, SEQ_META);
         let mut meta = add_custom(buffer, SEQ_META);
         let s = meta.mut_structure();
         s.set("seq", self.seq);
@@ -181,6 +188,41 @@ impl Gap {
     }
 }
 
+/// The `ordered-in-flight` query: a custom query a resequencer sends upstream to learn how
+/// far out of order the pools before it can put frames (field `frames`, u64), so that its
+/// window does not skip frames that are still being processed. Each `enrichpool` adds its
+/// bound (its `max-size-buffers`: it admits no frame that far ahead of the oldest one not
+/// yet pushed or given up on) to the answer from further upstream; elements that do not know
+/// the query forward it, a resequencer answers it for what is upstream of it (0).
+pub struct InFlightQuery;
+
+impl InFlightQuery {
+    /// A new query, with nothing counted yet.
+    pub fn query() -> gst::query::Custom<gst::Query> {
+        gst::query::Custom::new(
+            gst::Structure::builder(IN_FLIGHT_QUERY)
+                .field("frames", 0u64)
+                .build(),
+        )
+    }
+
+    /// The frames counted in `query`; `None` when it is not an in-flight query.
+    pub fn frames(query: &gst::QueryRef) -> Option<u64> {
+        if query.type_() != gst::QueryType::Custom {
+            return None;
+        }
+        let s = query.structure().filter(|s| s.name() == IN_FLIGHT_QUERY)?;
+        s.get::<u64>("frames").ok()
+    }
+
+    /// Sets the answer of an in-flight query.
+    pub fn set_frames(query: &mut gst::QueryRef, frames: u64) {
+        if Self::frames(query).is_some() {
+            query.structure_mut().set("frames", frames);
+        }
+    }
+}
+
 /// The label frameanalyzer gives a frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum AnalysisLabel {
@@ -234,7 +276,9 @@ pub struct FrameAnalysis {
 }
 
 impl FrameAnalysis {
+    /// Attaches the meta, replacing one that is already there (a second analysis pass).
     pub fn add(&self, buffer: &mut gst::BufferRef) {
+        remove_custom(buffer, ANALYSIS_META);
         let mut meta = add_custom(buffer, ANALYSIS_META);
         let s = meta.mut_structure();
         s.set("luma-mean", self.luma_mean);
@@ -277,7 +321,10 @@ pub struct Enrichment {
 const ENRICHMENT_FIELDS: [&str; 4] = ["worker", "server", "attempts", "processing-time"];
 
 impl Enrichment {
-    /// Attaches the meta. An output named like one of the fixed fields is refused.
+    /// Attaches the meta. An output named like one of the fixed fields is refused. A frame
+    /// that already has one (pools in a row) keeps a single meta: this enrichment's
+    /// `worker`, `server`, `attempts` and `processing-time`, and the outputs of both, this
+    /// one's winning where names are the same.
     pub fn add(&self, buffer: &mut gst::BufferRef) -> Result<(), MalformedError> {
         if let Some(clash) = self
             .outputs
@@ -288,8 +335,20 @@ impl Enrichment {
                 "output `{clash}` clashes with a field of {ENRICHMENT_META}"
             )));
         }
+        let earlier = gst::meta::CustomMeta::from_mut_buffer(buffer, ENRICHMENT_META)
+            .ok()
+            .map(|meta| {
+                let kept = meta.structure().to_owned();
+                meta.remove().ok();
+                kept
+            });
         let mut meta = add_custom(buffer, ENRICHMENT_META);
         let s = meta.mut_structure();
+        if let Some(earlier) = earlier {
+            for (name, value) in earlier.iter() {
+                s.set_value(name, value.clone());
+            }
+        }
         s.set("worker", self.worker);
         s.set("server", self.server.as_str());
         s.set("attempts", self.attempts);
@@ -436,5 +495,84 @@ mod tests {
             ..enrichment
         };
         assert!(clash.add(buffer.get_mut().unwrap()).is_err());
+    }
+
+    fn count_custom(buffer: &gst::BufferRef, name: &str) -> usize {
+        buffer
+            .iter_meta::<gst::Meta>()
+            .filter(|m| m.try_as_custom_meta().is_some_and(|c| c.has_name(name)))
+            .count()
+    }
+
+    #[test]
+    fn a_second_analysis_replaces_the_first() {
+        init();
+        let mut buffer = gst::Buffer::new();
+        let first = FrameAnalysis {
+            luma_mean: 1.0,
+            luma_stddev: 0.0,
+            motion: 0.0,
+            scene_change: 0.0,
+            sharpness: 0.0,
+            label: AnalysisLabel::Dark,
+            backend: "cpu".into(),
+        };
+        let second = FrameAnalysis {
+            luma_mean: 200.0,
+            label: AnalysisLabel::Static,
+            ..first.clone()
+        };
+        first.add(buffer.get_mut().unwrap());
+        second.add(buffer.get_mut().unwrap());
+        assert_eq!(count_custom(&buffer, ANALYSIS_META), 1);
+        assert_eq!(FrameAnalysis::read(&buffer), Some(Ok(second)));
+    }
+
+    #[test]
+    fn a_second_enrichment_merges_outputs_into_one_meta() {
+        init();
+        let mut buffer = gst::Buffer::new();
+        let first = Enrichment {
+            worker: 1,
+            server: "http://a".into(),
+            attempts: 2,
+            processing_time: 10,
+            outputs: gst::Structure::builder("outputs")
+                .field("class", "car")
+                .field("score", 0.5f64)
+                .build(),
+        };
+        let second = Enrichment {
+            worker: 3,
+            server: String::new(),
+            attempts: 1,
+            processing_time: 20,
+            outputs: gst::Structure::builder("outputs")
+                .field("score", 0.9f64)
+                .field("colour", "red")
+                .build(),
+        };
+        first.add(buffer.get_mut().unwrap()).unwrap();
+        second.add(buffer.get_mut().unwrap()).unwrap();
+        assert_eq!(count_custom(&buffer, ENRICHMENT_META), 1);
+        let back = Enrichment::read(&buffer).unwrap().unwrap();
+        assert_eq!(
+            (back.worker, back.attempts, back.processing_time),
+            (3, 1, 20)
+        );
+        assert!(back.server.is_empty());
+        assert_eq!(back.outputs.get::<&str>("class").unwrap(), "car");
+        assert_eq!(back.outputs.get::<f64>("score").unwrap(), 0.9);
+        assert_eq!(back.outputs.get::<&str>("colour").unwrap(), "red");
+    }
+
+    #[test]
+    fn the_in_flight_query_carries_a_count() {
+        init();
+        let mut q = InFlightQuery::query();
+        assert_eq!(InFlightQuery::frames(&q), Some(0));
+        InFlightQuery::set_frames(&mut q, 12);
+        assert_eq!(InFlightQuery::frames(&q), Some(12));
+        assert_eq!(InFlightQuery::frames(&gst::query::Drain::new()), None);
     }
 }

@@ -4,8 +4,10 @@
 
 #[path = "common/launch.rs"]
 mod launch;
+#[path = "common/sync.rs"]
+mod sync;
 
-use std::sync::{Arc, Condvar, Mutex, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use gst::prelude::*;
@@ -13,6 +15,7 @@ use gst_check::Harness;
 use gstordered::EnrichPool;
 use gstordered::enrichpool::Verdict;
 use gstordered::meta::{Enrichment, Gap, GapReason, SeqMeta};
+use sync::Gate;
 
 fn init() {
     static INIT: std::sync::Once = std::sync::Once::new();
@@ -68,23 +71,6 @@ fn seq_of(buffer: &gst::BufferRef) -> u64 {
 fn jitter(seq: u64, max_ms: u64) -> Duration {
     let mixed = seq.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17);
     Duration::from_micros(mixed % (max_ms * 1000))
-}
-
-/// A gate handlers wait at until the test opens it.
-#[derive(Clone, Default)]
-struct Gate(Arc<(Mutex<bool>, Condvar)>);
-
-impl Gate {
-    fn wait(&self) {
-        let mut open = self.0.0.lock().unwrap();
-        while !*open {
-            open = self.0.1.wait(open).unwrap();
-        }
-    }
-    fn open(&self) {
-        *self.0.0.lock().unwrap() = true;
-        self.0.1.notify_all();
-    }
 }
 
 #[test]

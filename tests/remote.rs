@@ -778,3 +778,51 @@ fn max_in_flight_per_server_bounds_the_requests_on_a_server() {
     run.stop_feeding();
     run.pipeline.set_state(gst::State::Null).unwrap();
 }
+
+#[test]
+fn a_retry_after_the_server_answered_does_not_ask_again_nor_add_its_detections_twice() {
+    let server = MlServer::start(&[]);
+    let run = Run::start(
+        &format!(
+            "servers={} model=frames workers=2 retries=2",
+            server.http_url()
+        ),
+        20,
+        None,
+    );
+    // The handler fails every frame's first attempt, after the remote step answered.
+    let pool = run
+        .pipeline
+        .by_name("pool")
+        .unwrap()
+        .downcast::<gstordered::EnrichPool>()
+        .unwrap();
+    pool.set_handler(|job| {
+        if job.attempt == 0 {
+            Err("the handler fails once".into())
+        } else {
+            Ok(gstordered::enrichpool::Verdict::Keep)
+        }
+    });
+    let (frames, pool, _) = run.finish();
+    check(&frames, false);
+    // Frames that went through the pool before the handler was installed have one attempt.
+    let retried: Vec<&Out> = frames
+        .iter()
+        .filter(|f| f.enrichment.as_ref().is_some_and(|e| e.attempts == 2))
+        .collect();
+    assert!(!retried.is_empty(), "some frames were retried");
+    for f in &frames {
+        assert_eq!(
+            f.rois.len(),
+            1,
+            "frame {}: one detection, once: {:?}",
+            f.seq,
+            f.rois
+        );
+    }
+    // One request per frame, however many attempts.
+    assert_eq!(field::<u64>(&pool, "remote-sent"), frames.len() as u64);
+    let requests: u64 = server_stats(&pool, 0).get::<u64>("requests").unwrap();
+    assert_eq!(requests, frames.len() as u64, "{pool}");
+}

@@ -360,13 +360,22 @@ fn order_by_sequence_drops_frames_without_meta() {
 }
 
 #[test]
-fn frame_from_an_older_epoch_is_late() {
+fn a_gap_from_an_older_epoch_is_stale_and_a_frame_from_one_starts_over() {
     let (mut h, _) = harness(&[]);
     h.push(frame_in(1, 0, 0)).unwrap();
-    h.push(frame_in(0, 1, 1)).unwrap();
+    let stale = Gap {
+        seq: 1,
+        count: 1,
+        epoch: 0,
+        reason: GapReason::Leaked,
+    };
+    assert!(h.push_event(stale.to_event()));
+    assert_eq!(stat(&h, "stale-gaps"), 1);
     h.push(frame_in(1, 1, 1)).unwrap();
-    assert_eq!(pull_seqs(&mut h, 2), vec![0, 1]);
-    assert_eq!(stat(&h, "late"), 1);
+    // Epoch 0 after epoch 1: the pool upstream was restarted alone.
+    h.push(frame_in(0, 0, 2)).unwrap();
+    assert_eq!(pull_seqs(&mut h, 3), vec![0, 1, 0]);
+    assert_eq!((stat(&h, "late"), stat(&h, "restarts")), (0, 1));
 }
 
 #[test]
@@ -429,8 +438,8 @@ fn pts_order_restores_shuffled_frames() {
     for n in [1u64, 0, 3, 2] {
         h.push(pts_frame(FRAME * n)).unwrap();
     }
-    // Frame 0 is released at its deadline; the others follow it contiguously.
-    h.crank_single_clock_wait().unwrap();
+    // Frame 0 starts the segment and the others follow it contiguously: no deadline waited
+    // for (the clock is never cranked).
     let pts: Vec<_> = (0..4).map(|_| h.pull().unwrap().pts().unwrap()).collect();
     assert_eq!(pts, (0..4).map(|n| FRAME * n).collect::<Vec<_>>());
     assert_eq!(stat(&h, "skipped"), 0);

@@ -18,6 +18,7 @@
 //! per strip or block row.
 
 use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
 
 use super::{Backend, Layout, Measurements, Plane, block_grid};
 
@@ -121,7 +122,15 @@ pub struct GpuBackend {
     scratch: Vec<u8>,
     /// Errors wgpu reports outside a call's result (validation, device loss).
     errors: Arc<Mutex<Vec<String>>>,
+    /// How long a frame may take on the device before it counts as wedged.
+    wait_timeout: Option<Duration>,
+    /// Fault injection for tests (`ORDERED_FAULT_GPU_WEDGED` set when the backend was made):
+    /// every frame fails as if the device had not finished it within `wait_timeout`.
+    wedged: bool,
 }
+
+/// How long [`GpuBackend`] waits for a frame by default.
+pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Names of the wgpu adapters this machine offers (Vulkan), for diagnostics.
 pub fn adapters() -> Vec<String> {
@@ -212,6 +221,12 @@ impl Tuning {
 }
 
 impl GpuBackend {
+    /// Bounds the wait for one frame on the device (`None`: no bound); past it, `measure`
+    /// fails instead of blocking the caller for good.
+    pub fn set_wait_timeout(&mut self, timeout: Option<Duration>) {
+        self.wait_timeout = timeout;
+    }
+
     /// Picks an adapter (a discrete or integrated GPU first; a software one such as lavapipe
     /// when that is all there is) and builds the pipelines. Fails when there is none.
     pub fn new() -> Result<GpuBackend, String> {
@@ -315,6 +330,8 @@ impl GpuBackend {
             sized: None,
             scratch: Vec::new(),
             errors,
+            wait_timeout: Some(DEFAULT_WAIT_TIMEOUT),
+            wedged: std::env::var_os("ORDERED_FAULT_GPU_WEDGED").is_some(),
         };
         backend.take_error()?;
         Ok(backend)
@@ -643,13 +660,32 @@ impl Backend for GpuBackend {
         }
         self.queue.submit([encoder.finish()]);
 
+        if self.wedged {
+            self.sized = None;
+            return Err(format!(
+                "the GPU did not finish the frame within {:?} (ORDERED_FAULT_GPU_WEDGED)",
+                self.wait_timeout.unwrap_or_default()
+            ));
+        }
         let (tx, rx) = mpsc::sync_channel(1);
         s.readback.map_async(wgpu::MapMode::Read, .., move |r| {
             let _ = tx.send(r);
         });
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| format!("wgpu poll: {e}"))?;
+        let waited = self.device.poll(wgpu::PollType::Wait {
+            submission_index: None,
+            timeout: self.wait_timeout,
+        });
+        if let Err(err) = waited {
+            // The readback may still complete later: nothing of this frame is reused.
+            self.sized = None;
+            return Err(match err {
+                wgpu::PollError::Timeout => format!(
+                    "the GPU did not finish the frame within {:?}",
+                    self.wait_timeout.unwrap_or_default()
+                ),
+                other => format!("wgpu poll: {other}"),
+            });
+        }
         rx.recv()
             .map_err(|_| "wgpu dropped the readback".to_string())?
             .map_err(|e| format!("wgpu readback: {e}"))?;

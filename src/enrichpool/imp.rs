@@ -1,13 +1,21 @@
 //! The enrichpool's implementation.
 //!
 //! The sink pad stamps frames and submits them to a [`Pool`]; its workers run the Rust
-//! handler or the `process` signal and push results from their own threads, one push at a
-//! time (the pool serializes deliveries and losses). Serialized events are barriers: they
-//! wait until every earlier frame is pushed or gapped, then go out between deliveries.
+//! handler or the `process` signal and push results from their own threads, one pusher at
+//! a time (see `crate::pool`). Serialized events and upstream gaps go into the pool as
+//! barriers and leave between the same frames they arrived between; the streaming thread
+//! never pushes on the src pad (so a blocked downstream never blocks a leaky pool's
+//! upstream) and never waits for processing, except for serialized queries, which are
+//! answered once everything before them has left.
+//!
+//! Flushing: FLUSH_START flushes the pool (queued and finished frames discarded, results in
+//! flight abandoned) before it goes downstream; FLUSH_STOP waits for a push in progress to
+//! return before it resets the flow result and goes downstream, so nothing from before the
+//! flush leaves after it and no FLUSHING from before it sticks.
 //!
 //! Locks: `settings` and `state` are each only held briefly and never together; neither is
-//! held while calling into the pool, which has its own locks (see `crate::pool`). The
-//! shared `Enricher` keeps its own small locks for the handler and the last flow result.
+//! held while calling into the pool, which has its own lock. The shared `Enricher` keeps
+//! its own small locks for the handler and the last flow result.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
@@ -22,8 +30,8 @@ use super::overlay;
 use super::remote::{self, Remote};
 use super::{Handler, Job, Verdict};
 use crate::glue::{StatsTimer, lock};
-use crate::meta::{Enrichment, Gap, GapReason, SeqMeta};
-use crate::pool::{self, Limits, Loss, Pool, PoolConfig, PoolStats, Report, Submitted, Work};
+use crate::meta::{Enrichment, Gap, GapReason, InFlightQuery, SeqMeta};
+use crate::pool::{self, Limits, Loss, Pool, PoolConfig, PoolStats, Report, Submitted, Tag, Work};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -215,12 +223,8 @@ pub(super) struct Frame {
     enriched: bool,
     /// Whether the remote step takes this frame, decided at its first attempt.
     remote_wanted: Option<bool>,
-}
-
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Tag {
-    seq: u64,
-    epoch: u32,
+    /// The remote step answered; a retry (the handler failed) does not ask again.
+    remote_done: bool,
 }
 
 /// The pool's view of the element: runs the handler, pushes results and gaps.
@@ -230,7 +234,7 @@ pub(super) struct Enricher {
     handler: Mutex<Option<Arc<Handler>>>,
     /// The last result of pushing downstream, returned upstream by the chain.
     flow: Mutex<Result<gst::FlowSuccess, gst::FlowError>>,
-    /// Processing latency last reported in a LATENCY message (ns).
+    /// Processing latency last reported (LATENCY message or query answer), in ns.
     reported_latency: Mutex<u64>,
     /// The remote step while running with `servers`.
     remote: Mutex<Option<Arc<Remote>>>,
@@ -283,7 +287,7 @@ impl Enricher {
 
 impl Work for Enricher {
     type Job = Frame;
-    type Tag = Tag;
+    type Event = gst::Event;
 
     fn process(&self, frame: &mut Frame, worker: u32, attempt: u32) -> pool::Verdict {
         let Some(element) = self.element.upgrade() else {
@@ -295,10 +299,11 @@ impl Work for Enricher {
                 .remote_wanted
                 .get_or_insert_with(|| remote.wants(frame.seq, &frame.buffer))
         });
-        if let Some(remote) = remote.filter(|_| wanted) {
+        if let Some(remote) = remote.filter(|_| wanted && !frame.remote_done) {
             if let Err(message) = Self::ask_servers(&remote, frame) {
                 return pool::Verdict::Fail(message);
             }
+            frame.remote_done = true;
             frame.enriched = true;
         }
         let handler = lock(&self.handler).clone();
@@ -366,7 +371,7 @@ impl Work for Enricher {
         self.push(buffer, tag, report);
     }
 
-    fn lost(&self, tag: Tag, reason: Loss) {
+    fn lost(&self, first: Tag, count: u64, reason: Loss) {
         let reason = match reason {
             Loss::Leaked => GapReason::Leaked,
             Loss::Failed => GapReason::Failed,
@@ -376,18 +381,26 @@ impl Work for Enricher {
         gst::debug!(
             CAT,
             obj = self.srcpad,
-            "frame {} of epoch {} lost: {}",
-            tag.seq,
-            tag.epoch,
+            "frames {}..{} of epoch {} lost: {}",
+            first.seq,
+            first.seq.saturating_add(count),
+            first.epoch,
             reason.as_str()
         );
         let gap = Gap {
-            seq: tag.seq,
-            count: 1,
-            epoch: tag.epoch,
+            seq: first.seq,
+            count,
+            epoch: first.epoch,
             reason,
         };
         self.srcpad.push_event(gap.to_event());
+    }
+
+    fn forward(&self, event: gst::Event) {
+        gst::log!(CAT, obj = self.srcpad, "forwarding {event:?}");
+        if !self.srcpad.push_event(event) {
+            gst::debug!(CAT, obj = self.srcpad, "downstream refused an event");
+        }
     }
 
     fn fatal(&self, tag: Tag, message: &str) {
@@ -399,7 +412,13 @@ impl Work for Enricher {
                 ["on-error=fail"]
             );
         }
-        *lock(&self.flow) = Err(gst::FlowError::Error);
+        self.set_flow(Err(gst::FlowError::Error));
+    }
+
+    fn warn(&self, message: &str) {
+        if let Some(element) = self.element.upgrade() {
+            gst::element_warning!(element, gst::CoreError::Thread, ("{}", message));
+        }
     }
 }
 
@@ -414,8 +433,50 @@ impl Enricher {
                 tag.seq
             );
         }
-        *lock(&self.flow) = res;
-        self.maybe_report_latency(report.processing_time);
+        // Recorded before the EOS check: either this sees EOS, or the EOS handler sees this.
+        self.set_flow(res);
+        if let Err(err) = res {
+            self.post_flow_error_after_eos(err);
+        }
+        self.maybe_report_latency(report.recent_latency);
+    }
+
+    /// A fatal flow error (NOT_LINKED, or worse than EOS) once EOS was received: upstream no
+    /// longer calls the chain to see it, so it is posted, once per stream, as `queue` does.
+    fn post_flow_error_after_eos(&self, err: gst::FlowError) {
+        if matches!(err, gst::FlowError::Flushing | gst::FlowError::Eos) {
+            return;
+        }
+        let Some(element) = self.element.upgrade() else {
+            return;
+        };
+        let after_eos = {
+            let mut state = element.imp().state();
+            let post = state.eos && !state.error_posted;
+            state.error_posted |= post;
+            post
+        };
+        if after_eos {
+            gst::element_error!(
+                element,
+                gst::StreamError::Failed,
+                ("Internal data stream error."),
+                ["streaming stopped, reason {:?}", err]
+            );
+        }
+    }
+
+    /// Records the result of a push for the chain to return. An error that stops the stream
+    /// (not FLUSHING, EOS or NOT_LINKED, which can pass) is kept until a flush or restart.
+    fn set_flow(&self, res: Result<gst::FlowSuccess, gst::FlowError>) {
+        let mut flow = lock(&self.flow);
+        let sticky = matches!(
+            *flow,
+            Err(e) if !matches!(e, gst::FlowError::Flushing | gst::FlowError::Eos | gst::FlowError::NotLinked)
+        );
+        if !sticky {
+            *flow = res;
+        }
     }
 
     /// Draws the frame's results into it; frames that cannot be drawn on pass as they are,
@@ -457,18 +518,21 @@ impl Enricher {
         Ok(())
     }
 
-    /// With `latency=-1`, posts a LATENCY message when processing grows slower than what
-    /// was last reported by a quarter.
-    fn maybe_report_latency(&self, processing: Duration) {
+    /// With `latency=-1`, posts a LATENCY message when the pool's recent latency (queue
+    /// wait plus processing, the largest of the last frames) grew by a quarter over what was
+    /// last reported, or fell below half of it.
+    fn maybe_report_latency(&self, recent: Duration) {
         let Some(element) = self.element.upgrade() else {
             return;
         };
         if lock(&element.imp().settings).latency >= 0 {
             return;
         }
-        let ns = processing.as_nanos() as u64;
+        let ns = recent.as_nanos() as u64;
         let mut reported = lock(&self.reported_latency);
-        if ns > *reported + *reported / 4 && ns > 1_000_000 {
+        let grew = ns > *reported + *reported / 4 && ns > 1_000_000;
+        let fell = ns < *reported / 2;
+        if grew || fell {
             *reported = ns;
             drop(reported);
             let _ = element.post_message(gst::message::Latency::builder().src(&element).build());
@@ -478,6 +542,12 @@ impl Enricher {
 
 struct State {
     pool: Option<Arc<Pool<Enricher>>>,
+    /// EOS was received: frames are refused until a flush or a new stream.
+    eos: bool,
+    /// A flow error after EOS was posted (once per stream).
+    error_posted: bool,
+    /// Sticky events a flush found still waiting, stored on the src pad at FLUSH_STOP.
+    sticky_after_flush: Vec<gst::Event>,
     epoch: u32,
     next_seq: u64,
     in_segment: gst::FormattedSegment<gst::ClockTime>,
@@ -493,6 +563,9 @@ impl Default for State {
     fn default() -> Self {
         State {
             pool: None,
+            eos: false,
+            error_posted: false,
+            sticky_after_flush: Vec::new(),
             epoch: 0,
             next_seq: 0,
             in_segment: gst::FormattedSegment::new(),
@@ -561,7 +634,10 @@ fn stats_structure(
         .field("queued", stats.queued)
         .field("max-queued", stats.max_queued)
         .field("in-flight", stats.in_flight)
+        .field("waiting", stats.waiting)
         .field("workers", stats.workers)
+        .field("stuck", stats.stuck)
+        .field("spawn-failures", stats.spawn_failures)
         .field("latency", processing_latency(stats, settings))
         .field("worker-stats", workers)
         .field("remote-sent", remote.map_or(0, |r| r.sent))
@@ -578,12 +654,14 @@ fn stats_structure(
         .build()
 }
 
-/// The latency this element adds: the property, or the slowest processing seen so far.
+/// The latency this element adds: the property, or the pool's recent latency (the largest
+/// queue wait plus processing of the last frames delivered; frames that timed out or were
+/// flushed do not count).
 fn processing_latency(stats: &PoolStats, settings: &Settings) -> u64 {
     if settings.latency >= 0 {
         settings.latency as u64
     } else {
-        stats.max_processing_time.as_nanos() as u64
+        stats.latency.as_nanos() as u64
     }
 }
 
@@ -644,6 +722,9 @@ impl EnrichPool {
 
         let (tag, running_time, video) = {
             let mut state = self.state();
+            if state.eos {
+                return Err(gst::FlowError::Eos);
+            }
             let running_time = state
                 .in_segment
                 .to_running_time(buffer.pts())
@@ -689,6 +770,7 @@ impl EnrichPool {
             server: String::new(),
             enriched: false,
             remote_wanted: None,
+            remote_done: false,
         };
         match pool.submit(frame, tag, bytes, running_time) {
             Submitted::Queued { .. } | Submitted::Leaked => *lock(&self.enricher.flow),
@@ -703,30 +785,49 @@ impl EnrichPool {
         match event.view() {
             EventView::FlushStart(_) => {
                 if let Some(pool) = self.pool() {
-                    pool.flush();
+                    let events = pool.flush();
+                    self.state().sticky_after_flush = events;
                 }
                 self.cancel_requests();
                 return self.srcpad.push_event(event);
             }
             EventView::FlushStop(_) => {
+                // A push in progress returns first (downstream is flushing): nothing from
+                // before the flush leaves after it, and its FLUSHING is reset below.
+                if let Some(pool) = self.pool() {
+                    pool.resume();
+                }
+                // Stored only now: an older sticky event pushed meanwhile must not win.
+                let events = std::mem::take(&mut self.state().sticky_after_flush);
+                self.keep_sticky(events);
                 {
                     let mut state = self.state();
                     state.epoch = state.epoch.wrapping_add(1);
                     state.next_seq = 0;
                     state.in_segment = gst::FormattedSegment::new();
+                    state.eos = false;
+                    state.error_posted = false;
                 }
                 *lock(&self.enricher.flow) = Ok(gst::FlowSuccess::Ok);
-                if let Some(pool) = self.pool() {
-                    pool.resume();
-                }
                 return self.srcpad.push_event(event);
             }
             EventView::CustomDownstream(_) if Gap::from_event(&event).is_some() => {
-                // A gap from a pool upstream: order does not matter, no barrier.
-                return match self.pool() {
-                    Some(pool) => pool.exclusive(|| self.srcpad.push_event(event)),
-                    None => self.srcpad.push_event(event),
-                };
+                // A gap from a pool upstream: in its place after the events before it.
+                if let Some(Ok(gap)) = Gap::from_event(&event)
+                    && let Some(pool) = self.pool()
+                {
+                    let reason = match gap.reason {
+                        GapReason::Leaked => Loss::Leaked,
+                        GapReason::Failed => Loss::Failed,
+                        GapReason::Timeout => Loss::Timeout,
+                        GapReason::Dropped => Loss::Dropped,
+                    };
+                    let first = Tag {
+                        seq: gap.seq,
+                        epoch: gap.epoch,
+                    };
+                    return pool.lost(first, gap.count, reason);
+                }
             }
             EventView::Caps(caps) => {
                 let video = gst_video::VideoInfo::from_caps(caps.caps())
@@ -759,24 +860,74 @@ impl EnrichPool {
                 }
                 state.in_segment = segment;
             }
+            EventView::StreamStart(_) => {
+                let mut state = self.state();
+                state.eos = false;
+                state.error_posted = false;
+                drop(state);
+                // A new stream after EOS: downstream takes data again.
+                let mut flow = lock(&self.enricher.flow);
+                if *flow == Err(gst::FlowError::Eos) {
+                    *flow = Ok(gst::FlowSuccess::Ok);
+                }
+            }
+            EventView::Eos(_) => {
+                self.state().eos = true;
+                // Downstream failed before EOS came: nothing follows EOS to return it.
+                let flow = *lock(&self.enricher.flow);
+                if let Err(err) = flow {
+                    self.enricher.post_flow_error_after_eos(err);
+                    if !matches!(err, gst::FlowError::Flushing | gst::FlowError::Eos) {
+                        return false;
+                    }
+                }
+            }
             _ => {}
         }
         if !event.is_serialized() {
             return self.srcpad.push_event(event);
         }
-        // A barrier: every earlier frame is pushed or gapped before the event goes.
-        let Some(pool) = self.pool() else {
-            return self.srcpad.push_event(event);
-        };
-        if !pool.wait_idle() {
-            gst::debug!(
-                CAT,
-                imp = self,
-                "flushing while waiting to forward {event:?}"
-            );
-            return false;
+        // A barrier: it leaves after every earlier frame is pushed or gapped, before every
+        // later one; upstream goes on meanwhile.
+        match self.pool() {
+            Some(pool) => {
+                let accepted = pool.event(event);
+                if !accepted {
+                    gst::debug!(CAT, imp = self, "flushing: serialized event dropped");
+                }
+                accepted
+            }
+            None => self.srcpad.push_event(event),
         }
-        pool.exclusive(|| self.srcpad.push_event(event))
+    }
+
+    /// Sticky events that were still waiting in the pool at a flush describe the stream
+    /// after it too (all but SEGMENT and EOS): they are stored on the src pad, as `queue` does.
+    fn keep_sticky(&self, events: Vec<gst::Event>) {
+        for event in events {
+            if event.is_sticky()
+                && !matches!(event.type_(), gst::EventType::Segment | gst::EventType::Eos)
+            {
+                let _ = self.srcpad.store_sticky_event(&event);
+            }
+        }
+    }
+
+    fn sink_query(&self, pad: &gst::Pad, query: &mut gst::QueryRef) -> bool {
+        gst::log!(CAT, obj = pad, "handling {query:?}");
+        if !query.is_serialized() {
+            return gst::Pad::query_default(pad, Some(&*self.obj()), query);
+        }
+        // DRAIN, ALLOCATION and other serialized queries come after the frames before them.
+        match self.pool() {
+            Some(pool) => pool
+                .when_idle(|| gst::Pad::query_default(pad, Some(&*self.obj()), query))
+                .unwrap_or_else(|| {
+                    gst::debug!(CAT, imp = self, "flushing: serialized query refused");
+                    false
+                }),
+            None => gst::Pad::query_default(pad, Some(&*self.obj()), query),
+        }
     }
 
     fn src_query(&self, pad: &gst::Pad, query: &mut gst::QueryRef) -> bool {
@@ -794,7 +945,37 @@ impl EnrichPool {
             q.set(live, min + ours, max.map(|m| m + ours));
             return true;
         }
+        if let Some(counted) = InFlightQuery::frames(query) {
+            let ours = self.disorder();
+            let mut upstream = InFlightQuery::query();
+            let before = if self.sinkpad.peer_query(&mut upstream) {
+                InFlightQuery::frames(&upstream).unwrap_or(0)
+            } else {
+                0
+            };
+            InFlightQuery::set_frames(query, counted + before + ours);
+            return true;
+        }
         gst::Pad::query_default(pad, Some(&*self.obj()), query)
+    }
+
+    fn src_event(&self, pad: &gst::Pad, event: gst::Event) -> bool {
+        if event.type_() == gst::EventType::Reconfigure {
+            // Downstream may be linked now: the next chain tries again.
+            let mut flow = lock(&self.enricher.flow);
+            if *flow == Err(gst::FlowError::NotLinked) {
+                *flow = Ok(gst::FlowSuccess::Ok);
+            }
+        }
+        gst::Pad::event_default(pad, Some(&*self.obj()), event)
+    }
+
+    /// How far out of order this pool's output can be, in frames.
+    fn disorder(&self) -> u64 {
+        match self.pool() {
+            Some(pool) => pool.disorder(),
+            None => self.settings().pool_config().disorder(),
+        }
     }
 
     fn start(&self) -> Result<(), gst::ErrorMessage> {
@@ -807,7 +988,12 @@ impl EnrichPool {
         })?;
         *lock(&self.enricher.remote) = remote.map(Arc::new);
         self.enricher.overlay_skipped.store(0, Ordering::Relaxed);
-        let pool = Pool::start(self.enricher.clone(), settings.pool_config());
+        let pool = Pool::start(self.enricher.clone(), settings.pool_config()).map_err(|err| {
+            gst::error_msg!(
+                gst::ResourceError::NoSpaceLeft,
+                ("Could not start the worker pool: {}", err)
+            )
+        })?;
         *lock(&self.enricher.flow) = Ok(gst::FlowSuccess::Ok);
         *lock(&self.enricher.reported_latency) = 0;
         let mut state = self.state();
@@ -826,26 +1012,20 @@ impl EnrichPool {
         if let Some(remote) = lock(&self.enricher.remote).clone() {
             remote.set.close();
         }
+        self.state().stats_timer.stop();
         let pool = self.state().pool.take();
         if let Some(pool) = pool {
-            let stats = pool.stats();
-            self.state().last_stats = stats;
-            match Arc::try_unwrap(pool) {
-                Ok(pool) => {
-                    let left = pool.stop(STOP_GRACE);
-                    if left > 0 {
-                        gst::warning!(
-                            CAT,
-                            imp = self,
-                            "{left} workers still busy after {STOP_GRACE:?}; left to finish alone"
-                        );
-                    }
-                }
-                // A pad function still holds it; it stops when that one lets go.
-                Err(pool) => pool.flush(),
+            // Whoever else still holds the pool (a query, the stats timer) finds it stopped.
+            let left = pool.stop(STOP_GRACE);
+            if left > 0 {
+                gst::warning!(
+                    CAT,
+                    imp = self,
+                    "{left} workers still busy after {STOP_GRACE:?}; left to finish alone"
+                );
             }
+            self.state().last_stats = pool.stats();
         }
-        self.state().stats_timer.stop();
         let remote = lock(&self.enricher.remote).take();
         if let Some(remote) = remote {
             self.state().last_remote = Some(RemoteStats::of(&remote));
@@ -887,7 +1067,18 @@ impl ObjectSubclass for EnrichPool {
                     |imp| imp.sink_event(pad, event),
                 )
             })
-            .flags(gst::PadFlags::PROXY_CAPS)
+            .query_function(|pad, parent, query| {
+                EnrichPool::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |imp| imp.sink_query(pad, query),
+                )
+            })
+            .flags(
+                gst::PadFlags::PROXY_CAPS
+                    | gst::PadFlags::PROXY_ALLOCATION
+                    | gst::PadFlags::PROXY_SCHEDULING,
+            )
             .build();
         let templ = klass.pad_template("src").expect("src template");
         let srcpad = gst::Pad::builder_from_template(&templ)
@@ -896,6 +1087,13 @@ impl ObjectSubclass for EnrichPool {
                     parent,
                     || false,
                     |imp| imp.src_query(pad, query),
+                )
+            })
+            .event_function(|pad, parent, event| {
+                EnrichPool::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |imp| imp.src_event(pad, event),
                 )
             })
             .flags(gst::PadFlags::PROXY_CAPS)
@@ -952,21 +1150,30 @@ impl ObjectImpl for EnrichPool {
                     .build(),
                 glib::ParamSpecUInt::builder("max-size-buffers")
                     .nick("Max. size (buffers)")
-                    .blurb("The most frames queued plus in flight (0 = unlimited)")
+                    .blurb(
+                        "The most frames from the oldest one not yet pushed (or given up on) to \
+                         the newest: frames queued, in flight and finished, and those a \
+                         resequencer downstream holds ahead of an older one; so a resequencer \
+                         needs no bigger window (0 = unlimited)",
+                    )
                     .default_value(DEFAULT_MAX_SIZE_BUFFERS)
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecUInt64::builder("max-size-bytes")
                     .nick("Max. size (bytes)")
-                    .blurb("The most bytes of frames queued plus in flight (0 = unlimited)")
+                    .blurb(
+                        "The most bytes of frames queued or finished and waiting to be pushed; \
+                         frames in flight are bounded by the workers (0 = unlimited)",
+                    )
                     .default_value(0)
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecUInt64::builder("max-size-time")
                     .nick("Max. size (ns)")
                     .blurb(
-                        "The most running time, in nanoseconds, between the oldest and the newest \
-                         frame queued or in flight (0 = unlimited)",
+                        "The most running time, in nanoseconds, between the oldest frame queued \
+                         or finished and waiting to be pushed and the newest; a slow frame in \
+                         flight does not count (0 = unlimited)",
                     )
                     .default_value(0)
                     .mutable_ready()
@@ -975,8 +1182,10 @@ impl ObjectImpl for EnrichPool {
                     .nick("Leaky")
                     .blurb(
                         "When the queue is full: none waits (backpressure), upstream drops the new \
-                         frame, downstream drops the oldest queued frame. Every drop is an \
-                         ordered-gap event with reason `leaked`",
+                         frame, downstream drops the oldest queued frame (or the new one, when \
+                         what fills the pool is in flight or finished: dropping queued frames \
+                         would not make room). Every drop is an ordered-gap event with reason \
+                         `leaked`; a leaky pool never waits for downstream",
                     )
                     .mutable_ready()
                     .build(),
@@ -985,7 +1194,9 @@ impl ObjectImpl for EnrichPool {
                     .blurb(
                         "Bound on one frame's processing, all attempts together, in nanoseconds; \
                          past it the frame is a gap with reason `timeout`, a replacement worker \
-                         starts and the late result is discarded (0 = no bound)",
+                         starts (up to as many stuck threads as the most workers; beyond, a \
+                         warning, and queued frames time out where they wait) and the late \
+                         result is discarded (0 = no bound)",
                     )
                     .default_value(0)
                     .mutable_ready()
@@ -1006,8 +1217,9 @@ impl ObjectImpl for EnrichPool {
                     .nick("Latency")
                     .blurb(
                         "Processing latency added to the LATENCY query, in nanoseconds \
-                         (-1 = measured: the slowest processing seen; a LATENCY message is \
-                         posted when it grows by a quarter)",
+                         (-1 = measured: the largest queue wait plus processing of the last \
+                         128 frames pushed, frames that timed out or were flushed not counted; \
+                         a LATENCY message is posted when it grows by a quarter or halves)",
                     )
                     .minimum(-1)
                     .default_value(-1)
@@ -1115,7 +1327,10 @@ impl ObjectImpl for EnrichPool {
                     .blurb(
                         "enrichpool-stats: in, pushed, dropped, dropped-leaked, dropped-failed, \
                          dropped-timeout, dropped-dropped, flushed, retries, queued, max-queued, \
-                         in-flight, workers (frames), latency (ns), worker-stats (per worker: \
+                         in-flight, waiting (finished, waiting for their turn to be pushed), \
+                         workers, stuck (threads in handlers that did not return after timeout), \
+                         spawn-failures (frames or threads), latency (ns: the largest queue wait \
+                         plus processing of the last 128 frames pushed), worker-stats (per worker: \
                          worker, processed, busy ns, errors), overlay-skipped, remote-sent, remote-skipped, hedges \
                          and servers (per server: url, healthy, in-flight, requests, errors, \
                          latency-p50 and latency-p99 ns over the last 1024 answers, last-error)",
@@ -1307,7 +1522,7 @@ impl ElementImpl for EnrichPool {
                 // Wake a chain waiting for room and a barrier waiting for idleness first,
                 // and let workers waiting on servers go.
                 if let Some(pool) = self.pool() {
-                    pool.flush();
+                    let _ = pool.flush();
                 }
                 self.cancel_requests();
             }

@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use gst::glib;
+use gst_video::prelude::VideoFrameExt;
 
 use crate::meta::FrameAnalysis;
 use crate::remote::{Answer, Data, Image, ServerSet, Tensor};
@@ -65,7 +66,8 @@ pub(super) fn image(
     let width = info.width() as usize;
     let height = info.height() as usize;
     let channels = info.format_info().pixel_stride()[0].max(1) as usize;
-    let stride = info.stride()[0] as usize;
+    // The frame's own stride (its GstVideoMeta, when upstream negotiated one), not the caps'.
+    let stride = frame.plane_stride()[0].max(0) as usize;
     let row = width * channels;
     let data = frame
         .plane_data(0)
@@ -192,5 +194,40 @@ pub(super) fn apply(
                 .field("score", d.score)
                 .build(),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_image_is_read_with_the_frame_stride_not_the_caps_stride() {
+        gst::init().unwrap();
+        let info = gst_video::VideoInfo::builder(gst_video::VideoFormat::Gray8, 3, 2)
+            .build()
+            .unwrap();
+        assert_eq!(info.stride()[0], 4, "the caps say 4 bytes a row");
+        // Upstream (a decoder's pool) lays rows out 8 bytes apart and says so in a VideoMeta.
+        let mut buffer = gst::Buffer::with_size(16).unwrap();
+        {
+            let b = buffer.get_mut().unwrap();
+            b.map_writable()
+                .unwrap()
+                .copy_from_slice(&[1, 2, 3, 9, 9, 9, 9, 9, 4, 5, 6, 9, 9, 9, 9, 9]);
+            gst_video::VideoMeta::add_full(
+                b,
+                gst_video::VideoFrameFlags::empty(),
+                gst_video::VideoFormat::Gray8,
+                3,
+                2,
+                &[0],
+                &[8],
+            )
+            .unwrap();
+        }
+        let image = image(&buffer, &info, "0".into()).unwrap();
+        assert_eq!((image.width, image.height, image.channels), (3, 2, 1));
+        assert_eq!(image.pixels, vec![1, 2, 3, 4, 5, 6]);
     }
 }

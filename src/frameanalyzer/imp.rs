@@ -2,10 +2,15 @@
 //! first plane, runs the [`Analyzer`] (GPU or CPU) on it, and attaches `FrameAnalysisMeta`
 //! and one `GstVideoRegionOfInterestMeta` (type `motion`) per moving region.
 //!
-//! Locks: `settings` and `state` are never held together; `state` is held for the analysis
-//! of one frame (the streaming thread is the only one that analyzes).
+//! With `device=auto`, a GPU that fails or does not finish a frame within `gpu-timeout` is
+//! given up for the CPU twin, with a warning; the frame is analysed again on the CPU.
+//!
+//! Locks: `settings` is only held alone. `analyzer` is held for the analysis of one frame
+//! (the streaming thread is the only one that analyzes) and is taken before `state`, which
+//! is only held briefly (so `stats` never waits for a frame).
 
 use std::sync::{LazyLock, Mutex};
+use std::time::Duration;
 
 use gst::glib;
 use gst::prelude::*;
@@ -79,12 +84,15 @@ fn layout_of(format: gst_video::VideoFormat) -> Option<Layout> {
     }
 }
 
+const DEFAULT_GPU_TIMEOUT: u64 = 2_000_000_000;
+
 #[derive(Debug, Clone, Copy)]
 struct Settings {
     device: Device,
     params: Params,
     post_messages: bool,
     stats_interval: u64,
+    gpu_timeout: u64,
 }
 
 impl Default for Settings {
@@ -94,6 +102,7 @@ impl Default for Settings {
             params: Params::default(),
             post_messages: false,
             stats_interval: 0,
+            gpu_timeout: DEFAULT_GPU_TIMEOUT,
         }
     }
 }
@@ -102,6 +111,8 @@ impl Default for Settings {
 struct Stats {
     frames: u64,
     errors: u64,
+    /// Times the GPU was given up for the CPU.
+    fallbacks: u64,
     processing_ns: u64,
     max_processing_ns: u64,
     motion_frames: u64,
@@ -110,17 +121,20 @@ struct Stats {
 
 #[derive(Default)]
 struct State {
-    analyzer: Option<Analyzer>,
     info: Option<gst_video::VideoInfo>,
     layout: Option<Layout>,
     backend: String,
     stats: Stats,
     timer: StatsTimer,
+    /// Between start and stop.
+    running: bool,
 }
 
 #[derive(Default)]
 pub struct FrameAnalyzer {
     settings: Mutex<Settings>,
+    /// Held for the analysis of one frame; taken before `state`.
+    analyzer: Mutex<Option<Analyzer>>,
     state: Mutex<State>,
 }
 
@@ -129,6 +143,7 @@ fn stats_structure(state: &State) -> gst::Structure {
     gst::Structure::builder("frameanalyzer-stats")
         .field("frames", s.frames)
         .field("errors", s.errors)
+        .field("gpu-fallbacks", s.fallbacks)
         .field("motion-frames", s.motion_frames)
         .field("scene-cuts", s.scene_cuts)
         .field(
@@ -235,6 +250,13 @@ impl ObjectImpl for FrameAnalyzer {
                     .default_value(false)
                     .mutable_playing()
                     .build(),
+                glib::ParamSpecUInt64::builder("gpu-timeout")
+                    .nick("GPU timeout")
+                    .blurb("The longest a frame may take on the GPU, in nanoseconds; past it the GPU counts as wedged: with device=auto the analysis moves to the CPU (a warning, counted in stats as gpu-fallbacks), with device=gpu the stream fails with an error")
+                    .minimum(1)
+                    .default_value(DEFAULT_GPU_TIMEOUT)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecString::builder("backend")
                     .nick("Backend")
                     .blurb("What runs the analysis since start: the wgpu adapter's name, or cpu")
@@ -242,7 +264,7 @@ impl ObjectImpl for FrameAnalyzer {
                     .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
-                    .blurb("frameanalyzer-stats: frames, errors, motion-frames, scene-cuts, mean-processing-time and max-processing-time (ns), backend")
+                    .blurb("frameanalyzer-stats: frames, errors, gpu-fallbacks, motion-frames, scene-cuts, mean-processing-time and max-processing-time (ns), backend")
                     .read_only()
                     .build(),
                 glib::ParamSpecUInt64::builder("stats-interval")
@@ -274,12 +296,13 @@ impl ObjectImpl for FrameAnalyzer {
                 s.params.max_rois = value.get::<u32>().expect("type checked upstream") as usize
             }
             "post-messages" => s.post_messages = value.get().expect("type checked upstream"),
+            "gpu-timeout" => s.gpu_timeout = value.get().expect("type checked upstream"),
             "stats-interval" => {
                 s.stats_interval = value.get().expect("type checked upstream");
                 let interval = s.stats_interval;
                 drop(s);
                 let mut state = lock(&self.state);
-                if state.analyzer.is_some() {
+                if state.running {
                     state
                         .timer
                         .restart(&*self.obj(), interval, |e: &super::FrameAnalyzer| {
@@ -301,6 +324,7 @@ impl ObjectImpl for FrameAnalyzer {
             "dark-threshold" => s.params.dark_threshold.to_value(),
             "max-rois" => (s.params.max_rois as u32).to_value(),
             "post-messages" => s.post_messages.to_value(),
+            "gpu-timeout" => s.gpu_timeout.to_value(),
             "backend" => lock(&self.state).backend.to_value(),
             "stats" => stats_structure(&lock(&self.state)).to_value(),
             "stats-interval" => s.stats_interval.to_value(),
@@ -347,9 +371,15 @@ impl BaseTransformImpl for FrameAnalyzer {
 
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         let settings = self.settings();
+        let gpu = || {
+            GpuBackend::new().map(|mut gpu| {
+                gpu.set_wait_timeout(Some(Duration::from_nanos(settings.gpu_timeout)));
+                gpu
+            })
+        };
         let analyzer = match settings.device {
             Device::Cpu => Analyzer::new(Box::new(CpuBackend::new())),
-            Device::Gpu => match GpuBackend::new() {
+            Device::Gpu => match gpu() {
                 Ok(gpu) => Analyzer::new(Box::new(gpu)),
                 Err(err) => {
                     return Err(gst::error_msg!(
@@ -358,7 +388,7 @@ impl BaseTransformImpl for FrameAnalyzer {
                     ));
                 }
             },
-            Device::Auto => match GpuBackend::new() {
+            Device::Auto => match gpu() {
                 Ok(gpu) => Analyzer::new(Box::new(gpu)),
                 Err(err) => {
                     gst::info!(CAT, imp = self, "no GPU ({err}); analysing on the CPU");
@@ -367,10 +397,12 @@ impl BaseTransformImpl for FrameAnalyzer {
             },
         };
         gst::info!(CAT, imp = self, "analysing on {}", analyzer.backend_name());
+        let backend = analyzer.backend_name().to_string();
+        *lock(&self.analyzer) = Some(analyzer);
         let mut state = lock(&self.state);
-        state.backend = analyzer.backend_name().to_string();
-        state.analyzer = Some(analyzer);
+        state.backend = backend;
         state.stats = Stats::default();
+        state.running = true;
         state.timer.restart(
             &*self.obj(),
             settings.stats_interval,
@@ -380,9 +412,10 @@ impl BaseTransformImpl for FrameAnalyzer {
     }
 
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
+        *lock(&self.analyzer) = None;
         let mut state = lock(&self.state);
-        state.analyzer = None;
         state.info = None;
+        state.running = false;
         state.timer.stop();
         Ok(())
     }
@@ -392,6 +425,7 @@ impl BaseTransformImpl for FrameAnalyzer {
             .map_err(|_| gst::loggable_error!(CAT, "invalid video caps {incaps}"))?;
         let layout = layout_of(info.format())
             .ok_or_else(|| gst::loggable_error!(CAT, "unsupported format {:?}", info.format()))?;
+        let mut analyzer = lock(&self.analyzer);
         let mut state = lock(&self.state);
         let resized = state.info.as_ref().is_none_or(|old| {
             old.width() != info.width()
@@ -400,18 +434,20 @@ impl BaseTransformImpl for FrameAnalyzer {
         });
         if resized {
             // The previous frame no longer compares with the next one.
-            if let Some(a) = state.analyzer.as_mut() {
+            if let Some(a) = analyzer.as_mut() {
                 a.reset();
             }
         }
         state.info = Some(info);
         state.layout = Some(layout);
+        drop(state);
+        drop(analyzer);
         Ok(())
     }
 
     fn sink_event(&self, event: gst::Event) -> bool {
         if let gst::EventView::FlushStop(_) = event.view()
-            && let Some(a) = lock(&self.state).analyzer.as_mut()
+            && let Some(a) = lock(&self.analyzer).as_mut()
         {
             a.reset();
         }
@@ -423,18 +459,12 @@ impl BaseTransformImpl for FrameAnalyzer {
         buffer: &mut gst::BufferRef,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
         let settings = self.settings();
-        let mut state = lock(&self.state);
-        let State {
-            analyzer,
-            info,
-            layout,
-            backend,
-            stats,
-            ..
-        } = &mut *state;
-        let (Some(analyzer), Some(info), Some(layout)) =
-            (analyzer.as_mut(), info.as_ref(), *layout)
-        else {
+        let (info, layout) = {
+            let state = lock(&self.state);
+            (state.info.clone(), state.layout)
+        };
+        let mut analyzer = lock(&self.analyzer);
+        let (Some(analyzer), Some(info), Some(layout)) = (analyzer.as_mut(), info, layout) else {
             gst::element_imp_error!(
                 self,
                 gst::CoreError::Negotiation,
@@ -444,28 +474,63 @@ impl BaseTransformImpl for FrameAnalyzer {
         };
         let started = std::time::Instant::now();
         let result = {
-            let frame =
-                gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, info).map_err(|_| {
+            let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info).map_err(
+                |_| {
                     gst::element_imp_error!(
                         self,
                         gst::StreamError::Format,
                         ("cannot map a frame of {:?}", info)
                     );
                     gst::FlowError::Error
-                })?;
+                },
+            )?;
+            let data = frame.plane_data(0).map_err(|err| {
+                gst::element_imp_error!(
+                    self,
+                    gst::StreamError::Format,
+                    ("cannot read the first plane of a frame: {}", err)
+                );
+                gst::FlowError::Error
+            })?;
             let plane = Plane {
-                data: frame.plane_data(0).map_err(|_| gst::FlowError::Error)?,
+                data,
                 width: frame.width(),
                 height: frame.height(),
                 stride: frame.plane_stride()[0].max(0) as u32,
                 layout,
             };
-            analyzer.analyze(&plane, &settings.params)
+            match analyzer.analyze(&plane, &settings.params) {
+                Err(err) if settings.device == Device::Auto && analyzer.backend_name() != "cpu" => {
+                    // The GPU failed or is wedged: the CPU twin takes over, this frame first.
+                    let gpu = analyzer.backend_name().to_string();
+                    *analyzer = Analyzer::new(Box::new(CpuBackend::new()));
+                    {
+                        let mut state = lock(&self.state);
+                        state.backend = analyzer.backend_name().to_string();
+                        state.stats.fallbacks += 1;
+                    }
+                    gst::element_imp_warning!(
+                        self,
+                        gst::ResourceError::Failed,
+                        (
+                            "The GPU ({}) failed: {}; analysing on the CPU from now on",
+                            gpu,
+                            err
+                        ),
+                        ["device=auto; counted in stats as gpu-fallbacks"]
+                    );
+                    analyzer.analyze(&plane, &settings.params)
+                }
+                other => other,
+            }
         };
+        let mut state = lock(&self.state);
+        let State { backend, stats, .. } = &mut *state;
         let analysis = match result {
             Ok(a) => a,
             Err(err) => {
                 stats.errors += 1;
+                drop(state);
                 gst::element_imp_error!(
                     self,
                     gst::StreamError::Failed,
@@ -491,6 +556,8 @@ impl BaseTransformImpl for FrameAnalyzer {
             backend: backend.clone(),
         }
         .add(buffer);
+        let backend = backend.clone();
+        drop(state);
         for roi in &analysis.rois {
             gst_video::VideoRegionOfInterestMeta::add(
                 buffer,
@@ -500,8 +567,7 @@ impl BaseTransformImpl for FrameAnalyzer {
         }
         let message = settings
             .post_messages
-            .then(|| Self::message_structure(&analysis, backend, buffer.pts()));
-        drop(state);
+            .then(|| Self::message_structure(&analysis, &backend, buffer.pts()));
         if let Some(s) = message {
             let _ = self
                 .obj()

@@ -45,12 +45,14 @@ pub(super) struct BoundedQueue<T> {
     bytes: u64,
 }
 
-/// What is outstanding besides the queue: jobs in flight.
+/// What counts against the bounds besides the queue: jobs in flight, and finished frames
+/// waiting for their turn to be pushed.
 #[derive(Debug, Clone, Copy, Default)]
-pub(super) struct Outside {
-    pub count: u64,
-    pub bytes: u64,
-    pub oldest_running_time: Option<u64>,
+pub(super) struct Waiting {
+    pub in_flight: u64,
+    pub finished: u64,
+    pub finished_bytes: u64,
+    pub oldest_finished: Option<u64>,
 }
 
 impl<T> BoundedQueue<T> {
@@ -85,17 +87,24 @@ impl<T> BoundedQueue<T> {
         self.entries.drain(..)
     }
 
-    /// Whether one more job of `bytes` at `running_time` would exceed `limits`, counting
-    /// the jobs `outside` the queue too. An empty pool always takes a job, however big.
-    pub fn is_full(&self, limits: &Limits, outside: Outside, running_time: Option<u64>) -> bool {
-        let count = self.entries.len() as u64 + outside.count;
-        if count == 0 {
-            return false;
-        }
-        if limits.max_buffers > 0 && count >= limits.max_buffers {
+    pub fn front(&self) -> Option<&Entry<T>> {
+        self.entries.front()
+    }
+
+    /// Whether one more job at `running_time` would exceed `limits`. Buffers count queued,
+    /// in-flight and finished-but-not-pushed frames; bytes and time count queued and
+    /// finished ones only: work in flight is bounded by the workers, and one slow job must
+    /// neither push the others out nor keep idle workers from new ones. A pool with nothing
+    /// queued or waiting takes a job, however big.
+    pub fn is_full(&self, limits: &Limits, waiting: Waiting, running_time: Option<u64>) -> bool {
+        let held = self.entries.len() as u64 + waiting.finished;
+        if limits.max_buffers > 0 && held + waiting.in_flight >= limits.max_buffers {
             return true;
         }
-        if limits.max_bytes > 0 && self.bytes + outside.bytes >= limits.max_bytes {
+        if held == 0 {
+            return false;
+        }
+        if limits.max_bytes > 0 && self.bytes + waiting.finished_bytes >= limits.max_bytes {
             return true;
         }
         if limits.max_time > 0 {
@@ -103,7 +112,7 @@ impl<T> BoundedQueue<T> {
                 .entries
                 .iter()
                 .filter_map(|e| e.running_time)
-                .chain(outside.oldest_running_time)
+                .chain(waiting.oldest_finished)
                 .min();
             if let (Some(oldest), Some(now)) = (oldest, running_time)
                 && now.saturating_sub(oldest) >= limits.max_time
@@ -112,6 +121,16 @@ impl<T> BoundedQueue<T> {
             }
         }
         false
+    }
+
+    /// Whether `limits` are exceeded even with nothing queued: then dropping queued jobs
+    /// cannot make room.
+    pub fn full_without_queue(
+        limits: &Limits,
+        waiting: Waiting,
+        running_time: Option<u64>,
+    ) -> bool {
+        BoundedQueue::<()>::new().is_full(limits, waiting, running_time)
     }
 }
 
@@ -128,7 +147,7 @@ mod tests {
     }
 
     #[test]
-    fn buffers_bound_counts_in_flight_jobs() {
+    fn buffers_bound_counts_in_flight_and_finished_jobs() {
         let mut q = BoundedQueue::new();
         let limits = Limits {
             max_buffers: 3,
@@ -136,16 +155,22 @@ mod tests {
             max_time: 0,
         };
         q.push_back(entry(1, 0));
-        let two_in_flight = Outside {
-            count: 2,
-            ..Outside::default()
+        let busy = Waiting {
+            in_flight: 1,
+            finished: 1,
+            ..Waiting::default()
         };
-        assert!(q.is_full(&limits, two_in_flight, Some(0)));
-        assert!(!q.is_full(&limits, Outside::default(), Some(0)));
+        assert!(q.is_full(&limits, busy, Some(0)));
+        assert!(!q.is_full(&limits, Waiting::default(), Some(0)));
+        let only_in_flight = Waiting {
+            in_flight: 3,
+            ..Waiting::default()
+        };
+        assert!(BoundedQueue::<()>::new().is_full(&limits, only_in_flight, Some(0)));
     }
 
     #[test]
-    fn bytes_and_time_bounds() {
+    fn bytes_and_time_bounds_leave_work_in_flight_out() {
         let mut q = BoundedQueue::new();
         let limits = Limits {
             max_buffers: 0,
@@ -153,20 +178,39 @@ mod tests {
             max_time: 50,
         };
         q.push_back(entry(60, 10));
-        assert!(!q.is_full(&limits, Outside::default(), Some(20)));
+        assert!(!q.is_full(&limits, Waiting::default(), Some(20)));
         assert!(
-            q.is_full(&limits, Outside::default(), Some(60)),
+            q.is_full(&limits, Waiting::default(), Some(60)),
             "50 ns of running time queued"
         );
-        let big_in_flight = Outside {
-            count: 1,
-            bytes: 40,
-            oldest_running_time: Some(15),
+        let finished = Waiting {
+            finished: 1,
+            finished_bytes: 40,
+            oldest_finished: Some(15),
+            ..Waiting::default()
         };
-        assert!(q.is_full(&limits, big_in_flight, Some(20)), "60 + 40 bytes");
+        assert!(
+            q.is_full(&limits, finished, Some(20)),
+            "60 + 40 bytes waiting"
+        );
+        let finished_old = Waiting {
+            finished: 1,
+            oldest_finished: Some(0),
+            ..Waiting::default()
+        };
+        assert!(
+            q.is_full(&limits, finished_old, Some(50)),
+            "50 ns since the oldest"
+        );
+        // Frames in flight are bounded by the workers: a big or old one does not fill.
+        let big_in_flight = Waiting {
+            in_flight: 4,
+            ..Waiting::default()
+        };
+        assert!(!q.is_full(&limits, big_in_flight, Some(20)));
         q.pop_front();
         assert!(
-            !q.is_full(&limits, Outside::default(), Some(1_000)),
+            !q.is_full(&limits, Waiting::default(), Some(1_000)),
             "an empty pool takes anything"
         );
     }

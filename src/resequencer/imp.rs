@@ -1,12 +1,19 @@
 //! The resequencer's implementation.
 //!
-//! The sink pad (chain and serialized events) feeds one [`Window`]; the src pad task takes
-//! outputs from it one at a time and pushes them, waiting on the pipeline clock for live
-//! deadlines. A full window blocks the chain until the task makes room.
+//! The sink pad (chain, serialized events and serialized queries) feeds one [`Window`]; the
+//! src pad task takes outputs from it one at a time and pushes them, waiting on the pipeline
+//! clock for live deadlines. A full window blocks the chain until the task makes room. A
+//! serialized query (DRAIN, ALLOCATION, …) waits in the window behind the frames before it
+//! (holes before it are skipped: upstream waits for the answer, so nothing missing can come);
+//! when the task reaches it, the task waits while the streaming thread forwards the query.
+//!
+//! Flow errors from downstream are returned upstream by the chain; they are posted (once, as
+//! `queue` does) only when upstream will not see them because EOS was already received.
 //!
 //! Lock order: `settings` is only ever held alone (copied out). `state` is the one lock
 //! shared by the streaming thread, the src pad task and the stats timer; the condition
-//! variable `cond` goes with it. No pad push happens while `state` is held.
+//! variable `cond` goes with it. No pad push and no message post happens while `state` is
+//! held.
 
 use std::sync::{Condvar, LazyLock, Mutex, MutexGuard};
 
@@ -16,7 +23,7 @@ use gst::subclass::prelude::*;
 
 use crate::glue::{StatsTimer, lock};
 use crate::latency::Latencies;
-use crate::meta::{Gap, SeqMeta};
+use crate::meta::{Gap, InFlightQuery, SeqMeta};
 use crate::sequencing::{
     Arrival, Config, FrameKey, GapArrival, Output, Skip, Stats, Timing, Window,
 };
@@ -72,11 +79,13 @@ impl Default for Settings {
     }
 }
 
-/// What the element knows of upstream from the LATENCY query.
+/// What the element knows of upstream from the LATENCY and `ordered-in-flight` queries.
 #[derive(Debug, Clone, Copy, Default)]
 struct Upstream {
     live: bool,
     min_latency: u64,
+    /// How far out of order the pools upstream can put frames.
+    in_flight: u64,
 }
 
 /// A frame in the window, with the `ingress` of its sequence meta (read once, on arrival)
@@ -87,21 +96,57 @@ struct Held {
     ingress: Option<u64>,
 }
 
+/// A serialized item in the window besides frames.
+#[derive(Debug)]
+enum Serial {
+    Event(gst::Event),
+    /// A serialized query, answered by the streaming thread when its turn comes.
+    Query(u64),
+}
+
+/// What the task does after an output that failed.
+enum Failure {
+    /// Upstream sees the flow return from the chain: nothing to post.
+    Returned,
+    /// EOS was received, so upstream will not: post the error and push EOS.
+    Post(gst::FlowError),
+}
+
 struct State {
-    window: Window<Held, gst::Event>,
+    window: Window<Held, Serial>,
     flushing: bool,
     /// The last result of pushing downstream; returned to upstream by the chain.
     flow: Result<gst::FlowSuccess, gst::FlowError>,
     in_segment: gst::FormattedSegment<gst::ClockTime>,
+    /// PTS order: the count of segments since the last flush; frames of a new one are
+    /// ordered once the previous one has drained.
+    pts_epoch: u32,
+    /// The last segment received, to tell a new one from a repeat.
+    last_segment: Option<gst::FormattedSegment<gst::ClockTime>>,
+    /// From the caps' framerate: the duration of a frame that has none.
+    frame_duration: Option<u64>,
     /// `None` until asked, after start and after each flush.
     upstream: Option<Upstream>,
+    /// Whether the pools upstream were asked for their disorder since start or the last flush.
+    asked_in_flight: bool,
     task_waiting: bool,
     chain_waiting: bool,
     clock_wait: Option<gst::SingleShotClockId>,
     stats_timer: StatsTimer,
     /// Between READY→PAUSED and PAUSED→READY.
     running: bool,
+    /// PLAYING: deadlines are waited for on the clock.
+    playing: bool,
+    /// EOS was received (and queued): flow errors are posted, upstream will not see them.
+    eos: bool,
+    error_posted: bool,
+    /// The serialized query whose turn it is, and the number of the next one.
+    query_turn: Option<u64>,
+    next_query: u64,
     warned_malformed: bool,
+    warned_window: bool,
+    /// Restarts already warned about.
+    restarts_warned: u64,
 }
 
 impl State {
@@ -111,13 +156,24 @@ impl State {
             flushing: true,
             flow: Ok(gst::FlowSuccess::Ok),
             in_segment: gst::FormattedSegment::new(),
+            pts_epoch: 0,
+            last_segment: None,
+            frame_duration: None,
             upstream: None,
+            asked_in_flight: false,
             task_waiting: false,
             chain_waiting: false,
             clock_wait: None,
             stats_timer: StatsTimer::default(),
             running: false,
+            playing: false,
+            eos: false,
+            error_posted: false,
+            query_turn: None,
+            next_query: 0,
             warned_malformed: false,
+            warned_window: false,
+            restarts_warned: 0,
         }
     }
 
@@ -136,17 +192,36 @@ impl State {
             cond.notify_all();
         }
     }
+
+    /// Forgets the stream (a flush): the window, the segment, what is known of upstream.
+    fn reset_stream(&mut self) -> Vec<Serial> {
+        let pending = self.window.reset();
+        self.in_segment = gst::FormattedSegment::new();
+        self.pts_epoch = 0;
+        self.last_segment = None;
+        self.upstream = None;
+        self.asked_in_flight = false;
+        self.flow = Ok(gst::FlowSuccess::Ok);
+        self.eos = false;
+        self.error_posted = false;
+        self.query_turn = None;
+        self.restarts_warned = self.window.stats().restarts;
+        pending
+    }
 }
 
+/// The window's bounds: `max-window`, raised to how far out of order the pools upstream can
+/// put frames (a smaller window would skip frames still being processed).
 fn window_config(settings: &Settings, upstream: Upstream) -> Config {
+    let needed = upstream.in_flight;
     Config {
-        max_window: settings.max_window as usize,
+        max_window: (settings.max_window as u64).max(needed).min(1 << 20) as usize,
         latency: settings.latency.saturating_add(upstream.min_latency),
         deadlines: upstream.live,
     }
 }
 
-fn stats_structure(stats: Stats, latencies: &Latencies) -> gst::Structure {
+fn stats_structure(stats: Stats, latencies: &Latencies, window: usize) -> gst::Structure {
     let [p50, p99] = latencies.percentiles([50, 99]);
     gst::Structure::builder("resequencer-stats")
         .field("in", stats.received)
@@ -159,8 +234,10 @@ fn stats_structure(stats: Stats, latencies: &Latencies) -> gst::Structure {
         .field("stale-gaps", stats.stale_gaps)
         .field("invalid", stats.invalid)
         .field("flushed", stats.flushed)
+        .field("restarts", stats.restarts)
         .field("depth", stats.depth)
         .field("max-depth", stats.max_depth)
+        .field("window", window as u64)
         .field("max-hold", stats.max_hold)
         .field("latency-p50", p50)
         .field("latency-p99", p99)
@@ -184,8 +261,11 @@ impl Resequencer {
     }
 
     fn stats(&self) -> gst::Structure {
-        let stats = self.state().window.stats();
-        stats_structure(stats, &lock(&self.latencies))
+        let (stats, window) = {
+            let state = self.state();
+            (state.window.stats(), state.window.config().max_window)
+        };
+        stats_structure(stats, &lock(&self.latencies), window)
     }
 
     /// Records how long a frame took from the pool's sink pad to its push at `now`.
@@ -205,21 +285,35 @@ impl Resequencer {
         self.obj().current_running_time().map(|t| t.nseconds())
     }
 
-    /// Asks upstream whether it is live and how late its frames are, once per start/flush.
+    /// Asks upstream whether it is live, how late its frames are, and how far out of order
+    /// its pools can put frames; once per start/flush each (a LATENCY query from downstream
+    /// may have answered the first two already).
     fn ensure_upstream(&self) {
-        if self.state().upstream.is_some() {
+        let (known, asked_in_flight) = {
+            let state = self.state();
+            (state.upstream, state.asked_in_flight)
+        };
+        if known.is_some() && asked_in_flight {
             return;
         }
-        let mut query = gst::query::Latency::new();
-        let upstream = if self.sinkpad.peer_query(&mut query) {
-            let (live, min, _) = query.result();
-            Upstream {
-                live,
-                min_latency: min.nseconds(),
+        let mut upstream = known.unwrap_or_default();
+        if known.is_none() {
+            let mut query = gst::query::Latency::new();
+            if self.sinkpad.peer_query(&mut query) {
+                let (live, min, _) = query.result();
+                upstream.live = live;
+                upstream.min_latency = min.nseconds();
             }
-        } else {
-            Upstream::default()
-        };
+        }
+        if !asked_in_flight {
+            let mut query = InFlightQuery::query();
+            upstream.in_flight = if self.sinkpad.peer_query(&mut query) {
+                InFlightQuery::frames(&query).unwrap_or(0)
+            } else {
+                0
+            };
+            self.state().asked_in_flight = true;
+        }
         gst::debug!(CAT, imp = self, "upstream: {upstream:?}");
         self.set_upstream(upstream);
     }
@@ -234,8 +328,27 @@ impl Resequencer {
         let settings = self.settings();
         let mut state = self.state();
         let upstream = state.upstream.unwrap_or_default();
-        state.window.set_config(window_config(&settings, upstream));
+        let config = window_config(&settings, upstream);
+        state.window.set_config(config);
         state.wake_task(&self.cond);
+        let raised = config.max_window > settings.max_window as usize;
+        if raised && !state.warned_window {
+            state.warned_window = true;
+            drop(state);
+            gst::element_imp_warning!(
+                self,
+                gst::CoreError::Negotiation,
+                (
+                    "max-window={} is smaller than the {} frames the pools upstream can put out \
+                     of order; holding up to {} frames instead, so that frames still being \
+                     processed are not skipped",
+                    settings.max_window,
+                    upstream.in_flight,
+                    config.max_window
+                ),
+                ["raise max-window, or lower the pools' max-size-buffers"]
+            );
+        }
     }
 
     /// The frame's place in the order, and the `ingress` of its sequence meta (None without
@@ -243,6 +356,7 @@ impl Resequencer {
     fn key_of(
         &self,
         order_by: OrderBy,
+        pts_epoch: u32,
         buffer: &gst::BufferRef,
     ) -> (Result<FrameKey, String>, Option<u64>) {
         let meta = SeqMeta::read(buffer);
@@ -263,7 +377,10 @@ impl Resequencer {
             (None, OrderBy::Sequence) => Err("no sequence meta".into()),
             (None, _) => buffer
                 .pts()
-                .map(|pts| FrameKey::Pts(pts.nseconds()))
+                .map(|pts| FrameKey::Pts {
+                    epoch: pts_epoch,
+                    pts: pts.nseconds(),
+                })
                 .ok_or_else(|| "neither sequence meta nor PTS".into()),
         };
         (key, ingress)
@@ -276,7 +393,6 @@ impl Resequencer {
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
         let settings = self.settings();
         self.ensure_upstream();
-        let (key, ingress) = self.key_of(settings.order_by, &buffer);
         let now = self.now();
 
         let mut state = self.state();
@@ -284,6 +400,10 @@ impl Resequencer {
             return Err(gst::FlowError::Flushing);
         }
         state.flow?;
+        if state.eos {
+            return Err(gst::FlowError::Eos);
+        }
+        let (key, ingress) = self.key_of(settings.order_by, state.pts_epoch, &buffer);
         let key = match key {
             Ok(key) => key,
             Err(reason) => {
@@ -305,7 +425,10 @@ impl Resequencer {
         let pts = buffer.pts();
         let timing = Timing {
             pts: pts.map(|t| t.nseconds()),
-            duration: buffer.duration().map(|t| t.nseconds()),
+            duration: buffer
+                .duration()
+                .map(|t| t.nseconds())
+                .or(state.frame_duration),
             running_time: state.in_segment.to_running_time(pts).map(|t| t.nseconds()),
         };
 
@@ -314,7 +437,14 @@ impl Resequencer {
             match state.window.push(key, timing, item, now) {
                 Arrival::Accepted => {
                     state.wake_task(&self.cond);
-                    return state.flow;
+                    let restarts = state.window.stats().restarts;
+                    let res = state.flow;
+                    if restarts > state.restarts_warned {
+                        state.restarts_warned = restarts;
+                        drop(state);
+                        self.warn_restart(key);
+                    }
+                    return res;
                 }
                 Arrival::Rejected { item, reason } => {
                     gst::debug!(CAT, imp = self, "dropping {key:?} {item:?}: {reason:?}");
@@ -328,11 +458,29 @@ impl Resequencer {
         }
     }
 
+    fn warn_restart(&self, key: FrameKey) {
+        gst::element_imp_warning!(
+            self,
+            gst::StreamError::Format,
+            (
+                "The stream started over at {:?} without a flush (an upstream pool restarted?): \
+                 ordering it as a new stream",
+                key
+            ),
+            ["counted in stats as `restarts`"]
+        );
+    }
+
     /// Lets the task take outputs until the window has room, or the element stops.
     fn wait_for_room<'a>(
         &'a self,
         mut state: MutexGuard<'a, State>,
     ) -> Result<MutexGuard<'a, State>, gst::FlowError> {
+        // A task stopped by a flow error makes no room: return the error instead.
+        if state.flushing {
+            return Err(gst::FlowError::Flushing);
+        }
+        state.flow?;
         state.wake_task(&self.cond);
         state.chain_waiting = true;
         state = self.cond.wait(state).unwrap_or_else(|e| e.into_inner());
@@ -355,8 +503,11 @@ impl Resequencer {
                     state.flushing = true;
                     state.wake_task(&self.cond);
                     state.wake_chain(&self.cond);
+                    // A streaming thread waiting for its query's turn gives up.
+                    self.cond.notify_all();
                 }
                 let res = self.srcpad.push_event(event);
+                // Returns once the task has left its loop: nothing it pushes after this.
                 if let Err(err) = self.srcpad.pause_task() {
                     gst::warning!(CAT, imp = self, "could not pause task: {err}");
                 }
@@ -366,8 +517,9 @@ impl Resequencer {
                 {
                     let mut state = self.state();
                     // Sticky events still queued describe the stream after the flush too.
-                    for event in state.window.reset() {
-                        if event.is_sticky()
+                    for item in state.reset_stream() {
+                        if let Serial::Event(event) = item
+                            && event.is_sticky()
                             && !matches!(
                                 event.type_(),
                                 gst::EventType::Segment | gst::EventType::Eos
@@ -376,9 +528,6 @@ impl Resequencer {
                             let _ = self.srcpad.store_sticky_event(&event);
                         }
                     }
-                    state.in_segment = gst::FormattedSegment::new();
-                    state.upstream = None;
-                    state.flow = Ok(gst::FlowSuccess::Ok);
                     state.flushing = false;
                 }
                 let res = self.srcpad.push_event(event);
@@ -390,6 +539,37 @@ impl Resequencer {
             EventView::CustomDownstream(_) => {
                 if let Some(gap) = Gap::from_event(&event) {
                     return self.handle_gap(gap);
+                }
+            }
+            EventView::Caps(caps) => {
+                let duration = caps
+                    .caps()
+                    .structure(0)
+                    .and_then(|s| s.get::<gst::Fraction>("framerate").ok())
+                    .filter(|f| f.numer() > 0 && f.denom() > 0)
+                    .and_then(|f| {
+                        gst::ClockTime::SECOND
+                            .mul_div_floor(f.denom() as u64, f.numer() as u64)
+                            .map(|d| d.nseconds())
+                    });
+                self.state().frame_duration = duration;
+            }
+            EventView::StreamStart(_) => {
+                let mut state = self.state();
+                state.window.new_segment();
+                if state.eos {
+                    // A new stream after EOS (without a flush): the task, paused by EOS,
+                    // starts again, and the window stops draining.
+                    state.window.resume_after_finish();
+                    state.eos = false;
+                    state.error_posted = false;
+                    if state.flow == Err(gst::FlowError::Eos) {
+                        state.flow = Ok(gst::FlowSuccess::Ok);
+                        drop(state);
+                        if self.srcpad.is_active() {
+                            self.start_task();
+                        }
+                    }
                 }
             }
             EventView::Segment(segment) => {
@@ -405,7 +585,20 @@ impl Resequencer {
                     );
                     return false;
                 };
-                self.state().in_segment = segment.clone();
+                let mut state = self.state();
+                state.in_segment = segment.clone();
+                // A segment that differs from the last one starts a new stream: PTS are not
+                // compared across it, and a sequence may start over.
+                if state.last_segment.as_ref() != Some(segment) {
+                    if state.last_segment.is_some() {
+                        state.pts_epoch = state.pts_epoch.wrapping_add(1);
+                        state.window.new_segment();
+                    }
+                    let (epoch, start) =
+                        (state.pts_epoch, segment.start().map_or(0, |s| s.nseconds()));
+                    state.window.expect_first(epoch, start);
+                    state.last_segment = Some(segment.clone());
+                }
             }
             _ => {}
         }
@@ -418,9 +611,29 @@ impl Resequencer {
             return false;
         }
         let is_eos = event.type_() == gst::EventType::Eos;
-        state.window.push_event(event);
+        if is_eos
+            && let Err(err) = state.flow
+            && !matches!(err, gst::FlowError::Flushing | gst::FlowError::Eos)
+        {
+            // Downstream failed before EOS came: upstream saw the error from the chain, but
+            // nothing follows EOS to tell it again, and EOS will not be pushed. Posted once.
+            let post = !state.error_posted;
+            state.error_posted = true;
+            drop(state);
+            if post {
+                gst::element_imp_error!(
+                    self,
+                    gst::StreamError::Failed,
+                    ("Internal data stream error."),
+                    ["streaming stopped, reason {:?}", err]
+                );
+            }
+            return false;
+        }
+        state.window.push_event(Serial::Event(event));
         if is_eos {
             state.window.finish();
+            state.eos = true;
         }
         state.wake_task(&self.cond);
         true
@@ -461,6 +674,37 @@ impl Resequencer {
         }
     }
 
+    fn sink_query(&self, pad: &gst::Pad, query: &mut gst::QueryRef) -> bool {
+        gst::log!(CAT, obj = pad, "handling {query:?}");
+        if !query.is_serialized() {
+            return gst::Pad::query_default(pad, Some(&*self.obj()), query);
+        }
+        // In its place behind the frames before it: wait for the task to get there.
+        let mut state = self.state();
+        if state.flushing {
+            return false;
+        }
+        let id = state.next_query;
+        state.next_query += 1;
+        state.window.push_drain(Serial::Query(id));
+        state.wake_task(&self.cond);
+        while state.query_turn != Some(id) {
+            // A task stopped by a flow error never gets to the query.
+            if state.flushing || state.flow.is_err() {
+                return false;
+            }
+            state = self.cond.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+        drop(state);
+        let answered = gst::Pad::query_default(pad, Some(&*self.obj()), query);
+        let mut state = self.state();
+        if state.query_turn == Some(id) {
+            state.query_turn = None;
+        }
+        self.cond.notify_all();
+        answered
+    }
+
     fn src_query(&self, pad: &gst::Pad, query: &mut gst::QueryRef) -> bool {
         if let gst::QueryViewMut::Latency(q) = query.view_mut() {
             let mut upstream = gst::query::Latency::new();
@@ -468,9 +712,11 @@ impl Resequencer {
                 return false;
             }
             let (live, min, max) = upstream.result();
+            let known = self.state().upstream.unwrap_or_default();
             self.set_upstream(Upstream {
                 live,
                 min_latency: min.nseconds(),
+                ..known
             });
             let ours = gst::ClockTime::from_nseconds(self.settings().latency);
             q.set(live, min + ours, max.map(|max| max + ours));
@@ -483,7 +729,29 @@ impl Resequencer {
             );
             return true;
         }
+        if InFlightQuery::frames(query).is_some() {
+            // Frames leave here in order: nothing downstream needs a window for upstream's.
+            return true;
+        }
         gst::Pad::query_default(pad, Some(&*self.obj()), query)
+    }
+
+    fn src_event(&self, event: gst::Event) -> bool {
+        if event.type_() == gst::EventType::Reconfigure {
+            // Downstream may be linked now: the task tries again.
+            let restart = {
+                let mut state = self.state();
+                let restart = state.flow == Err(gst::FlowError::NotLinked) && !state.flushing;
+                if restart {
+                    state.flow = Ok(gst::FlowSuccess::Ok);
+                }
+                restart
+            };
+            if restart {
+                self.start_task();
+            }
+        }
+        self.sinkpad.push_event(event)
     }
 
     fn start_task(&self) {
@@ -500,7 +768,7 @@ impl Resequencer {
                 );
                 let mut state = this.state();
                 state.flow = Err(gst::FlowError::Error);
-                state.wake_chain(&this.cond);
+                this.cond.notify_all();
                 drop(state);
                 let _ = this.srcpad.pause_task();
             }
@@ -524,26 +792,44 @@ impl Resequencer {
                 return;
             }
             let now = self.now();
-            if let Some(output) = state.window.pop(now) {
-                state.wake_chain(&self.cond);
-                drop(state);
-                let res = self.push_output(output, now);
-                state = self.state();
-                if let Err(err) = res {
-                    self.handle_flow_error(&mut state, err);
+            match state.window.pop(now) {
+                Some(Output::Event(Serial::Query(id))) => {
+                    // The streaming thread answers it; nothing is pushed meanwhile.
+                    state.query_turn = Some(id);
+                    self.cond.notify_all();
+                    while state.query_turn == Some(id) && !state.flushing {
+                        state = self.cond.wait(state).unwrap_or_else(|e| e.into_inner());
+                    }
                 }
-                continue;
+                Some(output) => {
+                    state.wake_chain(&self.cond);
+                    drop(state);
+                    let res = self.push_output(output, now);
+                    state = self.state();
+                    if let Err(err) = res {
+                        let failure = self.flow_failed(&mut state, err);
+                        if let Failure::Post(err) = failure {
+                            drop(state);
+                            gst::element_imp_error!(
+                                self,
+                                gst::StreamError::Failed,
+                                ("Internal data stream error."),
+                                ["streaming stopped, reason {:?}", err]
+                            );
+                            let _ = self.srcpad.push_event(gst::event::Eos::new());
+                            state = self.state();
+                        }
+                    }
+                }
+                None => state = self.wait_for_work(state),
             }
-            state = self.wait_for_work(state);
         }
     }
 
     fn wait_for_work<'a>(&'a self, mut state: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
         let deadline = state.window.next_deadline();
         let obj = self.obj();
-        let clock = obj
-            .clock()
-            .filter(|_| obj.current_state() == gst::State::Playing);
+        let clock = obj.clock().filter(|_| state.playing);
         match (deadline, clock, obj.base_time()) {
             (Some(deadline), Some(clock), Some(base_time)) => {
                 let at = base_time + gst::ClockTime::from_nseconds(deadline);
@@ -567,7 +853,7 @@ impl Resequencer {
 
     fn push_output(
         &self,
-        output: Output<Held, gst::Event>,
+        output: Output<Held, Serial>,
         now: Option<u64>,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
         match output {
@@ -590,7 +876,7 @@ impl Resequencer {
                 self.push_gap(skip);
                 Ok(gst::FlowSuccess::Ok)
             }
-            Output::Event(event) => {
+            Output::Event(Serial::Event(event)) => {
                 let is_eos = event.type_() == gst::EventType::Eos;
                 if !self.srcpad.push_event(event) {
                     gst::debug!(CAT, imp = self, "downstream refused an event");
@@ -599,6 +885,9 @@ impl Resequencer {
                     return Err(gst::FlowError::Eos);
                 }
                 Ok(gst::FlowSuccess::Ok)
+            }
+            Output::Event(Serial::Query(_)) => {
+                unreachable!("queries are answered in the task loop")
             }
         }
     }
@@ -613,19 +902,20 @@ impl Resequencer {
         }
     }
 
-    fn handle_flow_error(&self, state: &mut State, err: gst::FlowError) {
+    /// Records a failed push; says whether the error is to be posted (once), which is when
+    /// upstream will not see it: EOS was already received. NOT_LINKED and the rest go back
+    /// upstream through the chain, which posts nothing.
+    fn flow_failed(&self, state: &mut State, err: gst::FlowError) -> Failure {
         gst::debug!(CAT, imp = self, "task pausing: {err:?}");
         state.flow = Err(err);
-        state.wake_chain(&self.cond);
-        if !matches!(err, gst::FlowError::Flushing | gst::FlowError::Eos) {
-            gst::element_imp_error!(
-                self,
-                gst::StreamError::Failed,
-                ("Internal data stream error."),
-                ["streaming stopped, reason {:?}", err]
-            );
-            let _ = self.srcpad.push_event(gst::event::Eos::new());
+        // The chain waiting for room and a query waiting for its turn both give up.
+        self.cond.notify_all();
+        let fatal = !matches!(err, gst::FlowError::Flushing | gst::FlowError::Eos);
+        if fatal && state.eos && !state.error_posted {
+            state.error_posted = true;
+            return Failure::Post(err);
         }
+        Failure::Returned
     }
 
     fn src_activatemode(&self, mode: gst::PadMode, active: bool) -> Result<(), gst::LoggableError> {
@@ -645,6 +935,7 @@ impl Resequencer {
                 state.flushing = true;
                 state.wake_task(&self.cond);
                 state.wake_chain(&self.cond);
+                self.cond.notify_all();
             }
             self.srcpad
                 .stop_task()
@@ -692,7 +983,18 @@ impl ObjectSubclass for Resequencer {
                     |imp| imp.sink_event(pad, event),
                 )
             })
-            .flags(gst::PadFlags::PROXY_CAPS)
+            .query_function(|pad, parent, query| {
+                Resequencer::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |imp| imp.sink_query(pad, query),
+                )
+            })
+            .flags(
+                gst::PadFlags::PROXY_CAPS
+                    | gst::PadFlags::PROXY_ALLOCATION
+                    | gst::PadFlags::PROXY_SCHEDULING,
+            )
             .build();
 
         let templ = klass.pad_template("src").expect("src template");
@@ -712,11 +1014,7 @@ impl ObjectSubclass for Resequencer {
                 )
             })
             .event_function(|_pad, parent, event| {
-                Resequencer::catch_panic_pad_function(
-                    parent,
-                    || false,
-                    |imp| imp.sinkpad.push_event(event),
-                )
+                Resequencer::catch_panic_pad_function(parent, || false, |imp| imp.src_event(event))
             })
             .flags(gst::PadFlags::PROXY_CAPS)
             .build();
@@ -761,7 +1059,10 @@ impl ObjectImpl for Resequencer {
                     .nick("Maximum window")
                     .blurb(
                         "The most frames held, in frames. When a frame does not fit, the missing \
-                         frames ahead of it are skipped; when none is missing, upstream waits",
+                         frames ahead of it are skipped; when none is missing, upstream waits. \
+                         Raised (with a warning) to how far out of order the enrichpools \
+                         upstream can put frames (their max-size-buffers), so that frames still \
+                         being processed are not skipped; stats `window` tells the size in use",
                     )
                     .minimum(1)
                     .maximum(1 << 20)
@@ -772,9 +1073,11 @@ impl ObjectImpl for Resequencer {
                     .nick("Statistics")
                     .blurb(
                         "resequencer-stats: in, pushed, reordered, skipped, late, duplicates, \
-                         gaps, stale-gaps, invalid, flushed, depth, max-depth (frames) and \
-                         max-hold (ns), latency-p50, latency-p99 (ns, over the last 1024 frames) and \
-                         latency-max (ns): end-to-end latency from OrderedSeqMeta's ingress to the push",
+                         gaps, stale-gaps, invalid, flushed, depth, max-depth, window (frames \
+                         held at most now), restarts (streams that started over without a \
+                         flush), max-hold (ns), latency-p50, latency-p99 (ns, over the last \
+                         1024 frames) and latency-max (ns): end-to-end latency from \
+                         OrderedSeqMeta's ingress to the push",
                     )
                     .read_only()
                     .build(),
@@ -877,6 +1180,13 @@ impl ElementImpl for Resequencer {
                 state.flushing = true;
                 state.wake_task(&self.cond);
                 state.wake_chain(&self.cond);
+                self.cond.notify_all();
+            }
+            gst::StateChange::PlayingToPaused => {
+                // The clock stops counting for this element: no deadline waits on it.
+                let mut state = self.state();
+                state.playing = false;
+                state.wake_task(&self.cond);
             }
             _ => {}
         }
@@ -888,8 +1198,13 @@ impl ElementImpl for Resequencer {
                 self.state().running = true;
                 self.restart_stats_timer();
             }
-            // The base time changed: deadlines must be waited for again.
-            gst::StateChange::PausedToPlaying => self.state().wake_task(&self.cond),
+            // The base time is set: deadlines are waited for on the clock from now on (the
+            // element's own state still says PAUSED until this returns).
+            gst::StateChange::PausedToPlaying => {
+                let mut state = self.state();
+                state.playing = true;
+                state.wake_task(&self.cond);
+            }
             gst::StateChange::PausedToReady => {
                 self.state().running = false;
                 self.stop_stats_timer();

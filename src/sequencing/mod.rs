@@ -23,7 +23,9 @@ pub enum FrameKey {
     /// Sequence number and epoch from `OrderedSeqMeta`: exact order, holes are known.
     Sequence { epoch: u32, seq: u64 },
     /// Presentation timestamp: the next frame is known only when PTS = last PTS + duration.
-    Pts(u64),
+    /// `epoch` counts the caller's segments: PTS of different segments are not compared; a
+    /// new one starts once the previous one is drained.
+    Pts { epoch: u32, pts: u64 },
 }
 
 /// Timing of a frame, used for deadlines and for the time span of a skip.
@@ -101,7 +103,7 @@ pub enum SkipReason {
     Deadline,
     /// The window was full and a newer frame needed room.
     WindowFull,
-    /// End of stream or of an epoch: nothing more will come.
+    /// End of stream or of an epoch, or a serialized query: nothing more will come before.
     Drain,
 }
 
@@ -149,6 +151,9 @@ pub struct Stats {
     pub invalid: u64,
     /// Frames discarded by a flush.
     pub flushed: u64,
+    /// Times the stream started over without a flush or a newer epoch: the epoch or (after a
+    /// new segment) the sequence went back — an upstream pool restarted alone.
+    pub restarts: u64,
     /// Frames held now.
     pub depth: u64,
     pub max_depth: u64,

@@ -191,8 +191,16 @@ fn check(run: &Run) {
     assert_eq!(s.skipped + s.gaps, run.skipped.len() as u64);
 }
 
+/// Cases per property: 512, or `ORDERED_SOAK_CASES` (the soak).
+fn cases() -> u32 {
+    std::env::var("ORDERED_SOAK_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(512)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
 
     #[test]
     fn live_window_keeps_order_and_accounts_for_everything((max_window, ops) in scenario()) {
@@ -223,7 +231,7 @@ proptest! {
         for &k in &keys {
             now += 5;
             let mut item = k;
-            while let Arrival::Blocked(back) = w.push(FrameKey::Pts(k * 10), timing(k), item, Some(now)) {
+            while let Arrival::Blocked(back) = w.push(FrameKey::Pts { epoch: 0, pts: k * 10 }, timing(k), item, Some(now)) {
                 item = back;
                 match w.pop(Some(now)) {
                     Some(Output::Frame { item, .. }) => out.push(item),

@@ -7,6 +7,12 @@
 //!   every missing sequence number before the last one pushed is counted as skipped or gap;
 //! - no more than `max_window` frames are held; in sequence order every held frame and gap
 //!   start lies within `next .. next + max_window`.
+//!
+//! A stream starts over (everything held is drained first, then the new one is ordered on its
+//! own) when a frame comes with a newer epoch; when a frame comes with an older epoch (the
+//! pool upstream was restarted alone); and, in sequence order, when the sequence goes back
+//! to an earlier number after [`Window::new_segment`] or back to 0. Gap notices of an older
+//! epoch are stale.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -37,6 +43,17 @@ struct Anchor {
     timing: Timing,
 }
 
+/// A serialized item queued among the frames.
+#[derive(Debug)]
+struct Pinned<E> {
+    /// The highest key seen when it arrived; released once that key is done.
+    position: Option<u64>,
+    item: E,
+    /// Everything before it is due now: holes before it are skipped at once (a serialized
+    /// query: upstream waits for its answer, so nothing missing can come before it).
+    drain: bool,
+}
+
 /// Orders frames of type `T` and events of type `E`. See the module docs for the invariants.
 #[derive(Debug)]
 pub struct Window<T, E> {
@@ -47,19 +64,29 @@ pub struct Window<T, E> {
     next: u64,
     /// PTS order: the PTS that follows the last frame pushed without a hole, when known.
     contiguous_pts: Option<u64>,
+    /// PTS order: the duration of the last frame pushed, for the tolerance of contiguity.
+    last_duration: Option<u64>,
+    /// PTS order: where each announced epoch (segment) starts.
+    epoch_starts: VecDeque<(u32, u64)>,
+    /// Sequence order: a new segment came; a sequence going back is a new stream.
+    restart_allowed: bool,
+    /// The latest running time of the frames of this stream seen so far.
+    newest_running_time: Option<u64>,
     frames: BTreeMap<u64, Held<T>>,
     /// Sequence order: announced holes, `start -> end` (exclusive), disjoint, none holding
     /// a frame, all starting at or after `next`.
     gaps: BTreeMap<u64, u64>,
-    /// Events with the highest key seen when they arrived; released once that key is done.
-    events: VecDeque<(Option<u64>, E)>,
+    /// Events and queries, in arrival order.
+    events: VecDeque<Pinned<E>>,
     max_seen: Option<u64>,
     last: Option<Anchor>,
     discont: bool,
     /// Sequence order: a key that did not fit; missing frames that keep it out are skipped.
     wanted: Option<u64>,
-    /// End of stream or of an epoch: skip every hole at once, release every event.
+    /// End of stream: skip every hole at once, release every event.
     draining: bool,
+    /// A frame of a new stream waits: the current one drains like at end of stream.
+    restart_pending: bool,
     skipped_ranges: VecDeque<(u64, u64)>,
     stats: Stats,
 }
@@ -74,6 +101,10 @@ impl<T, E> Window<T, E> {
             epoch: None,
             next: 0,
             contiguous_pts: None,
+            last_duration: None,
+            epoch_starts: VecDeque::new(),
+            restart_allowed: false,
+            newest_running_time: None,
             frames: BTreeMap::new(),
             gaps: BTreeMap::new(),
             events: VecDeque::new(),
@@ -82,6 +113,7 @@ impl<T, E> Window<T, E> {
             discont: true,
             wanted: None,
             draining: false,
+            restart_pending: false,
             skipped_ranges: VecDeque::new(),
             stats: Stats::default(),
         }
@@ -120,9 +152,9 @@ impl<T, E> Window<T, E> {
         self.frames.is_empty() && self.gaps.is_empty() && self.events.is_empty()
     }
 
-    /// Whether the window is draining (after [`Window::finish`], or between epochs).
+    /// Whether the window is draining (after [`Window::finish`], or between streams).
     pub fn is_draining(&self) -> bool {
-        self.draining
+        self.draining || self.restart_pending
     }
 
     /// Forgets every frame and gap (a flush) and hands back the events that were queued, for
@@ -132,7 +164,7 @@ impl<T, E> Window<T, E> {
         self.stats.flushed += self.frames.len() as u64;
         let events = std::mem::take(&mut self.events)
             .into_iter()
-            .map(|(_, e)| e)
+            .map(|p| p.item)
             .collect();
         let stats = self.stats;
         *self = Window::new(self.config);
@@ -150,16 +182,70 @@ impl<T, E> Window<T, E> {
         self.draining = true;
     }
 
+    /// A new stream after end of stream (without a flush): holes are waited for again.
+    /// Anything still held from before is drained first.
+    pub fn resume_after_finish(&mut self) {
+        if self.is_empty() {
+            self.draining = false;
+        } else {
+            // Drain what is left as at end of stream, then start over with the next frame.
+            self.restart_pending = true;
+            self.draining = false;
+            self.restart_allowed = true;
+        }
+    }
+
     /// Queues a serialized event after every frame seen so far.
     pub fn push_event(&mut self, event: E) {
-        self.events.push_back((self.max_seen, event));
+        self.events.push_back(Pinned {
+            position: self.max_seen,
+            item: event,
+            drain: false,
+        });
+    }
+
+    /// Queues a serialized item that is due as soon as everything before it is: the holes
+    /// before it are skipped at once instead of waited for (a serialized query, which upstream
+    /// waits on, so that nothing missing can arrive before it is answered).
+    pub fn push_drain(&mut self, item: E) {
+        self.events.push_back(Pinned {
+            position: self.max_seen,
+            item,
+            drain: true,
+        });
+    }
+
+    /// A new segment: in sequence order, a frame whose number goes back is the first of a new
+    /// stream (an upstream pool restarted), not a late frame.
+    pub fn new_segment(&mut self) {
+        self.restart_allowed = true;
+    }
+
+    /// PTS order: the stream of `epoch` starts at `pts` (its segment's start), so a first
+    /// frame there is not a hole.
+    pub fn expect_first(&mut self, epoch: u32, pts: u64) {
+        if self.mode == Some(Mode::Pts)
+            && self.epoch == Some(epoch)
+            && self.frames.is_empty()
+            && self.last.is_none()
+        {
+            self.contiguous_pts = Some(pts);
+            return;
+        }
+        if self.epoch.is_none() || self.epoch.is_some_and(|e| e < epoch) {
+            self.epoch_starts.retain(|&(e, _)| e != epoch);
+            self.epoch_starts.push_back((epoch, pts));
+            while self.epoch_starts.len() > 8 {
+                self.epoch_starts.pop_front();
+            }
+        }
     }
 
     /// Offers a frame. `now` is the current running time, if known (for `max-hold`).
     pub fn push(&mut self, key: FrameKey, timing: Timing, item: T, now: Option<u64>) -> Arrival<T> {
         let (mode, epoch, k) = match key {
-            FrameKey::Sequence { epoch, seq } => (Mode::Sequence, Some(epoch), seq),
-            FrameKey::Pts(pts) => (Mode::Pts, None, pts),
+            FrameKey::Sequence { epoch, seq } => (Mode::Sequence, epoch, seq),
+            FrameKey::Pts { epoch, pts } => (Mode::Pts, epoch, pts),
         };
         if self.mode.is_some_and(|m| m != mode) {
             self.stats.received += 1;
@@ -169,19 +255,10 @@ impl<T, E> Window<T, E> {
                 reason: Rejection::Mismatched,
             };
         }
-        if let Some(epoch) = epoch {
-            match self.enter_epoch(epoch) {
-                EpochCheck::Current => {}
-                EpochCheck::Older => {
-                    self.stats.received += 1;
-                    self.stats.late += 1;
-                    return Arrival::Rejected {
-                        item,
-                        reason: Rejection::Late,
-                    };
-                }
-                EpochCheck::MustDrain => return Arrival::Blocked(item),
-            }
+        match self.enter_epoch(epoch, mode, k, Some(timing)) {
+            EpochCheck::Current => {}
+            EpochCheck::Older => unreachable!("a frame of an older epoch starts a new stream"),
+            EpochCheck::MustDrain => return Arrival::Blocked(item),
         }
         self.mode = Some(mode);
 
@@ -210,6 +287,10 @@ impl<T, E> Window<T, E> {
         }
 
         self.stats.received += 1;
+        self.restart_allowed = false;
+        if let Some(t) = timing.running_time {
+            self.newest_running_time = Some(self.newest_running_time.map_or(t, |n| n.max(t)));
+        }
         if self.max_seen.is_some_and(|m| m > k) {
             self.stats.reordered += 1;
         }
@@ -238,7 +319,7 @@ impl<T, E> Window<T, E> {
             self.stats.stale_gaps += count;
             return GapArrival::Stale;
         }
-        match self.enter_epoch(epoch) {
+        match self.enter_epoch(epoch, Mode::Sequence, seq, None) {
             EpochCheck::Current => {}
             EpochCheck::Older => {
                 self.stats.stale_gaps += count;
@@ -292,11 +373,11 @@ impl<T, E> Window<T, E> {
 
     /// The next output, if one is due at running time `now`.
     pub fn pop(&mut self, now: Option<u64>) -> Option<Output<T, E>> {
-        if let Some(&(pos, _)) = self.events.front()
-            && self.position_done(pos)
+        if let Some(front) = self.events.front()
+            && self.position_done(front.position)
         {
-            let (_, event) = self.events.pop_front().expect("front checked");
-            return Some(Output::Event(event));
+            let pinned = self.events.pop_front().expect("front checked");
+            return Some(Output::Event(pinned.item));
         }
         match self.mode {
             Some(Mode::Sequence) => self.pop_seq(now),
@@ -332,7 +413,8 @@ impl<T, E> Window<T, E> {
 
     fn position_done(&self, pos: Option<u64>) -> bool {
         let Some(pos) = pos else { return true };
-        if self.draining && self.frames.is_empty() && self.gaps.is_empty() {
+        if (self.draining || self.restart_pending) && self.frames.is_empty() && self.gaps.is_empty()
+        {
             return true;
         }
         match self.mode {
@@ -342,31 +424,49 @@ impl<T, E> Window<T, E> {
         }
     }
 
-    fn enter_epoch(&mut self, epoch: u32) -> EpochCheck {
-        match self.epoch {
-            None => {
-                self.epoch = Some(epoch);
-                EpochCheck::Current
+    /// Whether `key` of `epoch` belongs to the current stream; starts a new one (after
+    /// draining the current one) when it does not. `frame`: the timing of a frame; `None` for
+    /// a gap notice, which never starts a stream of an older or the same epoch.
+    fn enter_epoch(
+        &mut self,
+        epoch: u32,
+        mode: Mode,
+        key: u64,
+        frame: Option<Timing>,
+    ) -> EpochCheck {
+        let Some(current) = self.epoch else {
+            self.start_stream(epoch);
+            return EpochCheck::Current;
+        };
+        let new_stream = match (epoch.cmp(&current), frame) {
+            (std::cmp::Ordering::Greater, _) => true,
+            (std::cmp::Ordering::Less, None) => return EpochCheck::Older,
+            (std::cmp::Ordering::Less, Some(_)) => true,
+            (std::cmp::Ordering::Equal, None) => false,
+            // The sequence went back in the same epoch (to a number already output or held):
+            // a restarted pool, if a new segment came, or if it went back to 0 with a running
+            // time later than every frame seen and than the frame now due (a late frame or a
+            // duplicate is older).
+            (std::cmp::Ordering::Equal, Some(timing)) => {
+                let behind = key < self.next || self.frames.contains_key(&key);
+                mode == Mode::Sequence
+                    && behind
+                    && (self.restart_allowed || (key == 0 && self.is_newer(&timing)))
             }
-            Some(current) if epoch == current => EpochCheck::Current,
-            Some(current) if epoch < current => EpochCheck::Older,
-            Some(_) => {
-                if !self.is_empty() {
-                    self.draining = true;
-                    return EpochCheck::MustDrain;
-                }
-                // A new epoch restarts the sequence at 0.
-                self.epoch = Some(epoch);
-                self.next = 0;
-                self.max_seen = None;
-                self.last = None;
-                self.wanted = None;
-                self.draining = false;
-                self.discont = true;
-                self.skipped_ranges.clear();
-                EpochCheck::Current
-            }
+        };
+        if !new_stream {
+            self.restart_pending = false;
+            return EpochCheck::Current;
         }
+        if !self.is_empty() {
+            self.restart_pending = true;
+            return EpochCheck::MustDrain;
+        }
+        if epoch <= current {
+            self.stats.restarts += 1;
+        }
+        self.start_stream(epoch);
+        EpochCheck::Current
     }
 
     fn classify_seq(&self, seq: u64) -> Option<Rejection> {
@@ -502,8 +602,9 @@ impl<T, E> Window<T, E> {
             .wanted
             .map(|w| w.saturating_sub(max_window - 1))
             .filter(|&until| until > self.next);
-        let (count, reason) = if self.draining {
-            (run_end? - self.next, SkipReason::Drain)
+        let drain_until = self.drain_until().filter(|&until| until > self.next);
+        let (count, reason) = if let Some(until) = drain_until {
+            (run_end?.min(until) - self.next, SkipReason::Drain)
         } else if let Some(until) = make_room_until {
             (
                 run_end.map_or(until, |r| r.min(until)) - self.next,
@@ -562,8 +663,8 @@ impl<T, E> Window<T, E> {
 
     fn pop_pts(&mut self, now: Option<u64>) -> Option<Output<T, E>> {
         let (key, timing) = self.frames.first_key_value().map(|(&k, h)| (k, h.timing))?;
-        if self.contiguous_pts != Some(key) {
-            let reason = if self.draining {
+        if !self.is_contiguous(key, &timing) {
+            let reason = if self.drain_until().is_some_and(|until| key < until) {
                 SkipReason::Drain
             } else if self.frames.len() >= self.config.max_window {
                 SkipReason::WindowFull
@@ -597,11 +698,72 @@ impl<T, E> Window<T, E> {
         }
         let output = self.take_frame(key, now);
         self.next = key + 1;
-        self.contiguous_pts = timing
-            .duration
-            .filter(|&d| d > 0)
-            .map(|d| key.saturating_add(d));
+        self.last_duration = timing.duration.filter(|&d| d > 0);
+        self.contiguous_pts = self.last_duration.map(|d| key.saturating_add(d));
         Some(output)
+    }
+
+    /// PTS order: whether `key` follows the last frame pushed (or starts its segment), within
+    /// a quarter of a frame's duration (timestamps are rounded to nanoseconds).
+    fn is_contiguous(&self, key: u64, timing: &Timing) -> bool {
+        let Some(expected) = self.contiguous_pts else {
+            return false;
+        };
+        let tolerance = self.last_duration.or(timing.duration).map_or(0, |d| d / 4);
+        key <= expected.saturating_add(tolerance)
+    }
+
+    /// Up to which key holes are skipped at once: everything at end of stream or of a
+    /// stream; up to the last drain barrier's position otherwise (a serialized query:
+    /// nothing before it can still come). `None`: holes are waited for.
+    fn drain_until(&self) -> Option<u64> {
+        if self.draining || self.restart_pending {
+            return Some(u64::MAX);
+        }
+        self.events
+            .iter()
+            .rev()
+            .find(|p| p.drain)
+            .and_then(|p| p.position)
+            .map(|pos| pos.saturating_add(1))
+    }
+
+    /// Whether a frame is later in running time than every frame of the stream seen so far
+    /// and than the frame now due.
+    fn is_newer(&self, timing: &Timing) -> bool {
+        let (Some(t), Some(newest)) = (timing.running_time, self.newest_running_time) else {
+            return false;
+        };
+        t > newest
+            && self
+                .expected(self.next, |t| t.running_time)
+                .is_none_or(|due| t >= due)
+    }
+
+    /// Starts a new stream in `epoch`: sequence numbers from 0, no anchor, no PTS history.
+    fn start_stream(&mut self, epoch: u32) {
+        self.newest_running_time = None;
+        self.epoch = Some(epoch);
+        self.next = 0;
+        self.max_seen = None;
+        self.last = None;
+        self.wanted = None;
+        self.draining = false;
+        self.restart_pending = false;
+        self.discont = true;
+        self.restart_allowed = false;
+        self.skipped_ranges.clear();
+        self.last_duration = None;
+        self.contiguous_pts = None;
+        while let Some(&(e, start)) = self.epoch_starts.front() {
+            if e > epoch {
+                break;
+            }
+            self.epoch_starts.pop_front();
+            if e == epoch {
+                self.contiguous_pts = Some(start);
+            }
+        }
     }
 }
 
@@ -900,14 +1062,100 @@ mod tests {
         assert_eq!(drain(&mut w, None), vec!["skip0x1", "1!"]);
         assert!(matches!(w.push(next, t(0), item, None), Arrival::Accepted));
         assert_eq!(drain(&mut w, None), vec!["100!"]);
-        let old = w.push(seq(2), t(2), 2, None);
+        assert_eq!(w.stats().restarts, 0, "a newer epoch is no restart");
+    }
+
+    #[test]
+    fn an_older_epoch_is_a_restarted_pool_and_a_new_stream() {
+        let mut w = W::new(config(8));
+        let at = |epoch, seq| FrameKey::Sequence { epoch, seq };
+        for n in 0..3 {
+            assert!(matches!(w.push(at(5, n), t(n), n, None), Arrival::Accepted));
+        }
+        assert_eq!(drain(&mut w, None), vec!["0!", "1", "2"]);
+        // A gap of an older epoch is stale, not a restart.
+        assert_eq!(w.gap(4, 0, 1), GapArrival::Stale);
         assert!(matches!(
-            old,
+            w.push(at(0, 1), t(1), 101, None),
+            Arrival::Accepted
+        ));
+        assert!(matches!(
+            w.push(at(0, 0), t(0), 100, None),
+            Arrival::Accepted
+        ));
+        assert_eq!(drain(&mut w, None), vec!["100!", "101"]);
+        assert_eq!((w.stats().restarts, w.stats().late), (1, 0));
+    }
+
+    #[test]
+    fn a_sequence_going_back_after_a_new_segment_or_to_zero_is_a_new_stream() {
+        let mut w = W::new(config(8));
+        for n in 0..4 {
+            accept(&mut w, n);
+        }
+        accept(&mut w, 5);
+        assert_eq!(drain(&mut w, None), vec!["0!", "1", "2", "3"]);
+        // Without a new segment, going back to 2 is a duplicate.
+        assert!(matches!(
+            w.push(seq(2), t(2), 2, None),
             Arrival::Rejected {
-                reason: Rejection::Late,
+                reason: Rejection::Duplicate,
                 ..
             }
         ));
+        w.new_segment();
+        // Frame 5 is still held: the old stream drains (4 never came) before the new one.
+        let Arrival::Blocked(item) = w.push(seq(1), t(1), 1001, None) else {
+            panic!("the new stream waits for the old one to drain");
+        };
+        assert_eq!(drain(&mut w, None), vec!["skip4x1", "5!"]);
+        assert!(matches!(
+            w.push(seq(1), t(1), item, None),
+            Arrival::Accepted
+        ));
+        assert!(matches!(
+            w.push(seq(0), t(0), 1000, None),
+            Arrival::Accepted
+        ));
+        assert_eq!(drain(&mut w, None), vec!["1000!", "1001"]);
+        // Going back with a running time after the last frame's is a restart even without a
+        // segment; a late duplicate (older in running time) is not.
+        accept(&mut w, 2);
+        drain(&mut w, None);
+        assert!(matches!(
+            w.push(seq(0), t(0), 0, None),
+            Arrival::Rejected {
+                reason: Rejection::Duplicate,
+                ..
+            }
+        ));
+        assert!(matches!(
+            w.push(seq(0), t(9), 2000, None),
+            Arrival::Accepted
+        ));
+        assert_eq!(drain(&mut w, None), vec!["2000!"]);
+        assert_eq!(w.stats().restarts, 2);
+    }
+
+    #[test]
+    fn a_drain_barrier_skips_the_holes_before_it_at_once() {
+        let mut w = W::new(Config {
+            deadlines: false,
+            ..config(8)
+        });
+        accept(&mut w, 1);
+        accept(&mut w, 3);
+        w.push_drain("query");
+        accept(&mut w, 5);
+        // Not live, nothing due: only the barrier makes frames 1 and 3 due.
+        assert_eq!(
+            drain(&mut w, None),
+            vec!["skip0x1", "1!", "skip2x1", "3!", "query"]
+        );
+        assert!(
+            drain(&mut w, None).is_empty(),
+            "frame 5 waits for frame 4 again"
+        );
     }
 
     #[test]
@@ -927,7 +1175,7 @@ mod tests {
     fn mismatched_keys_are_counted_invalid() {
         let mut w = W::new(config(8));
         accept(&mut w, 0);
-        let r = w.push(FrameKey::Pts(5), t(0), 9, None);
+        let r = w.push(FrameKey::Pts { epoch: 0, pts: 5 }, t(0), 9, None);
         assert!(matches!(
             r,
             Arrival::Rejected {
@@ -939,7 +1187,51 @@ mod tests {
     }
 
     fn pts(n: u64) -> FrameKey {
-        FrameKey::Pts(n * 10)
+        FrameKey::Pts {
+            epoch: 0,
+            pts: n * 10,
+        }
+    }
+
+    #[test]
+    fn a_drain_barrier_behind_an_ordinary_event_still_drains() {
+        let mut w = W::new(Config {
+            deadlines: false,
+            ..config(8)
+        });
+        accept(&mut w, 1);
+        accept(&mut w, 3);
+        w.push_event("caps");
+        w.push_drain("query");
+        assert_eq!(
+            drain(&mut w, None),
+            vec!["skip0x1", "1!", "skip2x1", "3!", "caps", "query"]
+        );
+    }
+
+    #[test]
+    fn a_new_stream_after_the_end_waits_for_holes_again() {
+        let mut w = W::new(Config {
+            deadlines: false,
+            ..config(8)
+        });
+        accept(&mut w, 0);
+        accept(&mut w, 1);
+        w.push_event("eos");
+        w.finish();
+        assert_eq!(drain(&mut w, None), vec!["0!", "1", "eos"]);
+        w.resume_after_finish();
+        w.new_segment();
+        assert!(matches!(
+            w.push(seq(1), t(10), 101, None),
+            Arrival::Accepted
+        ));
+        assert!(
+            drain(&mut w, None).is_empty(),
+            "frame 0 of the new stream is waited for"
+        );
+        assert!(matches!(w.push(seq(0), t(9), 100, None), Arrival::Accepted));
+        assert_eq!(drain(&mut w, None), vec!["100!", "101"]);
     }
 
     #[test]
@@ -953,6 +1245,59 @@ mod tests {
         assert_eq!(drain(&mut w, Some(100)), vec!["0!", "1"]);
         assert!(matches!(w.push(pts(2), t(2), 2, None), Arrival::Accepted));
         assert_eq!(drain(&mut w, Some(100)), vec!["2"]);
+    }
+
+    #[test]
+    fn pts_order_knows_the_first_frame_of_a_segment_and_rounded_timestamps() {
+        let mut w = W::new(Config {
+            deadlines: false,
+            ..config(8)
+        });
+        w.expect_first(0, 0);
+        assert!(matches!(w.push(pts(0), t(0), 0, None), Arrival::Accepted));
+        assert_eq!(drain(&mut w, None), vec!["0!"]);
+        // 30000/1001 fps: the next PTS is a nanosecond off the last PTS + duration.
+        let rounded = Timing {
+            pts: Some(11),
+            duration: Some(10),
+            running_time: Some(11),
+        };
+        let key = FrameKey::Pts { epoch: 0, pts: 11 };
+        assert!(matches!(w.push(key, rounded, 1, None), Arrival::Accepted));
+        assert_eq!(drain(&mut w, None), vec!["1"]);
+    }
+
+    #[test]
+    fn a_new_pts_epoch_drains_the_old_segment_and_starts_over() {
+        let mut w = W::new(Config {
+            deadlines: false,
+            ..config(8)
+        });
+        w.expect_first(0, 0);
+        for n in [0, 1, 3] {
+            assert!(matches!(w.push(pts(n), t(n), n, None), Arrival::Accepted));
+        }
+        assert_eq!(drain(&mut w, None), vec!["0!", "1"]);
+        // A playlist's second item: PTS from 0 again in a new segment.
+        w.expect_first(1, 0);
+        let second = |n: u64| FrameKey::Pts {
+            epoch: 1,
+            pts: n * 10,
+        };
+        let Arrival::Blocked(item) = w.push(second(0), t(0), 100, None) else {
+            panic!("the second segment waits for the first to drain");
+        };
+        assert_eq!(drain(&mut w, None), vec!["skip-1x1", "3!"]);
+        assert!(matches!(
+            w.push(second(0), t(0), item, None),
+            Arrival::Accepted
+        ));
+        assert!(matches!(
+            w.push(second(1), t(1), 101, None),
+            Arrival::Accepted
+        ));
+        assert_eq!(drain(&mut w, None), vec!["100!", "101"]);
+        assert_eq!((w.stats().late, w.stats().duplicates), (0, 0));
     }
 
     #[test]
@@ -983,12 +1328,20 @@ mod tests {
             running_time: Some(hour),
         };
         assert!(matches!(
-            w.push(FrameKey::Pts(hour), timing, 0, None),
+            w.push(
+                FrameKey::Pts {
+                    epoch: 0,
+                    pts: hour
+                },
+                timing,
+                0,
+                None
+            ),
             Arrival::Accepted
         ));
         w.finish();
         drain(&mut w, None);
-        let back = w.push(FrameKey::Pts(0), t(0), 1, None);
+        let back = w.push(FrameKey::Pts { epoch: 0, pts: 0 }, t(0), 1, None);
         assert!(matches!(
             back,
             Arrival::Rejected {
