@@ -19,7 +19,8 @@ run() {
   local what=$1
   shift
   local started=$SECONDS
-  if "$@" >"$log" 2>&1; then
+  # A step that hangs is a failure too.
+  if timeout "${ORDERED_SOAK_STEP_LIMIT:-5400}" "$@" >"$log" 2>&1; then
     echo "$what: passed in $((SECONDS - started)) s"
   else
     echo "$what: FAILED after $((SECONDS - started)) s; the failing case:"

@@ -309,6 +309,8 @@ struct State<W: Work> {
     pushing: bool,
     /// The pusher is in the middle of a frame's push (it counts as waiting until done).
     frame_in_push: bool,
+    /// Workers in the middle of reporting a fatal error (`Work::fatal`).
+    reporting: usize,
     flushing: bool,
     stopping: bool,
     /// Workers that take new jobs (not stuck in a timed-out job, not retired).
@@ -866,11 +868,14 @@ impl<W: Work> Shared<W> {
         state.refresh_gauges();
         if let Some(message) = fatal {
             // Reported before the loss can go out, so that whoever sees the gap sees the
-            // error too.
+            // error too. A flush waits for it (`resume`): it belongs before the flush.
             let generation = state.generation;
+            state.reporting += 1;
             drop(state);
-            self.work.fatal(tag, &message);
+            let _ = std::panic::catch_unwind(AssertUnwindSafe(|| self.work.fatal(tag, &message)));
             state = self.lock();
+            state.reporting -= 1;
+            self.notify_room(&state);
             if state.generation != generation {
                 // Flushed or stopped meanwhile: the range is gone, and so is the loss.
                 let go_on = self.leave_if_panicked(&mut state, panicked);
@@ -906,10 +911,12 @@ impl<W: Work> Shared<W> {
     fn watchdog_loop(self: Arc<Self>) {
         let mut state = self.lock();
         loop {
+            // Told first: `tell` releases the lock, and a stop that comes meanwhile must be
+            // seen before the wait below (nothing else releases the lock before it).
+            state = self.tell(state);
             if state.stopping {
                 return;
             }
-            state = self.tell(state);
             let now = Instant::now();
             let mut next: Option<Instant> = None;
             let mut expired = Vec::new();
@@ -1056,6 +1063,7 @@ impl<W: Work> Pool<W> {
                 order: Order::default(),
                 pushing: false,
                 frame_in_push: false,
+                reporting: 0,
                 flushing: false,
                 stopping: false,
                 live: 0,
@@ -1316,12 +1324,13 @@ impl<W: Work> Pool<W> {
         (queued, finished, events)
     }
 
-    /// Ends a flush: waits until the pusher (if one is in the middle of an output) is done,
-    /// so that nothing from before the flush leaves after this returns; then takes jobs again.
+    /// Ends a flush: waits until the pusher (if one is in the middle of an output) and any
+    /// worker reporting a fatal error are done, so that nothing from before the flush leaves
+    /// (or fails the stream) after this returns; then takes jobs again.
     pub fn resume(&self) {
         let shared = &self.shared;
         let mut state = shared.lock();
-        while state.pushing && !state.stopping {
+        while (state.pushing || state.reporting > 0) && !state.stopping {
             state = shared.wait_room(state);
         }
         state.flushing = false;

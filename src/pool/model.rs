@@ -399,6 +399,22 @@ proptest! {
         config in config(),
         ops in prop::collection::vec(op(), 1..120),
     ) {
-        run(config, &ops);
+        // A schedule that hangs is a failure too (a deadlock), not a stuck test run.
+        let (tx, rx) = mpsc::channel();
+        let case = std::thread::spawn(move || {
+            run(config, &ops);
+            let _ = tx.send(());
+        });
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(()) => case.join().unwrap(),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                if let Err(panic) = case.join() {
+                    std::panic::resume_unwind(panic);
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                prop_assert!(false, "the schedule did not finish within 60 s (a deadlock)");
+            }
+        }
     }
 }
