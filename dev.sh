@@ -78,10 +78,11 @@ test_all() {
   deps
   local build=build
   echo "==> meson setup + compile (builds libgstordered.so through cargo)"
+  # --prefix=/usr: where Debian's GStreamer looks for plugins (README, "Building, installing").
   if [[ -f $build/build.ninja ]]; then
-    meson setup --reconfigure "$build" >/dev/null
+    meson setup --reconfigure --prefix=/usr "$build" >/dev/null
   else
-    meson setup "$build" >/dev/null
+    meson setup --prefix=/usr "$build" >/dev/null
   fi
   meson compile -C "$build"
   mlserver_venv
@@ -93,17 +94,26 @@ test_all() {
   awk '/^test result:/ { p += $4; f += $6 } /^Ok:/ { mp += $2 } /^Fail:/ { mf += $2 }
        END { printf "tests: %d passed, %d failed\n", p + mp, f + mf }' "$log"
 
-  echo "==> meson install into a staging folder"
+  echo "==> meson install (--prefix=/usr) into a staging folder, then used as installed"
   local stage
   stage=$(mktemp -d)
   trap 'rm -rf "$stage"' RETURN
   DESTDIR="$stage" meson install -C "$build" --no-rebuild >/dev/null
-  local installed
-  installed=$(find "$stage" -path '*/gstreamer-1.0/libgstordered.so' | head -n1)
-  [[ -n $installed ]] || { echo "error: meson install did not put libgstordered.so into a gstreamer-1.0 folder" >&2; exit 1; }
-  echo "installed: ${installed#"$stage"}"
-  GST_PLUGIN_PATH=$(dirname "$installed") GST_REGISTRY="$stage/registry.bin" \
-    gst-inspect-1.0 resequencer >/dev/null
+  # The plugin must land in the folder GStreamer itself scans, with no GST_PLUGIN_PATH.
+  local pluginsdir
+  pluginsdir=$(pkg-config --variable=pluginsdir gstreamer-1.0)
+  [[ -f $stage$pluginsdir/libgstordered.so ]] || {
+    echo "error: meson install did not put libgstordered.so into $pluginsdir" >&2
+    find "$stage" -name libgstordered.so >&2
+    exit 1
+  }
+  echo "installed: $pluginsdir/libgstordered.so"
+  # As if installed: GStreamer's system plugin folder, with the staged copy of it first.
+  env -u GST_PLUGIN_PATH -u GST_PLUGIN_PATH_1_0 \
+    GST_PLUGIN_SYSTEM_PATH_1_0="$stage$pluginsdir:$pluginsdir" GST_REGISTRY="$stage/registry.bin" \
+    tests/launch-check.sh 15 videotestsrc is-live=true num-buffers=15 \
+    ! frameanalyzer stats-interval=1000000000 ! enrichpool stats-interval=1000000000 \
+    ! resequencer stats-interval=1000000000 ! fakesink
   echo "==> meson devenv"
   meson devenv -C "$build" gst-inspect-1.0 resequencer >/dev/null
 

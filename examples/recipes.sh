@@ -12,17 +12,22 @@ set -euo pipefail
 
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+# Runs gst-launch-1.0 and prints, of the messages it shows with -m, each element's last stats
+# message: the elements post one just before EOS leaves them (with stats-interval set), with
+# the totals of the stream. Errors go to stderr, and fail the recipe.
 launch() {
   echo "+ gst-launch-1.0 $*"
-  gst-launch-1.0 -q -e "$@"
+  gst-launch-1.0 -e -m "$@" |
+    awk '/^Got message .* \(element\): [a-z]+-stats, / { last[$6] = $0 } END { for (e in last) print last[e] }'
 }
+S=stats-interval=1000000000
 
 # A live test source through analysis, a pool of 4 workers drawing the overlay, and the
 # resequencer.
 live() {
   launch videotestsrc is-live=true num-buffers=60 pattern=ball \
     ! video/x-raw,width=320,height=240,framerate=30/1 \
-    ! frameanalyzer ! enrichpool workers=4 overlay=true ! resequencer \
+    ! frameanalyzer $S ! enrichpool workers=4 overlay=true $S ! resequencer $S \
     ! videoconvert ! fakesink
 }
 
@@ -31,14 +36,14 @@ file() {
   launch videotestsrc num-buffers=60 pattern=ball ! video/x-raw,width=320,height=240 \
     ! x264enc ! mp4mux ! filesink location="$WORK/in.mp4"
   launch filesrc location="$WORK/in.mp4" ! decodebin ! videoconvert \
-    ! frameanalyzer ! enrichpool workers=4 overlay=true ! resequencer \
+    ! frameanalyzer $S ! enrichpool workers=4 overlay=true $S ! resequencer $S \
     ! videoconvert ! x264enc ! mp4mux ! filesink location="$WORK/out.mp4"
   [[ -s $WORK/out.mp4 ]] || { echo "no output file" >&2; return 1; }
 }
 
 # RTP over UDP on 127.0.0.1 from a second gst-launch-1.0 process (raw video, RFC 4175). The
-# receiver stops after 60 frames; the sender sends more, in case the first packets arrive
-# before the receiver listens.
+# receiver stops after 60 frames (identity sends EOS in place of the 61st); the sender sends
+# more, in case the first packets arrive before the receiver listens.
 rtp() {
   local port
   port=$(python3 -c 'import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -49,8 +54,8 @@ rtp() {
     ! rtpvrawpay ! udpsink host=127.0.0.1 port="$port" &
   local sender=$!
   launch udpsrc address=127.0.0.1 port="$port" caps="$caps" \
-    ! rtpjitterbuffer latency=100 ! rtpvrawdepay ! identity eos-after=60 \
-    ! frameanalyzer ! enrichpool workers=4 ! resequencer ! fakesink
+    ! rtpjitterbuffer latency=100 ! rtpvrawdepay ! identity eos-after=61 \
+    ! frameanalyzer $S ! enrichpool workers=4 $S ! resequencer $S ! fakesink
   kill "$sender" 2>/dev/null || true
   wait "$sender" 2>/dev/null || true
 }
@@ -63,8 +68,8 @@ servers() {
   fi
   launch videotestsrc is-live=true num-buffers=60 pattern=ball \
     ! video/x-raw,format=RGB,width=320,height=240,framerate=30/1 \
-    ! frameanalyzer ! enrichpool workers=8 servers="$SERVERS" model="${MODEL:-frames}" overlay=true \
-    ! resequencer ! videoconvert ! fakesink
+    ! frameanalyzer $S ! enrichpool workers=8 servers="$SERVERS" model="${MODEL:-frames}" \
+    overlay=true $S ! resequencer $S ! videoconvert ! fakesink
 }
 
 recipes=("$@")

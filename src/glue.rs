@@ -1,6 +1,6 @@
 //! Small pieces every element's glue uses: poison-tolerant locking, the always-present
-//! sink and src pad templates, and the periodic `stats` element message (posted on the
-//! system clock every `stats-interval`, holding only a weak reference to the element).
+//! sink and src pad templates, and the `stats` element message (posted every `stats-interval`
+//! on the pipeline's clock, holding only a weak reference to the element, and at EOS).
 
 use std::sync::{Mutex, MutexGuard};
 
@@ -26,7 +26,7 @@ pub(crate) fn always_pads(caps: &gst::Caps) -> Vec<gst::PadTemplate> {
     .collect()
 }
 
-/// A periodic stats message; stopped when dropped.
+/// A periodic stats message on the element's clock; stopped when dropped.
 #[derive(Debug, Default)]
 pub struct StatsTimer(Option<gst::PeriodicClockId>);
 
@@ -41,16 +41,15 @@ impl StatsTimer {
         if interval_ns == 0 {
             return;
         }
-        let clock = gst::SystemClock::obtain();
+        // The pipeline's clock once PLAYING (so a test clock drives it too; elements restart
+        // the timer then), the system clock before.
+        let clock = element.clock().unwrap_or_else(gst::SystemClock::obtain);
         let interval = gst::ClockTime::from_nseconds(interval_ns);
         let id = clock.new_periodic_id(clock.time() + interval, interval);
         let weak = element.downgrade();
         let posted = id.wait_async(move |_, _, _| {
             if let Some(element) = weak.upgrade() {
-                let msg = gst::message::Element::builder(stats(&element))
-                    .src(&element)
-                    .build();
-                let _ = element.post_message(msg);
+                post_stats(&element, stats(&element));
             }
         });
         if posted.is_ok() {
@@ -63,6 +62,16 @@ impl StatsTimer {
             id.unschedule();
         }
     }
+}
+
+/// Posts `stats` as the element's stats message: every `stats-interval`, and once more just
+/// before EOS leaves the element (then it covers the whole stream).
+pub(crate) fn post_stats<E: IsA<gst::Element> + IsA<gst::Object>>(
+    element: &E,
+    stats: gst::Structure,
+) {
+    let msg = gst::message::Element::builder(stats).src(element).build();
+    let _ = element.post_message(msg);
 }
 
 impl Drop for StatsTimer {

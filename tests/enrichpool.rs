@@ -15,7 +15,10 @@ use gst_check::Harness;
 use gstordered::EnrichPool;
 use gstordered::enrichpool::Verdict;
 use gstordered::meta::{Enrichment, Gap, GapReason, SeqMeta};
-use sync::Gate;
+use sync::{Gate, within};
+
+/// The longest a test that could hang (a regression deadlocking) may take.
+const LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 fn init() {
     static INIT: std::sync::Once = std::sync::Once::new();
@@ -314,60 +317,65 @@ fn serialized_events_wait_for_earlier_frames_and_eos_for_all() {
 
 #[test]
 fn flush_discards_work_and_starts_a_new_epoch() {
-    let (mut h, pool, _) = pool_harness("workers=1");
-    let gate = Gate::default();
-    let g = gate.clone();
-    let (started_tx, started_rx) = mpsc::channel();
-    let started_tx = Mutex::new(started_tx);
-    pool.set_handler(move |job| {
-        if SeqMeta::read(job.buffer).unwrap().unwrap().epoch == 0 {
-            let _ = started_tx.lock().unwrap().send(());
-            g.wait();
+    within(LIMIT, || {
+        let (mut h, pool, _) = pool_harness("workers=1");
+        let gate = Gate::default();
+        let g = gate.clone();
+        let (started_tx, started_rx) = mpsc::channel();
+        let started_tx = Mutex::new(started_tx);
+        pool.set_handler(move |job| {
+            if SeqMeta::read(job.buffer).unwrap().unwrap().epoch == 0 {
+                let _ = started_tx.lock().unwrap().send(());
+                g.wait();
+            }
+            Ok(Verdict::Keep)
+        });
+        for i in 0..3 {
+            h.push(frame(i)).unwrap();
         }
-        Ok(Verdict::Keep)
+        started_rx.recv().unwrap();
+        assert!(h.push_event(gst::event::FlushStart::new()));
+        assert!(h.push_event(gst::event::FlushStop::new(true)));
+        gate.open();
+        assert!(
+            h.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
+                gst::ClockTime,
+            >::new()))
+        );
+        h.push(frame(0)).unwrap();
+        h.push(frame(1)).unwrap();
+        for expected in 0..2 {
+            let out = h.pull().unwrap();
+            let meta = SeqMeta::read(&out).unwrap().unwrap();
+            assert_eq!((meta.epoch, meta.seq), (1, expected));
+        }
+        assert_eq!(stat(&pool, "flushed"), 3);
     });
-    for i in 0..3 {
-        h.push(frame(i)).unwrap();
-    }
-    started_rx.recv().unwrap();
-    assert!(h.push_event(gst::event::FlushStart::new()));
-    assert!(h.push_event(gst::event::FlushStop::new(true)));
-    gate.open();
-    assert!(
-        h.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
-            gst::ClockTime,
-        >::new()))
-    );
-    h.push(frame(0)).unwrap();
-    h.push(frame(1)).unwrap();
-    for expected in 0..2 {
-        let out = h.pull().unwrap();
-        let meta = SeqMeta::read(&out).unwrap().unwrap();
-        assert_eq!((meta.epoch, meta.seq), (1, expected));
-    }
-    assert_eq!(stat(&pool, "flushed"), 3);
 }
 
 #[test]
 fn stopping_while_every_worker_is_busy_does_not_hang() {
-    let (pipeline, pool) =
-        pipeline_with_pool("videotestsrc is-live=true ! enrichpool name=pool workers=2 ! fakesink");
-    let gate = Gate::default();
-    let g = gate.clone();
-    let (busy_tx, busy_rx) = mpsc::channel();
-    let busy_tx = Mutex::new(busy_tx);
-    pool.set_handler(move |_| {
-        let _ = busy_tx.lock().unwrap().send(());
-        g.wait();
-        Ok(Verdict::Keep)
+    within(LIMIT, || {
+        let (pipeline, pool) = pipeline_with_pool(
+            "videotestsrc is-live=true ! enrichpool name=pool workers=2 ! fakesink",
+        );
+        let gate = Gate::default();
+        let g = gate.clone();
+        let (busy_tx, busy_rx) = mpsc::channel();
+        let busy_tx = Mutex::new(busy_tx);
+        pool.set_handler(move |_| {
+            let _ = busy_tx.lock().unwrap().send(());
+            g.wait();
+            Ok(Verdict::Keep)
+        });
+        pipeline.set_state(gst::State::Playing).unwrap();
+        busy_rx.recv().unwrap();
+        busy_rx.recv().unwrap();
+        // Both workers hang in the handler; PLAYING→NULL must still return.
+        pipeline.set_state(gst::State::Null).unwrap();
+        assert_eq!(pipeline.current_state(), gst::State::Null);
+        gate.open();
     });
-    pipeline.set_state(gst::State::Playing).unwrap();
-    busy_rx.recv().unwrap();
-    busy_rx.recv().unwrap();
-    // Both workers hang in the handler; PLAYING→NULL must still return.
-    pipeline.set_state(gst::State::Null).unwrap();
-    assert_eq!(pipeline.current_state(), gst::State::Null);
-    gate.open();
 }
 
 #[test]

@@ -144,8 +144,46 @@ fn the_gst_launch_recipes_run_with_and_without_servers() {
         )
         .env("XDG_RUNTIME_DIR", std::env::temp_dir());
     let stdout = run(cmd);
-    for recipe in ["== live", "== file", "== rtp", "== servers", "recipes: ok"] {
-        assert!(stdout.contains(recipe), "{stdout}");
+    assert!(stdout.contains("recipes: ok"), "{stdout}");
+    assert!(!stdout.contains("servers: skipped"), "{stdout}");
+    // Each recipe prints its elements' last stats messages (posted as EOS left them).
+    for recipe in ["live", "file", "rtp", "servers"] {
+        let section = stdout
+            .split("== ")
+            .find(|s| s.starts_with(recipe))
+            .unwrap_or_else(|| panic!("no {recipe} recipe in {stdout}"));
+        let stat = |structure: &str, field: &str| -> u64 {
+            let line = section
+                .lines()
+                .find(|l| l.contains(&format!("): {structure}, ")))
+                .unwrap_or_else(|| panic!("{recipe}: no {structure} message in {section}"));
+            let key = format!(" {field}=(guint64)");
+            let at = line
+                .find(&key)
+                .unwrap_or_else(|| panic!("{recipe}: no {field} in {line}"));
+            let digits: String = line[at + key.len()..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            digits.parse().unwrap()
+        };
+        // 60 frames each (rtp: `identity eos-after=61`): every one analysed, processed by
+        // the pool and pushed in order by the resequencer, nothing dropped, skipped or late.
+        let what = format!("{recipe}: {section}");
+        assert_eq!(stat("frameanalyzer-stats", "frames"), 60, "{what}");
+        assert_eq!(stat("frameanalyzer-stats", "errors"), 0, "{what}");
+        assert_eq!(stat("enrichpool-stats", "in"), 60, "{what}");
+        assert_eq!(stat("enrichpool-stats", "pushed"), 60, "{what}");
+        assert_eq!(stat("enrichpool-stats", "dropped"), 0, "{what}");
+        assert_eq!(stat("resequencer-stats", "in"), 60, "{what}");
+        assert_eq!(stat("resequencer-stats", "pushed"), 60, "{what}");
+        for field in ["skipped", "late", "duplicates", "invalid", "gaps"] {
+            assert_eq!(stat("resequencer-stats", field), 0, "{field} in {what}");
+        }
+        if recipe == "servers" {
+            // Every frame went to a server and came back with an answer (a failed request
+            // would have been dropped, a gap).
+            assert_eq!(stat("enrichpool-stats", "remote-sent"), 60, "{what}");
+        }
     }
-    assert!(!stdout.contains("skipped"), "{stdout}");
 }

@@ -168,6 +168,95 @@ fn known_answers_in_every_format_on_gpu_and_cpu_alike() {
     }
 }
 
+/// A frame of a packed RGB `format` whose pixel (x, y) has the colour `rgb(x, y)`, placed by
+/// GStreamer's own description of the format (its component offsets), not by ours.
+fn coloured_frame(
+    info: &gst_video::VideoInfo,
+    n: u64,
+    rgb: impl Fn(u32, u32) -> [u8; 3],
+) -> gst::Buffer {
+    let mut buffer = gst::Buffer::with_size(info.size()).unwrap();
+    buffer
+        .get_mut()
+        .unwrap()
+        .set_pts(gst::ClockTime::from_mseconds(40) * n);
+    let mut f = gst_video::VideoFrame::from_buffer_writable(buffer, info).unwrap();
+    let (w, h) = (f.width(), f.height());
+    let pixel = f.format_info().pixel_stride()[0] as u32;
+    let stride = f.plane_stride()[0] as u32;
+    let format_info = f.format_info();
+    let offsets = format_info.poffset();
+    let (r, g, b) = (offsets[0], offsets[1], offsets[2]);
+    let data = f.plane_data_mut(0).unwrap();
+    for y in 0..h {
+        for x in 0..w {
+            let o = (y * stride + x * pixel) as usize;
+            let [cr, cg, cb] = rgb(x, y);
+            data[o + r as usize] = cr;
+            data[o + g as usize] = cg;
+            data[o + b as usize] = cb;
+        }
+    }
+    f.into_buffer()
+}
+
+/// BT.601 luma in 8-bit fixed point (weights 77, 150, 29 of 256), written out here.
+fn bt601([r, g, b]: [u8; 3]) -> u8 {
+    ((77 * u32::from(r) + 150 * u32::from(g) + 29 * u32::from(b) + 128) / 256) as u8
+}
+
+#[test]
+fn coloured_frames_in_packed_formats_give_the_luma_of_their_colours() {
+    init();
+    // R, G and B apart in every pixel, and moving between frames: a swapped channel in the
+    // element's format table or in the analysis changes the luma, the histogram and motion.
+    let colour = |n: u32| {
+        move |x: u32, y: u32| {
+            let (x, y) = (x.wrapping_add(7 * n), y);
+            [
+                (x * 37 + y * 11) as u8,
+                (x * 5 + y * 29 + 90) as u8,
+                (x * 71 + y * 3 + 200) as u8,
+            ]
+        }
+    };
+    let (w, h) = (64, 48);
+    let grey = info("GRAY8", w, h);
+    let expected: Vec<FrameAnalysis> = analyze(
+        "cpu",
+        &grey,
+        (0..3)
+            .map(|n| frame(&grey, n.into(), |x, y| bt601(colour(n)(x, y))))
+            .collect(),
+    )
+    .iter()
+    .map(|b| analysis(b))
+    .collect();
+    assert!(expected[0].luma_stddev > 10.0 && expected[1].motion > 0.0);
+    for format in ["RGBA", "BGRA", "RGBx", "BGRx", "RGB", "BGR"] {
+        let info = info(format, w, h);
+        for device in ["cpu", "gpu"] {
+            let frames = (0..3)
+                .map(|n| coloured_frame(&info, n.into(), colour(n)))
+                .collect();
+            let got = analyze(device, &info, frames);
+            for (n, (g, e)) in got.iter().zip(&expected).enumerate() {
+                assert_eq!(
+                    FrameAnalysis {
+                        backend: String::new(),
+                        ..analysis(g)
+                    },
+                    FrameAnalysis {
+                        backend: String::new(),
+                        ..e.clone()
+                    },
+                    "{format} on {device}, frame {n}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn odd_sizes_and_padded_strides_agree() {
     for format in ["I420", "RGB", "GRAY8", "BGRx"] {
@@ -391,19 +480,32 @@ fn device_gpu_without_a_gpu_fails_at_start_with_a_clear_error() {
         .env("VK_ICD_FILENAMES", "/nonexistent.json")
         .env("VK_DRIVER_FILES", "/nonexistent.json")
         .args([
+            "-m",
             "videotestsrc",
             "num-buffers=2",
             "!",
             "frameanalyzer",
             "device=auto",
+            "post-messages=true",
             "!",
             "fakesink",
         ])
         .output()
         .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    // Both frames were analysed, on the CPU.
+    let analyses: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains("frameanalyzer-analysis") || l.contains("backend="))
+        .collect();
+    assert_eq!(analyses.len(), 2, "{stdout}");
+    assert!(
+        analyses.iter().all(|l| l.contains("backend=(string)cpu")),
+        "{stdout}"
     );
 }

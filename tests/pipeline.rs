@@ -178,35 +178,94 @@ fn live_source_with_lost_frames_skips_exactly_those() {
     assert_eq!(stat(&o, "in"), n - lost.len() as u64);
 }
 
+/// Pops the element messages of `name` that are on `bus` now.
+fn stats_messages(bus: &gst::Bus, name: &str) -> Vec<gst::Structure> {
+    std::iter::from_fn(|| bus.pop_filtered(&[gst::MessageType::Element]))
+        .filter_map(|m| m.structure().map(|s| s.to_owned()))
+        .filter(|s| s.name() == name)
+        .collect()
+}
+
 #[test]
-fn stats_are_posted_every_stats_interval() {
+fn stats_are_posted_every_stats_interval_on_the_pipeline_clock() {
     init();
-    let pipeline = gst::parse::launch(
-        "videotestsrc is-live=true ! video/x-raw,width=32,height=24,framerate=30/1 \
-         ! resequencer name=r stats-interval=100000000 ! fakesink",
-    )
-    .unwrap();
-    pipeline.set_state(gst::State::Playing).unwrap();
-    let bus = pipeline.bus().unwrap();
-    let mut seen = Vec::new();
-    while seen.len() < 3 {
-        let msg = bus
-            .timed_pop_filtered(
-                gst::ClockTime::from_seconds(10),
-                &[gst::MessageType::Element, gst::MessageType::Error],
-            )
-            .expect("no stats message within 10 s");
-        let s = msg.structure().unwrap();
-        assert_eq!(s.name(), "resequencer-stats", "{msg:?}");
-        assert_eq!(msg.src().unwrap().name(), "r");
-        seen.push(s.get::<u64>("in").unwrap());
+    const INTERVAL: gst::ClockTime = gst::ClockTime::from_seconds(1);
+    for element in ["resequencer", "enrichpool", "frameanalyzer"] {
+        let pipeline = gst::parse::launch(&format!(
+            "appsrc is-live=true format=time \
+             caps=video/x-raw,format=GRAY8,width=16,height=16,framerate=30/1 \
+             ! {element} name=e stats-interval={} ! fakesink sync=false async=false",
+            INTERVAL.nseconds()
+        ))
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+        let clock = gst_check::TestClock::new();
+        pipeline.use_clock(Some(&clock));
+        let bus = pipeline.bus().unwrap();
+        pipeline.set_state(gst::State::Playing).unwrap();
+        let name = format!("{element}-stats");
+        // Nothing else waits on the clock: each pending entry is the stats timer's, one
+        // interval after the previous one; each crank posts exactly one message.
+        let mut due = Vec::new();
+        for _ in 0..3 {
+            let (pending, ids) = clock.timed_wait_for_multiple_pending_ids(1, 10_000);
+            assert!(pending, "{element}: no stats timer on the pipeline's clock");
+            due.push(ids[0].time());
+            assert!(stats_messages(&bus, &name).is_empty(), "{element}: early");
+            assert!(clock.crank());
+            let posted = bus
+                .timed_pop_filtered(
+                    gst::ClockTime::from_seconds(10),
+                    &[gst::MessageType::Element],
+                )
+                .unwrap_or_else(|| panic!("{element}: no message after the crank"));
+            assert_eq!(posted.structure().unwrap().name(), name.as_str());
+            assert_eq!(posted.src().unwrap().name(), "e");
+        }
+        assert_eq!(due[1] - due[0], INTERVAL, "{element}: {due:?}");
+        assert_eq!(due[2] - due[1], INTERVAL, "{element}: {due:?}");
+        pipeline.set_state(gst::State::Null).unwrap();
+        assert!(
+            stats_messages(&bus, &name).is_empty(),
+            "{element}: a message after the crank"
+        );
     }
-    pipeline.set_state(gst::State::Null).unwrap();
-    assert!(seen.windows(2).all(|p| p[0] <= p[1]), "{seen:?}");
-    assert!(
-        seen[2] > 0,
-        "frames flowed while stats were posted: {seen:?}"
-    );
+}
+
+#[test]
+fn the_last_stats_message_covers_the_whole_stream() {
+    init();
+    // An interval far longer than the run: the one message is the one posted at EOS.
+    for (element, field) in [
+        ("resequencer", "pushed"),
+        ("enrichpool", "pushed"),
+        ("frameanalyzer", "frames"),
+    ] {
+        let pipeline = gst::parse::launch(&format!(
+            "videotestsrc num-buffers=25 ! video/x-raw,width=16,height=16 \
+             ! {element} name=e stats-interval=3600000000000 ! fakesink"
+        ))
+        .unwrap();
+        let bus = pipeline.bus().unwrap();
+        pipeline.set_state(gst::State::Playing).unwrap();
+        let mut last = None;
+        loop {
+            let msg = bus
+                .timed_pop(gst::ClockTime::from_seconds(30))
+                .unwrap_or_else(|| panic!("{element}: no EOS within 30 s"));
+            match msg.view() {
+                gst::MessageView::Element(e) => last = e.structure().map(|s| s.to_owned()),
+                gst::MessageView::Eos(_) => break,
+                gst::MessageView::Error(e) => panic!("{element}: {e:?}"),
+                _ => {}
+            }
+        }
+        pipeline.set_state(gst::State::Null).unwrap();
+        let last = last.unwrap_or_else(|| panic!("{element}: no stats message before EOS"));
+        assert_eq!(last.name(), format!("{element}-stats").as_str());
+        assert_eq!(last.get::<u64>(field).unwrap(), 25, "{element}: {last}");
+    }
 }
 
 #[test]
@@ -234,54 +293,15 @@ fn gst_launch_runs_a_live_pipeline_through_the_resequencer() {
 }
 
 #[test]
-fn gst_inspect_documents_every_property() {
-    let elements: [(&str, &[&str]); 3] = [
-        (
-            "resequencer",
-            &[
-                "order-by",
-                "latency",
-                "max-window",
-                "stats",
-                "stats-interval",
-            ],
-        ),
-        (
-            "enrichpool",
-            &[
-                "workers",
-                "max-workers",
-                "idle-timeout",
-                "max-size-buffers",
-                "max-size-bytes",
-                "max-size-time",
-                "leaky",
-                "timeout",
-                "on-error",
-                "retries",
-                "latency",
-                "overlay",
-                "stats",
-                "stats-interval",
-            ],
-        ),
-        (
-            "frameanalyzer",
-            &[
-                "device",
-                "block-size",
-                "motion-threshold",
-                "scene-threshold",
-                "dark-threshold",
-                "max-rois",
-                "post-messages",
-                "backend",
-                "stats",
-                "stats-interval",
-            ],
-        ),
-    ];
-    for (element, props) in elements {
+fn every_property_is_documented_in_gst_inspect_and_readme() {
+    init();
+    let readme = include_str!("../README.md");
+    for element in ["resequencer", "enrichpool", "frameanalyzer"] {
+        // README's section of the element: from its heading to the next `## `.
+        let heading = format!("\n## `{element}`\n");
+        let from = readme.find(&heading).expect("a README section per element") + 1;
+        let section = &readme[from..];
+        let section = &section[..section[3..].find("\n## ").map_or(section.len(), |e| e + 3)];
         let out = gst_command("gst-inspect-1.0")
             .arg(element)
             .output()
@@ -292,20 +312,51 @@ fn gst_inspect_documents_every_property() {
             String::from_utf8_lossy(&out.stderr)
         );
         let text = String::from_utf8(out.stdout).unwrap();
-        for prop in props {
+        let instance = gst::ElementFactory::make(element).build().unwrap();
+        let inherited: Vec<String> = ["name", "parent", "qos"].map(String::from).to_vec();
+        let own: Vec<gst::glib::ParamSpec> = instance
+            .list_properties()
+            .iter()
+            .filter(|p| !inherited.contains(&p.name().to_string()))
+            .cloned()
+            .collect();
+        assert!(own.len() >= 5, "{element}: {} properties", own.len());
+        for prop in own {
+            let name = prop.name();
+            let blurb = prop.blurb().unwrap_or_default();
+            // A sentence that says more than the name, shown by gst-inspect-1.0 as it is.
+            assert!(
+                blurb.len() >= 30 && blurb != prop.nick() && !blurb.eq_ignore_ascii_case(name),
+                "{element}: {name} has no real description: {blurb:?}"
+            );
             let line = text
                 .lines()
-                .find(|l| l.trim_start().starts_with(&format!("{prop} ")))
-                .unwrap_or_else(|| panic!("{element}: {prop} missing from gst-inspect-1.0 output"));
+                .find(|l| {
+                    // Properties are listed two spaces in; deeper lines are their details.
+                    l.strip_prefix("  ").is_some_and(|l| {
+                        l.starts_with(&format!("{name} ")) || l.starts_with(&format!("{name}:"))
+                    })
+                })
+                .unwrap_or_else(|| panic!("{element}: {name} missing from gst-inspect-1.0"));
             assert!(
-                line.len() > 40,
-                "{element}: {prop} has no real description: {line}"
+                line.contains(blurb),
+                "{element}: gst-inspect-1.0 shows {line:?}, not the blurb {blurb:?}"
+            );
+            assert!(
+                section.contains(&format!("`{name}`")),
+                "{element}: {name} is not documented in README's section"
             );
         }
-        assert!(
-            text.contains("nanoseconds") || text.contains("pixels"),
-            "{element}: units shown"
-        );
+        // Units are told where a number has one.
+        for time_property in ["latency", "timeout", "idle-timeout", "stats-interval"] {
+            if let Some(p) = instance.find_property(time_property) {
+                let blurb = p.blurb().unwrap_or_default();
+                assert!(
+                    blurb.contains("nanosecond") || blurb.contains("ns"),
+                    "{element}: {time_property} does not say its unit: {blurb}"
+                );
+            }
+        }
     }
     let out = gst_command("gst-inspect-1.0")
         .arg("enrichpool")

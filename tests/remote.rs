@@ -69,6 +69,15 @@ impl Run {
     /// Starts the pipeline and a thread feeding up to `frames` frames (then EOS), one
     /// every `pace` if given, else as fast as the pool takes them.
     fn start(pool_props: &str, frames: u64, pace: Option<Duration>) -> Run {
+        Self::start_with(pool_props, frames, pace, false)
+    }
+
+    /// [`Run::start`], feeding only once every server answered its probe (healthy in stats).
+    fn start_when_all_healthy(pool_props: &str, frames: u64) -> Run {
+        Self::start_with(pool_props, frames, None, true)
+    }
+
+    fn start_with(pool_props: &str, frames: u64, pace: Option<Duration>, all_healthy: bool) -> Run {
         init();
         let desc = format!(
             "appsrc name=src is-live=true format=time \
@@ -136,7 +145,18 @@ impl Run {
             .unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
+        let pool = pipeline.by_name("pool").unwrap();
         let feeder = std::thread::spawn(move || {
+            let until = Instant::now() + WAIT;
+            // Polled: stats are the only view of the servers' health from outside.
+            while all_healthy && !all_servers_healthy(&pool) {
+                assert!(
+                    Instant::now() < until,
+                    "not every server became healthy: {}",
+                    pool.property::<gst::Structure>("stats")
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
             for n in 0..frames {
                 if stopped.load(Ordering::Relaxed) {
                     break;
@@ -605,28 +625,75 @@ fn only_label_sends_the_frames_with_that_analysis_label() {
     assert_eq!(field::<u64>(&pool, "remote-sent"), motion);
 }
 
+/// Whether every server in `pool`'s stats is healthy.
+fn all_servers_healthy(pool: &gst::Element) -> bool {
+    let stats = pool.property::<gst::Structure>("stats");
+    stats.get::<gst::Array>("servers").unwrap().iter().all(|s| {
+        s.get::<gst::Structure>()
+            .unwrap()
+            .get::<bool>("healthy")
+            .unwrap()
+    })
+}
+
+/// The slow fake server's counts of inference requests: (started, cancelled, answered),
+/// once every request it started has ended (within 10 s of the call).
+fn settled_counts(server: &FakeServer) -> (u64, u64, u64) {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let body = servers::http_get(server.http, "/counts").expect("GET /counts");
+        let counts: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let n = |k: &str| counts[k].as_u64().unwrap();
+        let (started, cancelled, answered) = (n("started"), n("cancelled"), n("answered"));
+        if started == cancelled + answered {
+            return (started, cancelled, answered);
+        }
+        assert!(
+            Instant::now() < until,
+            "requests still open on the slow server: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
-fn hedging_sends_a_second_copy_and_keeps_the_first_answer() {
-    let mut slow = MlServer::spawn(&[("ORDERED_TEST_MODE", "hang")]);
-    let mut fast = MlServer::spawn(&[("ORDERED_TEST_MAX_DELAY_MS", "5")]);
-    slow.wait_ready();
-    fast.wait_ready();
-    // The hanging server is listed first: with equal in-flight counts it is picked first,
-    // and the hedge after 50 ms answers. The request timeout is long: without hedging,
-    // every frame sent there would wait for it.
-    let list = format!("{},{}", slow.grpc_url(), fast.grpc_url());
-    let run = Run::start(
-        &format!(
-            "servers={list} model=frames workers=2 hedge-after=50000000 request-timeout=30000000000 on-error=drop"
-        ),
-        30,
-        None,
-    );
-    let (frames, pool, _) = run.finish();
-    assert_eq!(frames.len(), 30, "{pool}");
-    check(&frames, true);
-    assert!(field::<u64>(&pool, "hedges") > 0, "{pool}");
-    assert!(all_answered_by(&frames, &fast.grpc_url()));
+fn hedging_keeps_the_first_answer_and_cancels_the_other_request() {
+    let fast = MlServer::start(&[("ORDERED_TEST_MAX_DELAY_MS", "5")]);
+    for transport in ["grpc", "http"] {
+        // The slow server answers after 10 s unless the request is given up first; it is
+        // listed first, so with equal in-flight counts it is picked first, and the hedge
+        // after 50 ms goes to the fast server. Were the slow answer kept, the frame's
+        // checksum and server would say so; were the slow request not cancelled, the slow
+        // server would count it answered (or still open) after the run.
+        let slow = FakeServer::start("slow");
+        let (slow_url, fast_url) = match transport {
+            "grpc" => (slow.grpc_url(), fast.grpc_url()),
+            _ => (slow.http_url(), fast.http_url()),
+        };
+        let run = Run::start_when_all_healthy(
+            &format!(
+                "servers={slow_url},{fast_url} model=frames workers=2 hedge-after=50000000 \
+                 request-timeout=30000000000 on-error=drop"
+            ),
+            30,
+        );
+        let (frames, pool, _) = run.finish();
+        assert_eq!(frames.len(), 30, "{transport}: {pool}");
+        check(&frames, true);
+        assert!(all_answered_by(&frames, &fast_url), "{transport}: {pool}");
+        let hedges = field::<u64>(&pool, "hedges");
+        let (started, cancelled, answered) = settled_counts(&slow);
+        assert!(hedges > 0, "{transport}: {pool}");
+        assert_eq!(
+            started, hedges,
+            "{transport}: every request to the slow server was hedged"
+        );
+        assert_eq!(
+            (cancelled, answered),
+            (started, 0),
+            "{transport}: every losing request was cancelled"
+        );
+    }
 }
 
 #[test]

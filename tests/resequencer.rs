@@ -1,11 +1,18 @@
 //! The `resequencer` element driven through `gst_check::Harness`: ordering, live deadlines
 //! on a `TestClock`, gap events, EOS, flushes, events in place, and bad input.
 
+#[path = "common/sync.rs"]
+mod sync;
+
 use std::sync::{Arc, Mutex};
 
 use gst::prelude::*;
 use gst_check::Harness;
 use gstordered::meta::{Gap, GapReason, SeqMeta};
+use sync::within;
+
+/// The longest a test that could hang (a regression deadlocking) may take.
+const LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 const FRAME: gst::ClockTime = gst::ClockTime::from_mseconds(40);
 
@@ -133,45 +140,47 @@ fn frames_come_out_in_sequence_order() {
 
 #[test]
 fn missing_frame_is_skipped_exactly_when_its_deadline_passes() {
-    let (mut h, rec) = harness(&[("latency", &100_000_000u64)]);
-    h.use_testclock();
-    let clock = h.testclock().unwrap();
-    for seq in [0, 1, 3] {
-        h.push(frame(seq)).unwrap();
-    }
-    assert_eq!(pull_seqs(&mut h, 2), vec![0, 1]);
+    within(LIMIT, || {
+        let (mut h, rec) = harness(&[("latency", &100_000_000u64)]);
+        h.use_testclock();
+        let clock = h.testclock().unwrap();
+        for seq in [0, 1, 3] {
+            h.push(frame(seq)).unwrap();
+        }
+        assert_eq!(pull_seqs(&mut h, 2), vec![0, 1]);
 
-    // Frame 2 was expected at 80 ms; the task waits for 80 ms + latency, no earlier.
-    let id = clock.wait_for_next_pending_id();
-    let base = h.element().unwrap().base_time().unwrap();
-    assert_eq!(id.time(), base + gst::ClockTime::from_mseconds(180));
-    assert_eq!(
-        rec.frames(),
-        vec![0, 1],
-        "nothing released before the deadline"
-    );
-    assert_eq!(stat(&h, "skipped"), 0);
+        // Frame 2 was expected at 80 ms; the task waits for 80 ms + latency, no earlier.
+        let id = clock.wait_for_next_pending_id();
+        let base = h.element().unwrap().base_time().unwrap();
+        assert_eq!(id.time(), base + gst::ClockTime::from_mseconds(180));
+        assert_eq!(
+            rec.frames(),
+            vec![0, 1],
+            "nothing released before the deadline"
+        );
+        assert_eq!(stat(&h, "skipped"), 0);
 
-    assert!(h.crank_single_clock_wait().is_ok());
-    let third = h.pull().unwrap();
-    assert_eq!(SeqMeta::read(&third).unwrap().unwrap().seq, 3);
-    assert!(third.flags().contains(gst::BufferFlags::DISCONT));
-    assert_eq!(stat(&h, "skipped"), 1);
+        assert!(h.crank_single_clock_wait().is_ok());
+        let third = h.pull().unwrap();
+        assert_eq!(SeqMeta::read(&third).unwrap().unwrap().seq, 3);
+        assert!(third.flags().contains(gst::BufferFlags::DISCONT));
+        assert_eq!(stat(&h, "skipped"), 1);
 
-    // A GAP event covers the missing frame's time.
-    let gap = std::iter::from_fn(|| h.try_pull_event())
-        .find(|e| e.type_() == gst::EventType::Gap)
-        .expect("a GAP event for frame 2");
-    let gst::EventView::Gap(gap) = gap.view() else {
-        unreachable!()
-    };
-    assert_eq!(gap.get(), (FRAME * 2, Some(FRAME)));
+        // A GAP event covers the missing frame's time.
+        let gap = std::iter::from_fn(|| h.try_pull_event())
+            .find(|e| e.type_() == gst::EventType::Gap)
+            .expect("a GAP event for frame 2");
+        let gst::EventView::Gap(gap) = gap.view() else {
+            unreachable!()
+        };
+        assert_eq!(gap.get(), (FRAME * 2, Some(FRAME)));
 
-    // Frame 2 coming now is late and dropped.
-    h.push(frame(2)).unwrap();
-    assert_eq!(stat(&h, "late"), 1);
-    h.push(frame(4)).unwrap();
-    assert_eq!(pull_seqs(&mut h, 1), vec![4]);
+        // Frame 2 coming now is late and dropped.
+        h.push(frame(2)).unwrap();
+        assert_eq!(stat(&h, "late"), 1);
+        h.push(frame(4)).unwrap();
+        assert_eq!(pull_seqs(&mut h, 1), vec![4]);
+    });
 }
 
 #[test]
@@ -458,33 +467,35 @@ fn full_window_skips_the_missing_head_without_waiting() {
 
 #[test]
 fn stop_while_downstream_blocks_and_the_chain_waits_for_room_does_not_hang() {
-    let (h, _) = harness(&[("max-window", &1u32)]);
-    let element = h.element().unwrap();
-    // Downstream blocks on the first frame; the window fills; the chain waits for room.
-    let (blocked_tx, blocked_rx) = std::sync::mpsc::channel();
-    element.static_pad("src").unwrap().add_probe(
-        gst::PadProbeType::BLOCK | gst::PadProbeType::BUFFER,
-        move |_, _| {
-            let _ = blocked_tx.send(());
-            gst::PadProbeReturn::Ok
-        },
-    );
-    let (about_to_block_tx, about_to_block_rx) = std::sync::mpsc::channel();
-    let peer = element.static_pad("sink").unwrap().peer().unwrap();
-    let pusher = std::thread::spawn(move || {
-        let mut results = Vec::new();
-        for seq in 0..3 {
-            if seq == 2 {
-                about_to_block_tx.send(()).unwrap();
+    within(LIMIT, || {
+        let (h, _) = harness(&[("max-window", &1u32)]);
+        let element = h.element().unwrap();
+        // Downstream blocks on the first frame; the window fills; the chain waits for room.
+        let (blocked_tx, blocked_rx) = std::sync::mpsc::channel();
+        element.static_pad("src").unwrap().add_probe(
+            gst::PadProbeType::BLOCK | gst::PadProbeType::BUFFER,
+            move |_, _| {
+                let _ = blocked_tx.send(());
+                gst::PadProbeReturn::Ok
+            },
+        );
+        let (about_to_block_tx, about_to_block_rx) = std::sync::mpsc::channel();
+        let peer = element.static_pad("sink").unwrap().peer().unwrap();
+        let pusher = std::thread::spawn(move || {
+            let mut results = Vec::new();
+            for seq in 0..3 {
+                if seq == 2 {
+                    about_to_block_tx.send(()).unwrap();
+                }
+                results.push(peer.push(frame(seq)));
             }
-            results.push(peer.push(frame(seq)));
-        }
-        results
+            results
+        });
+        blocked_rx.recv().unwrap();
+        about_to_block_rx.recv().unwrap();
+        element.set_state(gst::State::Null).unwrap();
+        let results = pusher.join().unwrap();
+        assert_eq!(results[0], Ok(gst::FlowSuccess::Ok));
+        assert_eq!(results[2], Err(gst::FlowError::Flushing));
     });
-    blocked_rx.recv().unwrap();
-    about_to_block_rx.recv().unwrap();
-    element.set_state(gst::State::Null).unwrap();
-    let results = pusher.join().unwrap();
-    assert_eq!(results[0], Ok(gst::FlowSuccess::Ok));
-    assert_eq!(results[2], Err(gst::FlowError::Flushing));
 }

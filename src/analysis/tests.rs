@@ -363,6 +363,83 @@ fn gpu_known_answers() {
     assert_eq!(a[2].label, Label::SceneCut);
 }
 
+type MakeBackend = fn() -> Box<dyn Backend>;
+
+/// BT.601 luma in 8-bit fixed point, written out here rather than taken from the code under
+/// test: 0.299 R + 0.587 G + 0.114 B with weights 77, 150 and 29 (of 256), rounded.
+fn bt601(r: u8, g: u8, b: u8) -> u8 {
+    ((77 * u32::from(r) + 150 * u32::from(g) + 29 * u32::from(b) + 128) / 256) as u8
+}
+
+#[test]
+fn coloured_packed_frames_give_the_luma_of_their_colours() {
+    // Every pixel a different colour (R, G and B drawn apart), so that a swapped channel in
+    // a layout or in the shader's weights changes the luma of almost every pixel.
+    let (w, h) = (53, 41);
+    let colours: Vec<Vec<[u8; 3]>> = (1..=3u64)
+        .map(|seed| {
+            let (r, g, b) = (
+                noise(w, h, seed),
+                noise(w, h, seed + 10),
+                noise(w, h, seed + 20),
+            );
+            (0..(w * h) as usize).map(|i| [r[i], g[i], b[i]]).collect()
+        })
+        .collect();
+    let luma: Vec<Vec<u8>> = colours
+        .iter()
+        .map(|frame| frame.iter().map(|&[r, g, b]| bt601(r, g, b)).collect())
+        .collect();
+    // A swap would show: R and B differ in most pixels, so their lumas do too.
+    let swapped: Vec<u8> = colours[0].iter().map(|&[r, g, b]| bt601(b, g, r)).collect();
+    assert!(swapped.iter().zip(&luma[0]).filter(|(a, b)| a != b).count() > (w * h / 2) as usize);
+    let expected = cpu_luma(&luma, w, h);
+    for (name, layout) in layouts() {
+        let Layout::Packed {
+            bytes_per_pixel,
+            r,
+            g,
+            b,
+        } = layout
+        else {
+            continue;
+        };
+        for pad in [0, 5] {
+            let stride = w * bytes_per_pixel + pad;
+            let planes: Vec<Vec<u8>> = colours
+                .iter()
+                .map(|frame| {
+                    let mut data = vec![0x5A; (stride * h) as usize];
+                    for y in 0..h {
+                        for x in 0..w {
+                            let [cr, cg, cb] = frame[(y * w + x) as usize];
+                            let o = (y * stride + x * bytes_per_pixel) as usize;
+                            data[o + r as usize] = cr;
+                            data[o + g as usize] = cg;
+                            data[o + b as usize] = cb;
+                        }
+                    }
+                    data
+                })
+                .collect();
+            let backends: [(&str, MakeBackend); 2] =
+                [("cpu", || Box::new(cpu::CpuBackend::new())), ("gpu", gpu)];
+            for (backend, make) in backends {
+                let mut analyzer = Analyzer::new(make());
+                let got: Vec<Analysis> = planes
+                    .iter()
+                    .map(|data| {
+                        analyzer
+                            .analyze(&plane(data, w, h, stride, layout), &Params::default())
+                            .unwrap()
+                    })
+                    .collect();
+                assert_eq!(got, expected, "{name} on {backend}, pad {pad}");
+            }
+        }
+    }
+}
+
 #[test]
 fn rgb_luma_weights() {
     assert_eq!(rgb_luma(255, 255, 255), 255);

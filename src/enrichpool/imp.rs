@@ -29,7 +29,7 @@ use gst::subclass::prelude::*;
 use super::overlay;
 use super::remote::{self, Remote};
 use super::{Handler, Job, Verdict};
-use crate::glue::{StatsTimer, lock};
+use crate::glue::{StatsTimer, lock, post_stats};
 use crate::meta::{Enrichment, Gap, GapReason, InFlightQuery, SeqMeta};
 use crate::pool::{self, Limits, Loss, Pool, PoolConfig, PoolStats, Report, Submitted, Tag, Work};
 
@@ -398,6 +398,13 @@ impl Work for Enricher {
 
     fn forward(&self, event: gst::Event) {
         gst::log!(CAT, obj = self.srcpad, "forwarding {event:?}");
+        if event.type_() == gst::EventType::Eos
+            && let Some(element) = self.element.upgrade()
+            && element.imp().settings().stats_interval > 0
+        {
+            // Every frame before EOS has left: the last message covers the whole stream.
+            post_stats(&element, element.imp().stats());
+        }
         if !self.srcpad.push_event(event) {
             gst::debug!(CAT, obj = self.srcpad, "downstream refused an event");
         }
@@ -1339,7 +1346,7 @@ impl ObjectImpl for EnrichPool {
                     .build(),
                 glib::ParamSpecUInt64::builder("stats-interval")
                     .nick("Statistics interval")
-                    .blurb("Post the stats structure as an element message every this many nanoseconds while running (0 = never)")
+                    .blurb("Post the stats structure as an element message every this many nanoseconds while running, and once more when EOS leaves (0 = never)")
                     .default_value(0)
                     .mutable_playing()
                     .build(),
@@ -1531,6 +1538,10 @@ impl ElementImpl for EnrichPool {
         let res = self.parent_change_state(transition);
         if transition == gst::StateChange::PausedToReady {
             self.stop();
+        }
+        if res.is_ok() && transition == gst::StateChange::PausedToPlaying {
+            // On the pipeline's clock from now on.
+            self.restart_stats_timer();
         }
         if res.is_err() && transition == gst::StateChange::ReadyToPaused {
             self.stop();

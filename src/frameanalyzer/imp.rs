@@ -21,7 +21,7 @@ use gst_video::prelude::*;
 use crate::analysis::{
     Analysis, Analyzer, Layout, Params, Plane, cpu::CpuBackend, gpu::GpuBackend,
 };
-use crate::glue::{StatsTimer, lock};
+use crate::glue::{StatsTimer, lock, post_stats};
 use crate::meta::FrameAnalysis;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -160,6 +160,19 @@ impl FrameAnalyzer {
         *lock(&self.settings)
     }
 
+    /// (Re)starts the stats timer while running, on the element's clock if it has one.
+    fn restart_stats_timer(&self) {
+        let interval = self.settings().stats_interval;
+        let mut state = lock(&self.state);
+        if state.running {
+            state
+                .timer
+                .restart(&*self.obj(), interval, |e: &super::FrameAnalyzer| {
+                    stats_structure(&lock(&e.imp().state))
+                });
+        }
+    }
+
     fn message_structure(
         analysis: &Analysis,
         backend: &str,
@@ -269,7 +282,7 @@ impl ObjectImpl for FrameAnalyzer {
                     .build(),
                 glib::ParamSpecUInt64::builder("stats-interval")
                     .nick("Statistics interval")
-                    .blurb("Post the stats structure as an element message every this many nanoseconds while running (0 = never)")
+                    .blurb("Post the stats structure as an element message every this many nanoseconds while running, and once more at EOS, when every frame was analysed (0 = never)")
                     .default_value(0)
                     .mutable_playing()
                     .build(),
@@ -299,16 +312,8 @@ impl ObjectImpl for FrameAnalyzer {
             "gpu-timeout" => s.gpu_timeout = value.get().expect("type checked upstream"),
             "stats-interval" => {
                 s.stats_interval = value.get().expect("type checked upstream");
-                let interval = s.stats_interval;
                 drop(s);
-                let mut state = lock(&self.state);
-                if state.running {
-                    state
-                        .timer
-                        .restart(&*self.obj(), interval, |e: &super::FrameAnalyzer| {
-                            stats_structure(&lock(&e.imp().state))
-                        });
-                }
+                self.restart_stats_timer();
             }
             other => unreachable!("unknown property {other}"),
         }
@@ -336,6 +341,18 @@ impl ObjectImpl for FrameAnalyzer {
 impl GstObjectImpl for FrameAnalyzer {}
 
 impl ElementImpl for FrameAnalyzer {
+    fn change_state(
+        &self,
+        transition: gst::StateChange,
+    ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+        let res = self.parent_change_state(transition)?;
+        if transition == gst::StateChange::PausedToPlaying {
+            // On the pipeline's clock from now on.
+            self.restart_stats_timer();
+        }
+        Ok(res)
+    }
+
     fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
         static METADATA: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
             gst::subclass::ElementMetadata::new(
@@ -403,11 +420,8 @@ impl BaseTransformImpl for FrameAnalyzer {
         state.backend = backend;
         state.stats = Stats::default();
         state.running = true;
-        state.timer.restart(
-            &*self.obj(),
-            settings.stats_interval,
-            |e: &super::FrameAnalyzer| stats_structure(&lock(&e.imp().state)),
-        );
+        drop(state);
+        self.restart_stats_timer();
         Ok(())
     }
 
@@ -450,6 +464,11 @@ impl BaseTransformImpl for FrameAnalyzer {
             && let Some(a) = lock(&self.analyzer).as_mut()
         {
             a.reset();
+        }
+        if event.type_() == gst::EventType::Eos && self.settings().stats_interval > 0 {
+            // Every frame before EOS was analysed: the last message covers the whole stream.
+            let stats = stats_structure(&lock(&self.state));
+            post_stats(&*self.obj(), stats);
         }
         self.parent_sink_event(event)
     }

@@ -21,7 +21,7 @@ use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 
-use crate::glue::{StatsTimer, lock};
+use crate::glue::{StatsTimer, lock, post_stats};
 use crate::latency::Latencies;
 use crate::meta::{Gap, InFlightQuery, SeqMeta};
 use crate::sequencing::{
@@ -878,6 +878,10 @@ impl Resequencer {
             }
             Output::Event(Serial::Event(event)) => {
                 let is_eos = event.type_() == gst::EventType::Eos;
+                if is_eos && self.settings().stats_interval > 0 {
+                    // Every frame before EOS has left: the last message covers the stream.
+                    post_stats(&*self.obj(), self.stats());
+                }
                 if !self.srcpad.push_event(event) {
                     gst::debug!(CAT, imp = self, "downstream refused an event");
                 }
@@ -1085,7 +1089,7 @@ impl ObjectImpl for Resequencer {
                     .nick("Statistics interval")
                     .blurb(
                         "Post the stats structure as an element message every this many \
-                         nanoseconds while running (0 = never)",
+                         nanoseconds while running, and once more when EOS leaves (0 = never)",
                     )
                     .default_value(DEFAULT_STATS_INTERVAL)
                     .mutable_playing()
@@ -1201,9 +1205,13 @@ impl ElementImpl for Resequencer {
             // The base time is set: deadlines are waited for on the clock from now on (the
             // element's own state still says PAUSED until this returns).
             gst::StateChange::PausedToPlaying => {
-                let mut state = self.state();
-                state.playing = true;
-                state.wake_task(&self.cond);
+                {
+                    let mut state = self.state();
+                    state.playing = true;
+                    state.wake_task(&self.cond);
+                }
+                // On the pipeline's clock from now on.
+                self.restart_stats_timer();
             }
             gst::StateChange::PausedToReady => {
                 self.state().running = false;

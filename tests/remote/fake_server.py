@@ -10,13 +10,19 @@ Both transports answer readiness and model metadata like a healthy server; infer
 - big: a well-formed answer carrying a 2 MiB output;
 - binary (REST only): lists the binary tensor extension in `GET /v2`, reads binary requests
   and answers `checksum` (UINT64) and `dims` (INT64) as binary data and `binary-request`
-  (BOOL, JSON) saying whether the request came in binary.
+  (BOOL, JSON) saying whether the request came in binary;
+- slow: answers each request after 10 s unless the client gives it up first (gRPC: the call
+  is cancelled; REST: the connection is closed), which it notices within 10 ms; counts
+  requests started, cancelled and answered, told by `GET /counts` as JSON.
 Prints `ready` once both listen on 127.0.0.1.
 """
 
 import json
+import select
+import socket
 import struct
 import sys
+import time
 from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import threading
@@ -37,6 +43,27 @@ METADATA = {
 
 
 BIG = "x" * (2 << 20)
+SLOW_S = 10.0
+COUNTS = {"started": 0, "cancelled": 0, "answered": 0}
+COUNTS_LOCK = threading.Lock()
+
+
+def count(what):
+    with COUNTS_LOCK:
+        COUNTS[what] += 1
+
+
+def wait_unless_gone(gone):
+    """Waits SLOW_S unless `gone()` turns true first; says whether the client stayed."""
+    count("started")
+    until = time.monotonic() + SLOW_S
+    while time.monotonic() < until:
+        if gone():
+            count("cancelled")
+            return False
+        time.sleep(0.01)
+    count("answered")
+    return True
 
 
 def answer(request_id, auth):
@@ -71,6 +98,9 @@ class Rest(BaseHTTPRequestHandler):
             self.reply(200, json.dumps({"name": "fake", "extensions": extensions}).encode())
         elif self.path == "/v2/models/frames":
             self.reply(200, json.dumps(METADATA).encode())
+        elif self.path == "/counts":
+            with COUNTS_LOCK:
+                self.reply(200, json.dumps(COUNTS).encode())
         else:
             self.reply(404, b"{}")
 
@@ -86,7 +116,20 @@ class Rest(BaseHTTPRequestHandler):
             self.binary(body)
             return
         request = json.loads(body)
+        if MODE == "slow" and not wait_unless_gone(self.client_gone):
+            self.close_connection = True
+            return
         self.reply(200, json.dumps(answer(request["id"], self.headers.get("Authorization"))).encode())
+
+    def client_gone(self):
+        """The client closed the connection (it sends nothing more while it waits)."""
+        readable, _, _ = select.select([self.connection], [], [], 0)
+        if not readable:
+            return False
+        try:
+            return self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
 
 
     def binary(self, body):
@@ -135,6 +178,8 @@ class Grpc(pb_grpc.GRPCInferenceServiceServicer):
                 outputs=[pb.ModelInferResponse.InferOutputTensor(
                     name="checksum", datatype="FP64", shape=[4])],
                 raw_output_contents=[b"\x01\x02\x03"])
+        if MODE == "slow" and not wait_unless_gone(lambda: not context.is_active()):
+            return pb.ModelInferResponse()
         auth = dict(context.invocation_metadata()).get("authorization")
         reply = answer(request.id, auth)
         out = reply["outputs"][0]
@@ -157,7 +202,7 @@ class Server(ThreadingHTTPServer):
 def main():
     http = Server(("127.0.0.1", HTTP_PORT), Rest)
     threading.Thread(target=http.serve_forever, daemon=True).start()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=64))
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(Grpc(), server)
     server.add_insecure_port(f"127.0.0.1:{GRPC_PORT}")
     server.start()
