@@ -368,12 +368,32 @@ fn stopping_while_every_worker_is_busy_does_not_hang() {
             g.wait();
             Ok(Verdict::Keep)
         });
+        // The bus flushes at NULL: warnings are caught as they are posted.
+        let warnings = Arc::new(Mutex::new(Vec::new()));
+        let seen = warnings.clone();
+        pipeline.bus().unwrap().set_sync_handler(move |_, msg| {
+            if let gst::MessageView::Warning(w) = msg.view() {
+                seen.lock().unwrap().push(w.error().to_string());
+            }
+            gst::BusSyncReply::Drop
+        });
         pipeline.set_state(gst::State::Playing).unwrap();
         busy_rx.recv().unwrap();
         busy_rx.recv().unwrap();
-        // Both workers hang in the handler; PLAYING→NULL must still return.
+        // Both workers hang in the handler; PLAYING→NULL must still return, after the
+        // 2 s grace, with a warning.
+        let stopping = std::time::Instant::now();
         pipeline.set_state(gst::State::Null).unwrap();
+        let took = stopping.elapsed();
         assert_eq!(pipeline.current_state(), gst::State::Null);
+        assert!(took >= Duration::from_secs(2), "returned after {took:?}");
+        let warnings = warnings.lock().unwrap().clone();
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains("2 workers still busy 2 s after the stop")),
+            "{warnings:?}"
+        );
         gate.open();
     });
 }
@@ -548,4 +568,225 @@ fn the_resequencer_reports_end_to_end_latency_percentiles() {
     );
     assert!(p50 >= 15_000_000, "{}", run.reseq);
     assert!(p50 <= p99 && p99 <= max, "{}", run.reseq);
+}
+
+/// Waits (polling the element's stats, which is all there is to watch) until `done` holds.
+fn wait_for(what: &str, done: impl Fn() -> bool) {
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < until,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A handler held at a gate; each call first says it started.
+fn gated(pool: &EnrichPool) -> (Gate, mpsc::Receiver<u64>) {
+    let gate = Gate::default();
+    let g = gate.clone();
+    let (started_tx, started_rx) = mpsc::channel();
+    let started_tx = Mutex::new(started_tx);
+    pool.set_handler(move |job| {
+        let _ = started_tx.lock().unwrap().send(seq_of(job.buffer));
+        g.wait();
+        Ok(Verdict::Keep)
+    });
+    (gate, started_rx)
+}
+
+fn sized_frame(n: u64, size: usize) -> gst::Buffer {
+    let mut buffer = gst::Buffer::with_size(size).unwrap();
+    let b = buffer.get_mut().unwrap();
+    b.set_pts(FRAME * n);
+    b.set_duration(FRAME);
+    buffer
+}
+
+#[test]
+fn extra_workers_start_under_load_and_retire_after_idle_timeout() {
+    within(LIMIT, || {
+        let (mut h, pool, _) = pool_harness("workers=1 max-workers=3 idle-timeout=50000000");
+        let (gate, _started) = gated(&pool);
+        for n in 0..6 {
+            h.push(frame(n)).unwrap();
+        }
+        // More frames queued than workers, none idle: workers are added up to max-workers.
+        wait_for("three workers", || stat(&pool, "workers") == 3);
+        gate.open();
+        let seqs: Vec<u64> = (0..6).map(|_| seq_of(&h.pull().unwrap())).collect();
+        assert_eq!(seqs, (0..6).collect::<Vec<_>>());
+        // Idle for idle-timeout, the extra two retire; `workers` stay.
+        wait_for("back to one worker", || stat(&pool, "workers") == 1);
+        h.push(frame(6)).unwrap();
+        assert_eq!(seq_of(&h.pull().unwrap()), 6);
+        assert_eq!(stat(&pool, "workers"), 1);
+    });
+}
+
+#[test]
+fn max_size_bytes_bounds_the_bytes_queued() {
+    within(LIMIT, || {
+        let (mut h, pool, reseq) =
+            pool_harness("workers=1 max-size-buffers=0 max-size-bytes=2500 leaky=upstream");
+        let (gate, started) = gated(&pool);
+        h.push(sized_frame(0, 1000)).unwrap();
+        assert_eq!(started.recv_timeout(LIMIT).unwrap(), 0);
+        // Frame 0 is in flight and does not count. Like `queue`, a frame is taken while the
+        // bytes queued are below the bound: 1, 2 and 3 (3000 bytes); 4 and 5 leak.
+        for n in 1..6 {
+            assert_eq!(h.push(sized_frame(n, 1000)), Ok(gst::FlowSuccess::Ok));
+        }
+        assert_eq!(stat(&pool, "dropped-leaked"), 2);
+        assert_eq!(stat(&pool, "queued"), 3);
+        gate.open();
+        let seqs: Vec<u64> = (0..4).map(|_| seq_of(&h.pull().unwrap())).collect();
+        assert_eq!(seqs, vec![0, 1, 2, 3]);
+        h.push_event(gst::event::Eos::new());
+        wait_for("the gaps", || stat(&reseq, "gaps") == 2);
+    });
+}
+
+#[test]
+fn max_size_time_bounds_the_running_time_queued() {
+    within(LIMIT, || {
+        let (mut h, pool, reseq) =
+            pool_harness("workers=1 max-size-buffers=0 max-size-time=100000000 leaky=upstream");
+        let (gate, started) = gated(&pool);
+        h.push(frame(0)).unwrap();
+        assert_eq!(started.recv_timeout(LIMIT).unwrap(), 0);
+        // Frames every 40 ms; frame 0 in flight does not count. Frame 4 would make 120 ms
+        // from the oldest queued (frame 1, at 40 ms) and leaks, and so does 5.
+        for n in 1..6 {
+            assert_eq!(h.push(frame(n)), Ok(gst::FlowSuccess::Ok));
+        }
+        assert_eq!(stat(&pool, "dropped-leaked"), 2);
+        gate.open();
+        let seqs: Vec<u64> = (0..4).map(|_| seq_of(&h.pull().unwrap())).collect();
+        assert_eq!(seqs, vec![0, 1, 2, 3]);
+        h.push_event(gst::event::Eos::new());
+        wait_for("the gaps", || stat(&reseq, "gaps") == 2);
+    });
+}
+
+#[test]
+fn a_measured_latency_posts_a_latency_message_when_it_grows() {
+    within(LIMIT, || {
+        // latency=-1 (the default): measured.
+        let (mut h, pool, _) = pool_harness("workers=1");
+        let bus = gst::Bus::new();
+        h.element().unwrap().set_bus(Some(&bus));
+        pool.set_handler(|job| {
+            // The work itself: 10 ms a frame, then 60 ms from frame 2 on.
+            let ms = if seq_of(job.buffer) < 2 { 10 } else { 60 };
+            std::thread::sleep(Duration::from_millis(ms));
+            Ok(Verdict::Keep)
+        });
+        for n in 0..2 {
+            h.push(frame(n)).unwrap();
+            h.pull().unwrap();
+        }
+        // The resequencer asked the latency with the first frame: that answer was
+        // reported; nothing grew since.
+        let latency = |bus: &gst::Bus| {
+            std::iter::from_fn(|| bus.pop_filtered(&[gst::MessageType::Latency])).count()
+        };
+        let mut q = gst::query::Latency::new();
+        assert!(pool.static_pad("src").unwrap().query(&mut q));
+        let (_, before, _) = q.result();
+        assert!(before < gst::ClockTime::from_mseconds(40), "{before}");
+        latency(&bus);
+        for n in 2..4 {
+            h.push(frame(n)).unwrap();
+            h.pull().unwrap();
+        }
+        // Pushed after the frame left: EOS follows it, so the report is done.
+        assert!(h.push_event(gst::event::Eos::new()));
+        while h.pull_event().unwrap().type_() != gst::EventType::Eos {}
+        assert_eq!(latency(&bus), 1, "one LATENCY message when it grew");
+        let mut q = gst::query::Latency::new();
+        assert!(pool.static_pad("src").unwrap().query(&mut q));
+        let (_, after, _) = q.result();
+        assert!(after >= gst::ClockTime::from_mseconds(60), "{after}");
+    });
+}
+
+#[test]
+fn a_new_segment_after_frames_starts_a_new_epoch() {
+    let (mut h, _, _) = pool_harness("workers=2");
+    for n in 0..2 {
+        h.push(frame(n)).unwrap();
+    }
+    let first: Vec<(u32, u64)> = (0..2)
+        .map(|_| {
+            let m = SeqMeta::read(&h.pull().unwrap()).unwrap().unwrap();
+            (m.epoch, m.seq)
+        })
+        .collect();
+    assert_eq!(first, vec![(0, 0), (0, 1)]);
+    let mut segment = gst::FormattedSegment::<gst::ClockTime>::new();
+    segment.set_start(gst::ClockTime::from_seconds(10));
+    segment.set_time(gst::ClockTime::from_seconds(10));
+    assert!(h.push_event(gst::event::Segment::new(&segment)));
+    h.push(frame(250)).unwrap();
+    let m = SeqMeta::read(&h.pull().unwrap()).unwrap().unwrap();
+    assert_eq!((m.epoch, m.seq), (1, 0));
+}
+
+#[test]
+fn sticky_events_waiting_behind_frames_survive_a_flush() {
+    within(LIMIT, || {
+        let (mut h, pool, _) = pool_harness("workers=1");
+        let (gate, started) = gated(&pool);
+        h.push(frame(0)).unwrap();
+        assert_eq!(started.recv_timeout(LIMIT).unwrap(), 0);
+        // The tag waits behind frame 0, which is in the handler.
+        let mut tags = gst::TagList::new();
+        tags.get_mut()
+            .unwrap()
+            .add::<gst::tags::Title>(&"after the flush", gst::TagMergeMode::Replace);
+        assert!(h.push_event(gst::event::Tag::new(tags)));
+        assert!(h.push_event(gst::event::FlushStart::new()));
+        assert!(h.push_event(gst::event::FlushStop::new(true)));
+        gate.open();
+        let segment = gst::FormattedSegment::<gst::ClockTime>::new();
+        assert!(h.push_event(gst::event::Segment::new(&segment)));
+        h.push(frame(0)).unwrap();
+        let out = h.pull().unwrap();
+        assert_eq!(SeqMeta::read(&out).unwrap().unwrap().epoch, 1);
+        let sticky = h
+            .sinkpad()
+            .unwrap()
+            .sticky_event::<gst::event::Tag>(0)
+            .expect("the tag reached downstream");
+        let title = sticky.tag().get::<gst::tags::Title>().unwrap();
+        assert_eq!(title.get(), "after the flush");
+    });
+}
+
+#[test]
+fn frames_the_overlay_cannot_draw_on_pass_unchanged_and_are_counted() {
+    let (mut h, pool, _) = pool_harness("workers=2 overlay=true");
+    let bus = gst::Bus::new();
+    h.element().unwrap().set_bus(Some(&bus));
+    // 16-bit grey: no 8-bit components to draw with.
+    h.set_src_caps_str("video/x-raw,format=GRAY16_LE,width=4,height=2,framerate=25/1");
+    for n in 0..3 {
+        let mut buffer = sized_frame(n, 16);
+        buffer
+            .get_mut()
+            .unwrap()
+            .copy_from_slice(0, &[7u8; 16])
+            .unwrap();
+        h.push(buffer).unwrap();
+    }
+    for _ in 0..3 {
+        let out = h.pull().unwrap();
+        assert_eq!(out.map_readable().unwrap().as_slice(), &[7u8; 16]);
+    }
+    assert_eq!(stat(&pool, "overlay-skipped"), 3);
+    let warnings: Vec<_> =
+        std::iter::from_fn(|| bus.pop_filtered(&[gst::MessageType::Warning])).collect();
+    assert_eq!(warnings.len(), 1, "one warning: {warnings:?}");
 }

@@ -509,3 +509,130 @@ fn device_gpu_without_a_gpu_fails_at_start_with_a_clear_error() {
         "{stdout}"
     );
 }
+
+/// Runs `frames` through `frameanalyzer device=cpu PROPS`; the outputs and the stats.
+fn analyze_with(
+    props: &str,
+    info: &gst_video::VideoInfo,
+    frames: Vec<gst::Buffer>,
+) -> (Vec<gst::Buffer>, gst::Structure) {
+    init();
+    let mut h = Harness::new_parse(&format!("frameanalyzer name=fa device=cpu {props}"));
+    h.set_src_caps(info.to_caps().unwrap());
+    let out = frames
+        .into_iter()
+        .map(|f| {
+            h.push(f).unwrap();
+            h.pull().unwrap()
+        })
+        .collect();
+    let element = h.element().unwrap();
+    let analyzer = match element.downcast_ref::<gst::Bin>() {
+        Some(bin) => bin.by_name("fa").unwrap(),
+        None => element,
+    };
+    let stats = analyzer.property::<gst::Structure>("stats");
+    (out, stats)
+}
+
+#[test]
+fn stats_count_the_frames_their_labels_and_times() {
+    init();
+    let info = info("GRAY8", 96, 64);
+    let (out, stats) = analyze_with("", &info, scenes(&info));
+    let labels: Vec<AnalysisLabel> = out.iter().map(|b| analysis(b).label).collect();
+    assert_eq!(
+        labels,
+        vec![
+            AnalysisLabel::Static,
+            AnalysisLabel::SceneCut,
+            AnalysisLabel::Motion,
+            AnalysisLabel::SceneCut
+        ]
+    );
+    let n = |f: &str| stats.get::<u64>(f).unwrap();
+    assert_eq!(n("frames"), 4);
+    assert_eq!(n("errors"), 0);
+    assert_eq!(n("gpu-fallbacks"), 0);
+    assert_eq!(n("scene-cuts"), 2);
+    let moved = out.iter().filter(|b| analysis(b).motion > 0.0).count() as u64;
+    assert_eq!(n("motion-frames"), moved);
+    assert!(n("max-processing-time") >= n("mean-processing-time"));
+    assert!(n("mean-processing-time") > 0);
+    assert_eq!(stats.get::<String>("backend").unwrap(), "cpu");
+}
+
+#[test]
+fn thresholds_block_size_and_max_rois_change_the_analysis() {
+    init();
+    let info = info("GRAY8", 96, 64);
+    let square = |x0: u32, y0: u32| {
+        move |x: u32, y: u32| {
+            if (x0..x0 + 16).contains(&x) && (y0..y0 + 16).contains(&y) {
+                200
+            } else {
+                20
+            }
+        }
+    };
+    // Frame 1: the square moved right; frame 2: a second one appeared far from it.
+    let frames = || {
+        vec![
+            frame(&info, 0, square(16, 16)),
+            frame(&info, 1, square(32, 16)),
+            frame(&info, 2, |x, y| {
+                square(32, 16)(x, y).max(square(64, 40)(x, y))
+            }),
+        ]
+    };
+    let (default, _) = analyze_with("", &info, frames());
+    assert_eq!(analysis(&default[1]).label, AnalysisLabel::Motion);
+    assert_eq!(rois(&default[1]), vec![(16, 16, 32, 16)]);
+    assert_eq!(rois(&default[2]).len(), 1, "the new square only");
+
+    // A block moves only when its mean difference exceeds the threshold: 180 levels over a
+    // whole block here, a quarter of that over a 32-pixel block.
+    let (high, _) = analyze_with("motion-threshold=200", &info, frames());
+    assert!(high.iter().all(|b| analysis(b).motion == 0.0));
+    assert_ne!(analysis(&high[1]).label, AnalysisLabel::Motion);
+
+    // Bigger blocks: regions on a 32-pixel grid.
+    let (coarse, _) = analyze_with("block-size=32", &info, frames());
+    assert_eq!(rois(&coarse[1]), vec![(0, 0, 64, 32)]);
+
+    // Two regions that moved at once (the square, and a new one far from it): two ROIs by
+    // default, one with max-rois=1.
+    let two = || {
+        vec![
+            frame(&info, 0, square(16, 16)),
+            frame(&info, 1, |x, y| {
+                square(32, 16)(x, y).max(square(64, 40)(x, y))
+            }),
+        ]
+    };
+    let (both, _) = analyze_with("", &info, two());
+    assert_eq!(rois(&both[1]).len(), 2);
+    let (one, _) = analyze_with("max-rois=1", &info, two());
+    assert_eq!(rois(&one[1]).len(), 1);
+
+    // Dark: a still frame darker than the threshold (the frames' mean is about 26).
+    let still = || vec![frame(&info, 0, |_, _| 60), frame(&info, 1, |_, _| 60)];
+    let (lit, _) = analyze_with("", &info, still());
+    assert_eq!(analysis(&lit[1]).label, AnalysisLabel::Static);
+    let (dark, _) = analyze_with("dark-threshold=100", &info, still());
+    assert_eq!(analysis(&dark[1]).label, AnalysisLabel::Dark);
+
+    // Scene change: half the frame changes level, a histogram distance of exactly 0.5: a
+    // cut at the default threshold (0.5, "at or above"), none at 0.6.
+    let half = || {
+        vec![
+            frame(&info, 0, |_, _| 60),
+            frame(&info, 1, |_, y| if y < 32 { 60 } else { 90 }),
+        ]
+    };
+    let (cut, _) = analyze_with("", &info, half());
+    assert_eq!(analysis(&cut[1]).scene_change, 0.5);
+    assert_eq!(analysis(&cut[1]).label, AnalysisLabel::SceneCut);
+    let (no_cut, _) = analyze_with("scene-threshold=0.6", &info, half());
+    assert_ne!(analysis(&no_cut[1]).label, AnalysisLabel::SceneCut);
+}

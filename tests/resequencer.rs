@@ -499,3 +499,174 @@ fn stop_while_downstream_blocks_and_the_chain_waits_for_room_does_not_hang() {
         assert_eq!(results[2], Err(gst::FlowError::Flushing));
     });
 }
+
+/// A bus on the harness's element, to see what it posts.
+fn bus_of(h: &Harness) -> gst::Bus {
+    let bus = gst::Bus::new();
+    h.element().unwrap().set_bus(Some(&bus));
+    bus
+}
+
+/// The warnings and errors on `bus` now, as their messages' text.
+fn posted(bus: &gst::Bus) -> Vec<String> {
+    std::iter::from_fn(|| bus.pop())
+        .filter_map(|m| match m.view() {
+            gst::MessageView::Warning(w) => Some(format!("warning: {}", w.error())),
+            gst::MessageView::Error(e) => Some(format!("error: {}", e.error())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_malformed_sequence_meta_is_dropped_counted_and_warned_about_once() {
+    let (mut h, _) = harness(&[]);
+    let bus = bus_of(&h);
+    let malformed = |pts: u64| {
+        let mut buffer = pts_frame(FRAME * pts);
+        let b = buffer.get_mut().unwrap();
+        let mut meta = gst::meta::CustomMeta::add(b, "OrderedSeqMeta").unwrap();
+        meta.mut_structure().set("seq", "not a number");
+        meta.mut_structure().set("epoch", 0u32);
+        buffer
+    };
+    h.push(frame(0)).unwrap();
+    assert_eq!(h.push(malformed(1)), Ok(gst::FlowSuccess::Ok));
+    assert_eq!(h.push(malformed(2)), Ok(gst::FlowSuccess::Ok));
+    h.push(frame(1)).unwrap();
+    assert_eq!(pull_seqs(&mut h, 2), vec![0, 1]);
+    assert_eq!(stat(&h, "invalid"), 2);
+    let warnings = posted(&bus);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("cannot be ordered"), "{warnings:?}");
+}
+
+#[test]
+fn a_malformed_gap_event_is_ignored_with_a_warning() {
+    let (mut h, rec) = harness(&[]);
+    let bus = bus_of(&h);
+    h.push(frame(0)).unwrap();
+    let malformed = gst::event::CustomDownstream::new(
+        gst::Structure::builder("ordered-gap")
+            .field("seq", 1u64)
+            .field("count", "two")
+            .field("epoch", 0u32)
+            .field("reason", "dropped")
+            .build(),
+    );
+    assert!(h.push_event(malformed));
+    // Frame 1 is still waited for: the malformed gap released nothing.
+    h.push(frame(2)).unwrap();
+    assert_eq!(pull_seqs(&mut h, 1), vec![0]);
+    assert_eq!(stat(&h, "depth"), 1);
+    assert_eq!((stat(&h, "gaps"), stat(&h, "skipped")), (0, 0));
+    let warnings = posted(&bus);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("malformed ordered-gap"),
+        "{warnings:?}"
+    );
+    // Not forwarded either.
+    h.push(frame(1)).unwrap();
+    assert_eq!(pull_seqs(&mut h, 2), vec![1, 2]);
+    assert!(
+        !rec.take()
+            .iter()
+            .any(|o| *o == Out::Event("custom-downstream".into())),
+    );
+}
+
+#[test]
+fn a_segment_in_another_format_than_time_is_an_error() {
+    let (mut h, _) = harness(&[]);
+    let bus = bus_of(&h);
+    let bytes = gst::FormattedSegment::<gst::format::Bytes>::new();
+    // (A sticky event is stored on the harness's pad whatever the element answers.)
+    let _ = h.push_event(gst::event::Segment::new(&bytes));
+    let errors = posted(&bus);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].starts_with("error: Only segments in time format"),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn the_same_sequence_number_twice_is_a_counted_duplicate() {
+    let (mut h, _) = harness(&[]);
+    for seq in [0, 2, 2, 1, 1, 3] {
+        h.push(frame(seq)).unwrap();
+    }
+    assert_eq!(pull_seqs(&mut h, 4), vec![0, 1, 2, 3]);
+    assert_eq!(stat(&h, "duplicates"), 2);
+    assert_eq!(stat(&h, "in"), 6);
+    assert!(h.try_pull().is_none());
+}
+
+#[test]
+fn the_same_pts_twice_is_a_counted_duplicate() {
+    let (mut h, _) = harness(&[("order-by", &gstordered::OrderBy::Pts)]);
+    for n in [0, 1, 1, 2] {
+        h.push(pts_frame(FRAME * n)).unwrap();
+    }
+    let pts: Vec<_> = (0..3).map(|_| h.pull().unwrap().pts().unwrap()).collect();
+    assert_eq!(pts, vec![FRAME * 0, FRAME, FRAME * 2]);
+    assert_eq!(stat(&h, "duplicates"), 1);
+}
+
+#[test]
+fn in_auto_a_frame_without_the_streams_kind_of_key_is_invalid() {
+    // The first frame carries the meta: the stream is ordered by sequence; a frame with a
+    // PTS only cannot be placed in it.
+    let (mut h, _) = harness(&[]);
+    h.push(frame(0)).unwrap();
+    h.push(pts_frame(FRAME)).unwrap();
+    h.push(frame(1)).unwrap();
+    assert_eq!(pull_seqs(&mut h, 2), vec![0, 1]);
+    assert_eq!(stat(&h, "invalid"), 1);
+}
+
+#[test]
+fn changing_latency_while_playing_posts_a_latency_message() {
+    let (h, _) = harness(&[]);
+    let bus = bus_of(&h);
+    let element = h.element().unwrap();
+    assert_eq!(element.current_state(), gst::State::Playing);
+    element.set_property("latency", 500_000_000u64);
+    let msg = bus
+        .pop_filtered(&[gst::MessageType::Latency])
+        .expect("a LATENCY message");
+    assert_eq!(msg.src().unwrap().name(), element.name());
+    element.set_property("latency", 500_000_000u64);
+    assert!(
+        bus.pop_filtered(&[gst::MessageType::Latency]).is_none(),
+        "the same value again changes nothing"
+    );
+}
+
+#[test]
+fn sticky_events_queued_at_a_flush_are_kept_for_after_it() {
+    let (mut h, _) = harness(&[]);
+    // Frame 1 waits for frame 0; the tag event waits behind it.
+    h.push(frame(1)).unwrap();
+    let mut tags = gst::TagList::new();
+    tags.get_mut()
+        .unwrap()
+        .add::<gst::tags::Title>(&"after the flush", gst::TagMergeMode::Replace);
+    assert!(h.push_event(gst::event::Tag::new(tags)));
+    assert!(h.push_event(gst::event::FlushStart::new()));
+    assert!(h.push_event(gst::event::FlushStop::new(true)));
+    let segment = gst::FormattedSegment::<gst::ClockTime>::new();
+    assert!(h.push_event(gst::event::Segment::new(&segment)));
+    h.push(frame_in(1, 0, 0)).unwrap();
+    let out = h.pull().unwrap();
+    assert_eq!(SeqMeta::read(&out).unwrap().unwrap().seq, 0);
+    let sticky = h
+        .sinkpad()
+        .unwrap()
+        .sticky_event::<gst::event::Tag>(0)
+        .expect("the tag reached downstream");
+    let title = sticky.tag().get::<gst::tags::Title>().unwrap();
+    assert_eq!(title.get(), "after the flush");
+    assert_eq!(stat(&h, "flushed"), 1);
+}

@@ -495,11 +495,13 @@ impl Enricher {
         };
         if let Err(err) = result
             && self.overlay_skipped.fetch_add(1, Ordering::Relaxed) == 0
+            && let Some(element) = self.element.upgrade()
         {
-            gst::warning!(
-                CAT,
-                obj = self.srcpad,
-                "overlay: {err}; frames pass undrawn"
+            gst::element_warning!(
+                element,
+                gst::StreamError::Format,
+                ("overlay: {}; such frames pass undrawn", err),
+                ["counted in stats as overlay-skipped; this warning is posted once"]
             );
         }
     }
@@ -1025,10 +1027,15 @@ impl EnrichPool {
             // Whoever else still holds the pool (a query, the stats timer) finds it stopped.
             let left = pool.stop(STOP_GRACE);
             if left > 0 {
-                gst::warning!(
-                    CAT,
-                    imp = self,
-                    "{left} workers still busy after {STOP_GRACE:?}; left to finish alone"
+                gst::element_imp_warning!(
+                    self,
+                    gst::CoreError::Thread,
+                    (
+                        "{} workers still busy {} s after the stop; left to finish alone",
+                        left,
+                        STOP_GRACE.as_secs()
+                    ),
+                    ["their results are discarded when their handlers return"]
                 );
             }
             self.state().last_stats = pool.stats();

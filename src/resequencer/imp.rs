@@ -1104,12 +1104,17 @@ impl ObjectImpl for Resequencer {
         match pspec.name() {
             "order-by" => settings.order_by = value.get().expect("type checked upstream"),
             "latency" => {
-                settings.latency = value.get().expect("type checked upstream");
+                let latency = value.get().expect("type checked upstream");
+                let changed = settings.latency != latency;
+                settings.latency = latency;
                 drop(settings);
                 self.reconfigure();
-                let _ = self
-                    .obj()
-                    .post_message(gst::message::Latency::builder().src(&*self.obj()).build());
+                if changed {
+                    // The pipeline asks every element again and distributes the new total.
+                    let _ = self
+                        .obj()
+                        .post_message(gst::message::Latency::builder().src(&*self.obj()).build());
+                }
             }
             "max-window" => {
                 settings.max_window = value.get().expect("type checked upstream");
