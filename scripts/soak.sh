@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-build/target}
 pool_cases=${1:-20000}
-window_cases=${2:-50000}
+window_cases=${2:-1000000}
 element_seeds=${3:-5000}
 seeks=${4:-10000}
 first_seed=${ORDERED_SOAK_FIRST:-1000}

@@ -8,6 +8,8 @@
 #[path = "common/launch.rs"]
 mod launch;
 
+#[path = "common/plugin.rs"]
+mod plugin;
 #[path = "common/servers.rs"]
 mod servers;
 
@@ -892,4 +894,276 @@ fn a_retry_after_the_server_answered_does_not_ask_again_nor_add_its_detections_t
     assert_eq!(field::<u64>(&pool, "remote-sent"), frames.len() as u64);
     let requests: u64 = server_stats(&pool, 0).get::<u64>("requests").unwrap();
     assert_eq!(requests, frames.len() as u64, "{pool}");
+}
+
+/// A file holding `content` with `mode`, in a scratch folder.
+fn token_file(name: &str, content: &str, mode: u32) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = servers::scratch_dir("token").join(name);
+    std::fs::write(&path, content).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    path
+}
+
+/// Runs `gst-launch-1.0 -m` on `pipeline` with `env`; everything it wrote, stdout and
+/// stderr, and whether it succeeded.
+fn launch_output(env: &[(&str, &str)], pipeline: &str) -> (bool, String) {
+    let mut cmd = plugin::gst_command("gst-launch-1.0");
+    cmd.env("GST_DEBUG_NO_COLOR", "1").arg("-m");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.args(pipeline.split_whitespace());
+    let out = servers::output_within(cmd, WAIT);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+/// The auth headers the echo-auth fake server saw.
+fn seen_auth(server: &FakeServer) -> Vec<String> {
+    let body = servers::http_get(server.http, "/counts").expect("GET /counts");
+    let counts: serde_json::Value = serde_json::from_str(&body).unwrap();
+    counts["auth"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn a_token_from_auth_token_file_is_sent_and_in_no_output_at_any_debug_level() {
+    const TOKEN: &str = "f1le-t0ken-7d3e";
+    let path = token_file("token", &format!("{TOKEN}\n"), 0o600);
+    let path = path.to_str().unwrap();
+    for transport in ["http", "grpc"] {
+        let echo = FakeServer::start("echo-auth");
+        let url = match transport {
+            "grpc" => echo.grpc_url(),
+            _ => echo.http_url(),
+        };
+        // In a pipeline of this process: every answer echoes the header it was sent.
+        let run = Run::start(
+            &format!("servers={url} model=frames workers=2 auth-token-file={path}"),
+            3,
+            None,
+        );
+        let (frames, stats, _) = run.finish();
+        assert_eq!(frames.len(), 3);
+        for f in &frames {
+            let auth: String = f.enrichment.as_ref().unwrap().outputs.get("auth").unwrap();
+            assert_eq!(auth, format!("Bearer {TOKEN}"));
+        }
+        assert!(!stats.to_string().contains(TOKEN));
+        // Under gst-launch-1.0 with every debug category at its most verbose: the server
+        // gets the token, and nothing the process writes holds it.
+        let (ok, text) = launch_output(
+            &[("GST_DEBUG", "*:9")],
+            &format!(
+                "videotestsrc num-buffers=3 ! video/x-raw,format=RGB,width=16,height=16 \
+                 ! enrichpool servers={url} model=frames auth-token-file={path} \
+                 stats-interval=1000000000 ! fakesink"
+            ),
+        );
+        assert!(
+            ok,
+            "{transport}: {}",
+            &text[text.len().saturating_sub(3000)..]
+        );
+        assert!(
+            text.contains("auth-token-file"),
+            "{transport}: the debug log ran"
+        );
+        assert!(
+            !text.contains(TOKEN),
+            "{transport}: the token is in the output"
+        );
+        assert!(
+            seen_auth(&echo).contains(&format!("Bearer {TOKEN}")),
+            "{transport}: the server got the token"
+        );
+    }
+    // Why the file: given as auth-token on the command line, GStreamer's own parser prints
+    // the token at debug level 4 and up, where this element cannot hide it.
+    let echo = FakeServer::start("echo-auth");
+    let (_, text) = launch_output(
+        &[("GST_DEBUG", "GST_PIPELINE:5")],
+        &format!(
+            "videotestsrc num-buffers=1 ! video/x-raw,format=RGB,width=16,height=16 \
+             ! enrichpool servers={} model=frames auth-token={TOKEN} ! fakesink",
+            echo.http_url()
+        ),
+    );
+    assert!(text.contains(TOKEN), "as README says: {text}");
+}
+
+#[test]
+fn a_bad_auth_token_file_is_a_clear_error_at_start() {
+    init();
+    let public = token_file("public", "t0ken", 0o644);
+    let empty = token_file("empty", "  \n", 0o600);
+    let private = token_file("private", "t0ken", 0o600);
+    for (props, expect) in [
+        (
+            format!("auth-token-file={}", public.display()),
+            "is readable by every user (mode 644)",
+        ),
+        (format!("auth-token-file={}", empty.display()), "is empty"),
+        (
+            "auth-token-file=/nonexistent/token".to_string(),
+            "reading auth-token-file `/nonexistent/token`",
+        ),
+        (
+            format!("auth-token=x auth-token-file={}", private.display()),
+            "set auth-token or auth-token-file, not both",
+        ),
+    ] {
+        let pipeline = gst::parse::launch(&format!(
+            "videotestsrc num-buffers=1 ! enrichpool servers=http://127.0.0.1:1 model=frames \
+             {props} ! fakesink"
+        ))
+        .unwrap();
+        assert!(pipeline.set_state(gst::State::Paused).is_err(), "{props}");
+        let msg = pipeline
+            .bus()
+            .unwrap()
+            .timed_pop_filtered(gst::ClockTime::from_seconds(5), &[gst::MessageType::Error])
+            .expect("an error message");
+        let gst::MessageView::Error(err) = msg.view() else {
+            unreachable!()
+        };
+        let text = err.error().to_string();
+        assert!(text.contains(expect), "{props}: {text}");
+        assert!(!text.contains("t0ken"), "{props}: {text}");
+        pipeline.set_state(gst::State::Null).unwrap();
+    }
+}
+
+#[test]
+fn a_refused_request_fails_the_frame_but_leaves_the_server_in() {
+    for transport in ["http", "grpc"] {
+        let refuse = FakeServer::start("refuse");
+        let url = match transport {
+            "grpc" => refuse.grpc_url(),
+            _ => refuse.http_url(),
+        };
+        let run = Run::start(
+            &format!("servers={url} model=frames workers=1 on-error=drop"),
+            5,
+            None,
+        );
+        let (frames, pool, reseq) = run.finish();
+        // Each frame failed once (a gap); the server answered, so it stays in.
+        assert!(frames.is_empty(), "{transport}: {pool}");
+        assert_eq!(field::<u64>(&pool, "dropped-failed"), 5, "{pool}");
+        assert_eq!(field::<u64>(&reseq, "gaps"), 5, "{reseq}");
+        let server = server_stats(&pool, 0);
+        assert!(
+            server.get::<bool>("healthy").unwrap(),
+            "{transport}: {server}"
+        );
+        assert_eq!(server.get::<u64>("errors").unwrap(), 5, "{server}");
+        let last = server.get::<String>("last-error").unwrap();
+        let expect = if transport == "grpc" {
+            "InvalidArgument"
+        } else {
+            "400"
+        };
+        assert!(last.contains(expect), "{transport}: {last}");
+    }
+}
+
+#[test]
+fn a_flush_cancels_the_requests_in_flight() {
+    for transport in ["grpc", "http"] {
+        let slow = FakeServer::start("slow");
+        let url = match transport {
+            "grpc" => slow.grpc_url(),
+            _ => slow.http_url(),
+        };
+        let run = Run::start_when_all_healthy(
+            &format!("servers={url} model=frames workers=3 request-timeout=60000000000"),
+            3,
+        );
+        // Three requests wait on the server (for 10 s each, unless given up).
+        let until = Instant::now() + WAIT;
+        while settled_or_not(&slow).0 < 3 {
+            assert!(
+                Instant::now() < until,
+                "{transport}: the requests never started"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let flushed_at = Instant::now();
+        let sink = run
+            .pipeline
+            .by_name("pool")
+            .unwrap()
+            .static_pad("sink")
+            .unwrap();
+        assert!(sink.send_event(gst::event::FlushStart::new()));
+        assert!(sink.send_event(gst::event::FlushStop::new(true)));
+        let (started, cancelled, answered) = settled_counts(&slow);
+        assert_eq!((started, cancelled, answered), (3, 3, 0), "{transport}");
+        assert!(
+            flushed_at.elapsed() < Duration::from_secs(5),
+            "{transport}: cancelled {:?} after the flush",
+            flushed_at.elapsed()
+        );
+        let pool = run.pool_stats();
+        assert_eq!(field::<u64>(&pool, "flushed"), 3, "{pool}");
+        run.stop_feeding();
+        run.pipeline.set_state(gst::State::Null).unwrap();
+    }
+}
+
+/// The slow fake server's counts now: (started, cancelled + answered).
+fn settled_or_not(server: &FakeServer) -> (u64, u64) {
+    let body = servers::http_get(server.http, "/counts").expect("GET /counts");
+    let counts: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let n = |k: &str| counts[k].as_u64().unwrap();
+    (n("started"), n("cancelled") + n("answered"))
+}
+
+#[test]
+fn proxies_from_the_environment_are_not_used() {
+    let server = MlServer::start(&[]);
+    // Every proxy variable points at a closed port: a client that used one would fail.
+    let proxy = "http://127.0.0.1:9";
+    let env: Vec<(&str, &str)> = [
+        "http_proxy",
+        "HTTP_PROXY",
+        "https_proxy",
+        "HTTPS_PROXY",
+        "all_proxy",
+        "ALL_PROXY",
+        "grpc_proxy",
+        "GRPC_PROXY",
+    ]
+    .into_iter()
+    .map(|k| (k, proxy))
+    .collect();
+    for url in [server.http_url(), server.grpc_url()] {
+        let (ok, text) = launch_output(
+            &env,
+            &format!(
+                "videotestsrc num-buffers=5 ! video/x-raw,format=RGB,width=16,height=16 \
+                 ! enrichpool servers={url} model=frames on-error=drop \
+                 stats-interval=1000000000 ! fakesink"
+            ),
+        );
+        assert!(ok, "{url}: {text}");
+        let last = text
+            .lines()
+            .filter(|l| l.contains("): enrichpool-stats, "))
+            .last()
+            .unwrap_or_else(|| panic!("{url}: no stats: {text}"));
+        for (field, want) in [("pushed", 5), ("dropped", 0), ("remote-sent", 5)] {
+            assert!(
+                last.contains(&format!(" {field}=(guint64){want},")),
+                "{url}: {field} in {last}"
+            );
+        }
+    }
 }

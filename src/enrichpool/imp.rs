@@ -111,6 +111,8 @@ struct Settings {
     max_in_flight_per_server: u32,
     /// Never logged, never in stats, not readable as a property.
     auth_token: Option<String>,
+    /// A file holding the token, read at start (its content never logged).
+    auth_token_file: Option<String>,
     max_response_bytes: u64,
     interval: u32,
     only_label: Option<String>,
@@ -140,6 +142,7 @@ impl Default for Settings {
             hedge_after: 0,
             max_in_flight_per_server: 0,
             auth_token: None,
+            auth_token_file: None,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             interval: 1,
             only_label: None,
@@ -174,6 +177,16 @@ impl Settings {
         }
     }
 
+    /// The token from `auth-token` or `auth-token-file`.
+    fn token(&self) -> Result<Option<String>, String> {
+        match (&self.auth_token, &self.auth_token_file) {
+            (Some(_), Some(_)) => Err("set auth-token or auth-token-file, not both".into()),
+            (Some(token), None) => Ok(Some(token.clone())),
+            (None, Some(path)) => read_token_file(path).map(Some),
+            (None, None) => Ok(None),
+        }
+    }
+
     /// The remote step, or `None` without `servers`. Errors are configuration errors.
     fn remote(&self) -> Result<Option<Remote>, String> {
         let servers = crate::remote::Endpoint::parse_list(&self.servers)?;
@@ -194,7 +207,7 @@ impl Settings {
             request_timeout: Duration::from_nanos(self.request_timeout),
             hedge_after: (self.hedge_after > 0).then(|| Duration::from_nanos(self.hedge_after)),
             max_in_flight: self.max_in_flight_per_server as usize,
-            auth_token: self.auth_token.clone(),
+            auth_token: self.token()?,
             max_response_bytes: self.max_response_bytes.try_into().unwrap_or(usize::MAX),
             extra_roots_pem,
         })?;
@@ -206,6 +219,33 @@ impl Settings {
             skipped: AtomicU64::new(0),
         }))
     }
+}
+
+/// Reads a token file: its content, without surrounding whitespace. Refused when every user
+/// may read it, or when it is empty; no error message holds any of its content.
+fn read_token_file(path: &str) -> Result<String, String> {
+    use std::os::unix::fs::PermissionsExt;
+
+    let mode = std::fs::metadata(path)
+        .map_err(|err| format!("reading auth-token-file `{path}`: {err}"))?
+        .permissions()
+        .mode();
+    if mode & 0o004 != 0 {
+        return Err(format!(
+            "auth-token-file `{path}` is readable by every user (mode {:o}); make it private \
+             (chmod 600)",
+            mode & 0o777
+        ));
+    }
+    let bytes =
+        std::fs::read(path).map_err(|err| format!("reading auth-token-file `{path}`: {err}"))?;
+    let token = String::from_utf8(bytes)
+        .map_err(|_| format!("auth-token-file `{path}` is not UTF-8 text"))?;
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(format!("auth-token-file `{path}` is empty"));
+    }
+    Ok(token.to_string())
 }
 
 /// A frame in the pool, with the results its handler attached.
@@ -1299,8 +1339,13 @@ impl ObjectImpl for EnrichPool {
                     .build(),
                 glib::ParamSpecString::builder("auth-token")
                     .nick("Auth token")
-                    .blurb("Sent as `Authorization: Bearer <token>` to every server; write-only, never logged or shown in stats")
+                    .blurb("Sent as `Authorization: Bearer <token>` to every server; write-only, never logged or shown in stats by this element (on a gst-launch-1.0 command line it shows in the process list and in GStreamer's own debug log: use auth-token-file there)")
                     .write_only()
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("auth-token-file")
+                    .nick("Auth token file")
+                    .blurb("A file holding the token (surrounding whitespace ignored), read when the element starts; refused if every user may read it. Its content is never logged")
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecUInt64::builder("max-response-bytes")
@@ -1431,6 +1476,12 @@ impl ObjectImpl for EnrichPool {
                     .expect("type checked upstream")
                     .filter(|t| !t.is_empty())
             }
+            "auth-token-file" => {
+                s.auth_token_file = value
+                    .get::<Option<String>>()
+                    .expect("type checked upstream")
+                    .filter(|p| !p.is_empty())
+            }
             "max-response-bytes" => {
                 s.max_response_bytes = value.get().expect("type checked upstream")
             }
@@ -1481,6 +1532,7 @@ impl ObjectImpl for EnrichPool {
             "interval" => s.interval.to_value(),
             "only-label" => s.only_label.to_value(),
             "tls-ca-file" => s.tls_ca_file.to_value(),
+            "auth-token-file" => s.auth_token_file.to_value(),
             "stats" => self.stats().to_value(),
             "stats-interval" => s.stats_interval.to_value(),
             other => unreachable!("unknown property {other}"),

@@ -425,12 +425,9 @@ impl Inner {
                 server.wake_probe.notified().await;
                 continue;
             }
-            // A server taken out by a request waits before its first probe, longer with
-            // each strike, so that a server that answers probes but fails requests does
-            // not flap.
-            let exponent = strikes.saturating_add(failures).saturating_sub(1).min(16);
-            if health == Health::Down && (strikes > 0 || failures > 0) {
-                let backoff = (PROBE_BACKOFF_MIN * 2u32.pow(exponent)).min(PROBE_BACKOFF_MAX);
+            if health == Health::Down
+                && let Some(backoff) = probe_backoff(strikes, failures)
+            {
                 tokio::time::sleep(backoff).await;
                 if self.stopping.load(Ordering::Acquire) {
                     return;
@@ -459,6 +456,18 @@ impl Inner {
             self.changed.notify_waiters();
         }
     }
+}
+
+/// How long a server that is down waits before its next probe: not at all before the first
+/// probe of a server never taken out; else 100 ms, doubling with each failed probe and each
+/// time requests took it out again (`strikes`), up to 5 s — so that a server that answers
+/// probes but fails requests does not flap.
+pub(super) fn probe_backoff(strikes: u32, failures: u32) -> Option<Duration> {
+    if strikes == 0 && failures == 0 {
+        return None;
+    }
+    let exponent = strikes.saturating_add(failures).saturating_sub(1).min(16);
+    Some((PROBE_BACKOFF_MIN * 2u32.pow(exponent)).min(PROBE_BACKOFF_MAX))
 }
 
 /// The servers of one `enrichpool`, with the runtime their requests run on.

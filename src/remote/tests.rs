@@ -334,3 +334,32 @@ fn bad_configuration_is_refused_at_start() {
             .contains("PEM")
     );
 }
+
+#[test]
+fn the_probe_backoff_doubles_from_100_ms_to_5_s() {
+    use super::set::probe_backoff;
+    let ms = |n| Some(Duration::from_millis(n));
+    // A server never taken out is probed at once (the first probe at start).
+    assert_eq!(probe_backoff(0, 0), None);
+    // Failed probes: 100 ms, then doubling, capped at 5 s.
+    let schedule: Vec<_> = (1..=8).map(|failures| probe_backoff(0, failures)).collect();
+    assert_eq!(
+        schedule,
+        vec![
+            ms(100),
+            ms(200),
+            ms(400),
+            ms(800),
+            ms(1600),
+            ms(3200),
+            ms(5000),
+            ms(5000)
+        ]
+    );
+    // Each time requests take the server out again, it starts further along.
+    assert_eq!(probe_backoff(1, 0), ms(100));
+    assert_eq!(probe_backoff(3, 0), ms(400));
+    assert_eq!(probe_backoff(3, 1), ms(800));
+    // No overflow however long it stays down.
+    assert_eq!(probe_backoff(u32::MAX, u32::MAX), ms(5000));
+}

@@ -5,7 +5,8 @@ use std::process::Command;
 
 /// Where `libgstordered.so` is: `GST_ORDERED_PLUGIN_DIR` (meson points it at the plugin it
 /// built), else the cargo profile folder this test binary was built in, where the cdylib is
-/// built first if `cargo test` has not (it builds only the rlib).
+/// brought up to date first (`cargo test` builds only the rlib; a stale plugin would test
+/// old code).
 pub fn plugin_dir() -> PathBuf {
     static DIR: std::sync::LazyLock<PathBuf> = std::sync::LazyLock::new(|| {
         if let Some(dir) = std::env::var_os("GST_ORDERED_PLUGIN_DIR") {
@@ -13,7 +14,7 @@ pub fn plugin_dir() -> PathBuf {
         }
         let exe = std::env::current_exe().unwrap();
         let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-        if !profile_dir.join("libgstordered.so").exists() {
+        {
             let target_dir = profile_dir.parent().unwrap();
             let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
             build

@@ -6,11 +6,13 @@ Both transports answer readiness and model metadata like a healthy server; infer
 - garbage: REST answers a body that is not JSON, gRPC a tensor whose raw contents do not fit
   its shape;
 - wrong-id: a well-formed answer whose id is not the request's;
-- echo-auth: a well-formed answer with one output, `auth`, holding the Authorization header;
+- echo-auth: a well-formed answer with one output, `auth`, holding the Authorization header
+  (the headers seen are also listed by `GET /counts`, as `auth`);
 - big: a well-formed answer carrying a 2 MiB output;
 - binary (REST only): lists the binary tensor extension in `GET /v2`, reads binary requests
   and answers `checksum` (UINT64) and `dims` (INT64) as binary data and `binary-request`
   (BOOL, JSON) saying whether the request came in binary;
+- refuse: refuses every inference request (REST: 400, gRPC: INVALID_ARGUMENT);
 - slow: answers each request after 10 s unless the client gives it up first (gRPC: the call
   is cancelled; REST: the connection is closed), which it notices within 10 ms; counts
   requests started, cancelled and answered, told by `GET /counts` as JSON.
@@ -44,7 +46,7 @@ METADATA = {
 
 BIG = "x" * (2 << 20)
 SLOW_S = 10.0
-COUNTS = {"started": 0, "cancelled": 0, "answered": 0}
+COUNTS = {"started": 0, "cancelled": 0, "answered": 0, "auth": []}
 COUNTS_LOCK = threading.Lock()
 
 
@@ -67,6 +69,9 @@ def wait_unless_gone(gone):
 
 
 def answer(request_id, auth):
+    with COUNTS_LOCK:
+        if auth and auth not in COUNTS["auth"]:
+            COUNTS["auth"].append(auth)
     if MODE == "big":
         return {"id": request_id, "outputs": [
             {"name": "blob", "datatype": "BYTES", "shape": [1], "data": [BIG]}]}
@@ -111,6 +116,9 @@ class Rest(BaseHTTPRequestHandler):
             return
         if MODE == "garbage":
             self.reply(200, b"<<this is not an inference response>>")
+            return
+        if MODE == "refuse":
+            self.reply(400, json.dumps({"error": "refused by the test server"}).encode())
             return
         if MODE == "binary":
             self.binary(body)
@@ -172,6 +180,8 @@ class Grpc(pb_grpc.GRPCInferenceServiceServicer):
                 name="frame", datatype="UINT8", shape=[-1, -1, -1])])
 
     def ModelInfer(self, request, context):
+        if MODE == "refuse":
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "refused by the test server")
         if MODE == "garbage":
             return pb.ModelInferResponse(
                 id=request.id,
