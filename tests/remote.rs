@@ -1156,8 +1156,7 @@ fn proxies_from_the_environment_are_not_used() {
         assert!(ok, "{url}: {text}");
         let last = text
             .lines()
-            .filter(|l| l.contains("): enrichpool-stats, "))
-            .last()
+            .rfind(|l| l.contains("): enrichpool-stats, "))
             .unwrap_or_else(|| panic!("{url}: no stats: {text}"));
         for (field, want) in [("pushed", 5), ("dropped", 0), ("remote-sent", 5)] {
             assert!(

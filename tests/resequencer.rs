@@ -610,7 +610,7 @@ fn the_same_pts_twice_is_a_counted_duplicate() {
         h.push(pts_frame(FRAME * n)).unwrap();
     }
     let pts: Vec<_> = (0..3).map(|_| h.pull().unwrap().pts().unwrap()).collect();
-    assert_eq!(pts, vec![FRAME * 0, FRAME, FRAME * 2]);
+    assert_eq!(pts, vec![gst::ClockTime::ZERO, FRAME, FRAME * 2]);
     assert_eq!(stat(&h, "duplicates"), 1);
 }
 
