@@ -4,35 +4,46 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// Where `libgstordered.so` is: `GST_ORDERED_PLUGIN_DIR` (meson points it at the plugin it
-/// built), else the cargo profile folder this test binary was built in, where the cdylib is
-/// brought up to date first (`cargo test` builds only the rlib; a stale plugin would test
-/// old code).
+/// built), else a cargo build of the cdylib brought up to date first (`cargo test` builds
+/// only the rlib, and a stale plugin would test old code). That build has a target folder of
+/// its own (`plugin-for-tests` beside the profile folders) so that it and `cargo test` do
+/// not rebuild each other's artifacts.
 pub fn plugin_dir() -> PathBuf {
     static DIR: std::sync::LazyLock<PathBuf> = std::sync::LazyLock::new(|| {
         if let Some(dir) = std::env::var_os("GST_ORDERED_PLUGIN_DIR") {
             return PathBuf::from(dir);
         }
         let exe = std::env::current_exe().unwrap();
-        let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-        {
-            let target_dir = profile_dir.parent().unwrap();
-            let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-            build
-                .args([
-                    "build",
-                    "--lib",
-                    "--manifest-path",
-                    concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"),
-                ])
-                .arg("--target-dir")
-                .arg(target_dir);
-            if profile_dir.file_name().is_some_and(|p| p == "release") {
-                build.arg("--release");
+        let profile_dir = exe.parent().unwrap().parent().unwrap();
+        let profile = profile_dir.file_name().unwrap().to_owned();
+        let target_dir = profile_dir.parent().unwrap().join("plugin-for-tests");
+        let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        build
+            .args([
+                "build",
+                "--locked",
+                "--lib",
+                "--manifest-path",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"),
+            ])
+            .arg("--target-dir")
+            .arg(&target_dir);
+        // Without the variables cargo set for this test (CARGO_PKG_NAME…): build scripts
+        // that watch them would otherwise rebuild their crates every time.
+        for (key, _) in std::env::vars_os() {
+            if let Some(key) = key.to_str()
+                && key.starts_with("CARGO_")
+                && key != "CARGO_HOME"
+            {
+                build.env_remove(key);
             }
-            let status = build.status().expect("cargo runs");
-            assert!(status.success(), "building libgstordered.so failed");
         }
-        profile_dir
+        if profile == "release" {
+            build.arg("--release");
+        }
+        let status = build.status().expect("cargo runs");
+        assert!(status.success(), "building libgstordered.so failed");
+        target_dir.join(profile)
     });
     let dir = DIR.clone();
     assert!(
