@@ -11,7 +11,9 @@
 //!
 //! Jobs: a 10 ms wait (an enrichment server's answer) with N = 8, 32, 64 workers, and 1 ms of
 //! CPU work with N = 2; frames of 320×240 and 1280×720 (I420-sized payloads, fresh per frame
-//! in both). Throughput in frames/s, best of three interleaved rounds; the ratio ours/article.
+//! in both). Throughput in frames/s: five rounds, each running every case with both designs
+//! (which one first alternating); the median and spread (min–max) of the rounds, and of the
+//! ratio ours/article taken round by round.
 //! Writes the table to stdout and a plot to `docs/article-comparison.png` (or the path given
 //! with `--plot`).
 //!
@@ -228,13 +230,15 @@ fn ours(frames: u64, workers: usize, job: Job, size: usize) -> f64 {
     secs
 }
 
+const ROUNDS: usize = 5;
+
 struct Case {
     job: Job,
     workers: usize,
     size: (u32, u32),
     frames: u64,
-    article: f64,
-    ours: f64,
+    article: common::Rounds,
+    ours: common::Rounds,
 }
 
 fn plot(cases: &[Case], path: &str) -> Result<(), Box<dyn std::error::Error>> {
@@ -251,7 +255,7 @@ fn plot(cases: &[Case], path: &str) -> Result<(), Box<dyn std::error::Error>> {
         .collect();
     let top = waits
         .iter()
-        .map(|c| c.article.max(c.ours))
+        .map(|c| c.article.max().max(c.ours.max()))
         .fold(0.0, f64::max)
         * 1.15;
     let mut chart = ChartBuilder::on(&root)
@@ -293,8 +297,8 @@ fn plot(cases: &[Case], path: &str) -> Result<(), Box<dyn std::error::Error>> {
                 .collect()
         };
         for (points, color, name) in [
-            (series(|c| c.article), article_color, article_name),
-            (series(|c| c.ours), ours_color, ours_name),
+            (series(|c| c.article.median()), article_color, article_name),
+            (series(|c| c.ours.median()), ours_color, ours_name),
         ] {
             let label = format!("{name}, {}x{}", size.0, size.1);
             chart
@@ -337,8 +341,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 size,
                 // About 0.6 s at the ideal rate of N frames per 10 ms.
                 frames: 60 * workers as u64,
-                article: 0.0,
-                ours: 0.0,
+                article: Default::default(),
+                ours: Default::default(),
             });
         }
         cases.push(Case {
@@ -346,14 +350,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             workers: 2,
             size,
             frames: 1000,
-            article: 0.0,
-            ours: 0.0,
+            article: Default::default(),
+            ours: Default::default(),
         });
     }
     // Warm-up of both.
     article::run(100, 8, Job::Wait(Duration::from_millis(1)), 1024);
     ours(100, 8, Job::Wait(Duration::from_millis(1)), 1024);
-    for round in 0..3 {
+    for round in 0..ROUNDS {
         for c in &mut cases {
             let size = (c.size.0 * c.size.1 * 3 / 2) as usize;
             // Alternate which one goes first.
@@ -364,10 +368,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let o = ours(c.frames, c.workers, c.job, size);
                 (article::run(c.frames, c.workers, c.job, size), o)
             };
-            c.article = c.article.max(c.frames as f64 / a);
-            c.ours = c.ours.max(c.frames as f64 / o);
+            c.article.0.push(c.frames as f64 / a);
+            c.ours.0.push(c.frames as f64 / o);
         }
     }
+    println!("{ROUNDS} rounds; median (min–max) of the rounds, the ratio taken round by round");
     println!("| job | N | frame | article (frames/s) | ours (frames/s) | ours / article |");
     println!("|---|---|---|---|---|---|");
     for c in &cases {
@@ -375,14 +380,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             Job::Wait(d) => format!("{} ms wait", d.as_millis()),
             Job::Cpu(d) => format!("{} ms CPU", d.as_millis()),
         };
+        let fps = |v: f64| format!("{v:.0}");
         println!(
-            "| {job} | {} | {}x{} | {:.0} | {:.0} | {:.2}x |",
+            "| {job} | {} | {}x{} | {} | {} | {} |",
             c.workers,
             c.size.0,
             c.size.1,
-            c.article,
-            c.ours,
-            c.ours / c.article
+            c.article.spread(fps),
+            c.ours.spread(fps),
+            c.ours.over(&c.article).spread(|v| format!("{v:.2}×"))
         );
     }
     plot(&cases, &plot_path)?;

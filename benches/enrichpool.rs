@@ -1,10 +1,14 @@
-//! enrichpool benchmarks, each case measured side by side with its baseline in one run.
+//! enrichpool benchmarks. Within each, the cases run round by round (every case once per
+//! round, the first one rotating), and each figure is the median of the rounds with their
+//! spread (min–max); ratios are taken round by round.
 //!
 //! - scaling: a handler that waits 10 ms, N = 1, 8, 32, 64 workers; throughput as a fraction
-//!   of the ideal N / 10 ms (`appsrc ! enrichpool ! resequencer ! fakesink`);
+//!   of the ideal N / 10 ms (`appsrc ! enrichpool ! resequencer ! fakesink`), timed from the
+//!   first push to EOS (the pipeline is PLAYING and its workers started before);
 //! - cpu: a handler that spins 1 ms of CPU, 2 workers against 1;
 //! - overhead: `enrichpool ! resequencer` with an empty handler against `queue`;
-//! - memory: peak RSS of a run of 10 000 and of 100 000 frames (each in a child process).
+//! - memory: RSS every 10 000 frames over one run of 1 000 000 (in a child process), and its
+//!   slope over the second half.
 //!
 //! `cargo bench --bench enrichpool` runs all; `-- scaling|cpu|overhead|memory` one.
 
@@ -66,40 +70,45 @@ fn with_handler(f: impl Fn() + Send + Sync + 'static) -> impl FnOnce(&gst::Pipel
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
+const ROUNDS: usize = 7;
 
 fn scaling() {
     let wait = Duration::from_millis(10);
-    println!("\n### Scaling: handler waits 10 ms (appsrc ! enrichpool ! resequencer ! fakesink)\n");
-    println!("| workers | frames | seconds | frames/s | ideal frames/s | efficiency |");
-    println!("|---:|---:|---:|---:|---:|---:|");
-    for n in [1u64, 8, 32, 64] {
-        let count = n * 30;
+    let counts = [1u64, 8, 32, 64];
+    println!(
+        "\n### Scaling: handler waits 10 ms (appsrc ! enrichpool ! resequencer ! fakesink), \
+         {ROUNDS} rounds, median (min–max)\n"
+    );
+    println!("| workers | frames | frames/s | ideal frames/s | efficiency |");
+    println!("|---:|---:|---:|---:|---:|");
+    let results = common::alternate(&counts, ROUNDS, |&n| {
         let middle = format!(
             "enrichpool name=pool workers={n} max-size-buffers={} ! resequencer",
             2 * n
         );
-        let secs = median(
-            (0..3)
-                .map(|_| {
-                    run(
-                        &middle,
-                        frames(count),
-                        with_handler(move || std::thread::sleep(wait)),
-                    )
-                })
-                .collect(),
+        let count = n * 30;
+        let secs = run(
+            &middle,
+            frames(count),
+            with_handler(move || std::thread::sleep(wait)),
         );
-        let fps = count as f64 / secs;
-        let ideal = n as f64 / wait.as_secs_f64();
+        count as f64 / secs
+    });
+    for (n, fps) in counts.iter().zip(&results) {
+        let ideal = *n as f64 / wait.as_secs_f64();
         println!(
-            "| {n} | {count} | {secs:.3} | {fps:.0} | {ideal:.0} | {:.1}% |",
-            100.0 * fps / ideal
+            "| {n} | {} | {} | {ideal:.0} | {} |",
+            n * 30,
+            fps.spread(|v| format!("{v:.0}")),
+            fps.map(|v| 100.0 * v / ideal)
+                .spread(|v| format!("{v:.1}%"))
         );
     }
+    let at32 = results[2].map(|v| 100.0 * v / 3200.0);
+    println!(
+        "efficiency per round at 32: {}",
+        at32.all(|v| format!("{v:.1}%"))
+    );
 }
 
 fn spin(d: Duration) {
@@ -111,130 +120,176 @@ fn spin(d: Duration) {
 }
 
 fn cpu() {
-    println!("\n### CPU-bound: handler spins 1 ms, on this machine's cores\n");
-    println!("| workers | frames/s (median of 5) | speed-up |");
+    println!(
+        "\n### CPU-bound: handler spins 1 ms, on this machine's cores, {ROUNDS} rounds, \
+         median (min–max)\n"
+    );
+    println!("| workers | frames/s | speed-up (round by round) |");
     println!("|---:|---:|---:|");
     let count = 400;
-    let mut base = 0.0;
-    for n in [1u64, 2] {
+    let results = common::alternate(&[1u64, 2], ROUNDS, |&n| {
         let middle = format!("enrichpool name=pool workers={n} ! resequencer");
-        let secs = median(
-            (0..5)
-                .map(|_| {
-                    run(
-                        &middle,
-                        frames(count),
-                        with_handler(|| spin(Duration::from_millis(1))),
-                    )
-                })
-                .collect(),
+        let secs = run(
+            &middle,
+            frames(count),
+            with_handler(|| spin(Duration::from_millis(1))),
         );
-        let fps = count as f64 / secs;
-        if n == 1 {
-            base = fps;
-        }
-        println!("| {n} | {fps:.0} | {:.2}× |", fps / base);
+        count as f64 / secs
+    });
+    for (n, fps) in [1, 2].iter().zip(&results) {
+        println!(
+            "| {n} | {} | {} |",
+            fps.spread(|v| format!("{v:.0}")),
+            fps.over(&results[0]).spread(|v| format!("{v:.2}×"))
+        );
     }
 }
 
 fn overhead() {
-    println!("\n### Overhead: empty handler, against queue (ns per buffer, median of 7)\n");
-    println!("| pipeline | ns/buffer | ratio |");
+    let rounds = 9;
+    println!(
+        "\n### Overhead: empty handler, against queue, {rounds} rounds, ns per buffer, median \
+         (min–max)\n"
+    );
+    println!("| pipeline | ns/buffer | ratio (round by round) |");
     println!("|---|---:|---:|");
     let count = 30_000;
     let cases = ["queue", "enrichpool name=pool workers=2 ! resequencer"];
-    let mut results = vec![Vec::new(); cases.len()];
     run(cases[0], frames(1000), |_| ());
     run(cases[1], frames(1000), with_handler(|| ()));
-    for _ in 0..7 {
-        results[0].push(run(cases[0], frames(count), |_| ()));
-        results[1].push(run(cases[1], frames(count), with_handler(|| ())));
+    let results = common::alternate(&cases, rounds, |case| {
+        let secs = if case.starts_with("queue") {
+            run(case, frames(count), |_| ())
+        } else {
+            run(case, frames(count), with_handler(|| ()))
+        };
+        secs * 1e9 / count as f64
+    });
+    for (case, ns) in cases.iter().zip(&results) {
+        println!(
+            "| `{case}` | {} | {} |",
+            ns.spread(|v| format!("{v:.0}")),
+            ns.over(&results[0]).spread(|v| format!("{v:.2}×"))
+        );
     }
-    let ns: Vec<f64> = results
-        .into_iter()
-        .map(|r| median(r) * 1e9 / count as f64)
-        .collect();
-    for (case, v) in cases.iter().zip(&ns) {
-        println!("| `{case}` | {v:.0} | {:.2}× |", v / ns[0]);
-    }
+    println!(
+        "ratio per round: {}",
+        results[1].over(&results[0]).all(|v| format!("{v:.2}"))
+    );
 }
 
-/// Peak RSS (kB) of this process.
-fn peak_rss_kb() -> u64 {
+/// Resident set size (kB) of this process now.
+fn rss_kb() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap()
 }
 
-/// Child mode: runs `n` 320×240 frames through `enrichpool ! resequencer` and prints peak
-/// RSS. Downstream is held back at the start until the resequencer's window is full, so every
-/// run reaches the most the bounds allow (queue, window, buffer pool) before it streams: the
-/// peak then tells whether memory grows with the length of the stream.
-fn memory_child(n: u64) {
+const MEMORY_FRAMES: u64 = 1_000_000;
+const MEMORY_EVERY: u64 = 10_000;
+
+/// Child mode: streams `MEMORY_FRAMES` 320×240 frames through `enrichpool ! resequencer`
+/// and prints `frames rss_kb` every `MEMORY_EVERY` frames at the sink.
+fn memory_child() {
     init();
     let pipeline = launch::pipeline(&format!(
-        "videotestsrc num-buffers={n} ! video/x-raw,width=320,height=240,framerate=1000/1 \
-         ! enrichpool name=pool workers=2 ! resequencer name=reseq ! fakesink sync=false"
+        "videotestsrc num-buffers={MEMORY_FRAMES} pattern=ball \
+         ! video/x-raw,width=320,height=240,framerate=1000/1 \
+         ! enrichpool name=pool workers=2 ! resequencer name=reseq ! fakesink name=sink sync=false"
     ));
-    let reseq = pipeline.by_name("reseq").unwrap();
-    let max_window = u64::from(reseq.property::<u32>("max-window"));
-    let src = reseq.static_pad("src").unwrap();
-    let block = src
-        .add_probe(
-            gst::PadProbeType::BLOCK_DOWNSTREAM | gst::PadProbeType::BUFFER,
-            |_, _| gst::PadProbeReturn::Ok,
-        )
-        .unwrap();
-    pipeline.set_state(gst::State::Playing).unwrap();
-    // The window holds max-window frames once the task's first push is blocked.
-    while reseq
-        .property::<gst::Structure>("stats")
-        .get::<u64>("depth")
+    let sink = pipeline
+        .by_name("sink")
         .unwrap()
-        < max_window - 1
-    {
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    src.remove_probe(block);
-    pipeline
+        .static_pad("sink")
+        .unwrap();
+    let seen = std::sync::atomic::AtomicU64::new(0);
+    sink.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+        let seen = seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        if seen.is_multiple_of(MEMORY_EVERY) {
+            println!("{seen} {}", rss_kb());
+        }
+        gst::PadProbeReturn::Ok
+    });
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let msg = pipeline
         .bus()
         .unwrap()
         .timed_pop_filtered(
-            gst::ClockTime::from_seconds(600),
+            gst::ClockTime::from_seconds(3600),
             &[gst::MessageType::Eos, gst::MessageType::Error],
         )
         .unwrap();
+    if let gst::MessageView::Error(e) = msg.view() {
+        panic!("{}", e.error());
+    }
     pipeline.set_state(gst::State::Null).unwrap();
-    println!("{}", peak_rss_kb());
+}
+
+/// Least-squares slope of y over x.
+fn slope(points: &[(f64, f64)]) -> f64 {
+    let n = points.len() as f64;
+    let (mx, my) = (
+        points.iter().map(|p| p.0).sum::<f64>() / n,
+        points.iter().map(|p| p.1).sum::<f64>() / n,
+    );
+    let cov: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+    let var: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
+    cov / var
 }
 
 fn memory() {
     println!(
-        "\n### Memory: peak RSS, 320×240 frames, bounds filled at the start, each run in its own process\n"
+        "\n### Memory: RSS while streaming {MEMORY_FRAMES} 320×240 frames (one run, its own \
+         process, sampled every {MEMORY_EVERY} frames at the sink)\n"
     );
-    println!("| frames | peak RSS (kB) | vs 10 000 |");
-    println!("|---:|---:|---:|");
     let exe = std::env::current_exe().unwrap();
-    let mut base = 0.0;
-    for n in [10_000u64, 100_000] {
-        let out = std::process::Command::new(&exe)
-            .args(["--memory-child", &n.to_string()])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let kb: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
-        if n == 10_000 {
-            base = kb;
-        }
-        println!("| {n} | {kb:.0} | {:+.1}% |", 100.0 * (kb - base) / base);
+    let out = std::process::Command::new(&exe)
+        .arg("--memory-child")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let samples: Vec<(f64, f64)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let (f, kb) = l.split_once(' ').unwrap();
+            (f.parse().unwrap(), kb.parse().unwrap())
+        })
+        .collect();
+    println!("| frames | RSS (kB) |");
+    println!("|---:|---:|");
+    for (frames, kb) in samples
+        .iter()
+        .filter(|s| (s.0 as u64).is_multiple_of(100_000))
+    {
+        println!("| {frames:.0} | {kb:.0} |");
     }
+    let second_half: Vec<(f64, f64)> = samples
+        .iter()
+        .copied()
+        .filter(|s| s.0 > MEMORY_FRAMES as f64 / 2.0)
+        .collect();
+    let steady = common::Rounds(second_half.iter().map(|s| s.1).collect());
+    println!(
+        "\nsecond half ({} samples): RSS {} kB; slope {:+.1} kB per 100 000 frames",
+        second_half.len(),
+        steady.spread(|v| format!("{v:.0}")),
+        slope(&second_half) * 100_000.0
+    );
+    let first = common::Rounds(
+        samples
+            .iter()
+            .filter(|s| s.0 <= MEMORY_FRAMES as f64 / 2.0)
+            .map(|s| s.1)
+            .collect(),
+    );
+    println!("first half: RSS {} kB", first.spread(|v| format!("{v:.0}")));
 }
 
 fn main() {
@@ -242,8 +297,8 @@ fn main() {
         .skip(1)
         .filter(|a| a != "--bench")
         .collect();
-    if let Some(i) = args.iter().position(|a| a == "--memory-child") {
-        memory_child(args[i + 1].parse().unwrap());
+    if args.iter().any(|a| a == "--memory-child") {
+        memory_child();
         return;
     }
     init();

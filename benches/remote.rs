@@ -3,11 +3,13 @@
 //!
 //! - scaling: 1, 2 and 3 servers whose model takes a fixed 20 ms per request, one request at
 //!   a time (so each server tops out near 50 frames/s); 320×240 RGB frames over gRPC through
-//!   `appsrc ! enrichpool ! resequencer ! fakesink`; throughput and the 3-to-1 ratio;
+//!   `appsrc ! enrichpool ! resequencer ! fakesink`; throughput and the 3-to-1 ratio, five
+//!   rounds of the three counts (the first rotating), median and spread (min–max);
 //! - overhead: one request at a time to a model that answers at once, over gRPC and REST:
 //!   our per-request latency (p50 at the element) against MLServer's own measure of the same
 //!   requests (`model_infer_request_duration` for gRPC, its data plane;
-//!   `rest_server_request_duration_seconds` for REST, the whole HTTP request).
+//!   `rest_server_request_duration_seconds` for REST, the whole HTTP request); five rounds
+//!   per transport, alternating, median and spread.
 //!
 //! `cargo bench --bench remote` runs both; `-- scaling|overhead` one.
 
@@ -77,55 +79,84 @@ fn scaling() {
         &format!("servers={} model=frames workers=6", urls.join(",")),
         30,
     );
-    let mut best = [0f64; 3];
-    // Interleaved rounds, best of three per count: the machine is small and noisy.
-    for _round in 0..3 {
-        for n in 1..=3 {
-            let frames = 100 * n as u64;
-            let props = format!(
-                "servers={} model=frames workers={} max-in-flight-per-server=2",
-                urls[..n].join(","),
-                2 * n
-            );
-            let (secs, _) = run(&props, frames);
-            best[n - 1] = best[n - 1].max(frames as f64 / secs);
-        }
-    }
+    let rounds = 5;
+    let counts = [1usize, 2, 3];
+    // Rounds of 1, 2 and 3 servers, the first rotating.
+    let fps = common::alternate(&counts, rounds, |&n| {
+        let frames = 100 * n as u64;
+        let props = format!(
+            "servers={} model=frames workers={} max-in-flight-per-server=2",
+            urls[..n].join(","),
+            2 * n
+        );
+        let (secs, _) = run(&props, frames);
+        frames as f64 / secs
+    });
+    println!("{rounds} rounds; median (min–max), the ratio taken round by round");
     println!("| servers | frames/s | vs 1 server |");
     println!("|---|---|---|");
-    for n in 1..=3 {
+    for (n, f) in counts.iter().zip(&fps) {
         println!(
-            "| {n} | {:.1} | {:.2}x |",
-            best[n - 1],
-            best[n - 1] / best[0]
+            "| {n} | {} | {} |",
+            f.spread(|v| format!("{v:.1}")),
+            f.over(&fps[0]).spread(|v| format!("{v:.2}×"))
         );
     }
 }
 
 fn overhead() {
-    println!("## overhead: one request at a time, model answers at once, 320x240 RGB");
+    let rounds = 5;
+    println!(
+        "## overhead: one request at a time, model answers at once, 320x240 RGB; {rounds} \
+         rounds of 300 requests per transport (alternating); median (min–max) of the rounds"
+    );
     let server = MlServer::start(&[("ORDERED_TEST_MAX_DELAY_MS", "0")]);
-    println!("| transport | our p50 per request | MLServer's own mean | our overhead |");
-    println!("|---|---|---|---|");
-    for (transport, url, rest) in [
+    let transports = [
         ("gRPC", server.grpc_url(), false),
         ("REST (JSON)", server.http_url(), true),
-    ] {
+    ];
+    for (_, url, _) in &transports {
         run(&format!("servers={url} model=frames workers=1"), 20);
-        let before = server.infer_duration(rest).expect("MLServer metrics");
-        let frames = 300;
-        let (_, stats) = run(&format!("servers={url} model=frames workers=1"), frames);
-        let after = server.infer_duration(rest).expect("MLServer metrics");
-        let count = after.0 - before.0;
-        assert_eq!(count as u64, frames, "MLServer counted other requests");
-        let theirs_ms = (after.1 - before.1) / count * 1e3;
-        let ours = stats.get::<gst::Array>("servers").unwrap().as_slice()[0]
-            .get::<gst::Structure>()
-            .unwrap();
-        let ours_ms = ours.get::<u64>("latency-p50").unwrap() as f64 / 1e6;
+    }
+    // Per round and transport: (ours, theirs) in ms.
+    let mut ours = vec![common::Rounds::default(); 2];
+    let mut theirs = vec![common::Rounds::default(); 2];
+    for round in 0..rounds {
+        for i in 0..2 {
+            let t = (round + i) % 2;
+            let (_, url, rest) = &transports[t];
+            let before = server.infer_duration(*rest).expect("MLServer metrics");
+            let frames = 300;
+            let (_, stats) = run(&format!("servers={url} model=frames workers=1"), frames);
+            let after = server.infer_duration(*rest).expect("MLServer metrics");
+            let count = after.0 - before.0;
+            assert_eq!(count as u64, frames, "MLServer counted other requests");
+            theirs[t].0.push((after.1 - before.1) / count * 1e3);
+            let server_stats = stats.get::<gst::Array>("servers").unwrap().as_slice()[0]
+                .get::<gst::Structure>()
+                .unwrap();
+            ours[t]
+                .0
+                .push(server_stats.get::<u64>("latency-p50").unwrap() as f64 / 1e6);
+        }
+    }
+    println!("| transport | our p50 per request | MLServer's own mean | difference |");
+    println!("|---|---|---|---|");
+    let ms = |v: f64| format!("{v:.2}");
+    for (t, (transport, _, _)) in transports.iter().enumerate() {
+        let difference = common::Rounds(
+            ours[t]
+                .0
+                .iter()
+                .zip(&theirs[t].0)
+                .map(|(o, m)| o - m)
+                .collect(),
+        );
         println!(
-            "| {transport} | {ours_ms:.2} ms | {theirs_ms:.2} ms | {:.2} ms |",
-            ours_ms - theirs_ms
+            "| {transport} | {} ms | {} ms | {} ms |",
+            ours[t].spread(ms),
+            theirs[t].spread(ms),
+            difference.spread(ms)
         );
     }
 }

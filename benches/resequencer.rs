@@ -1,11 +1,16 @@
 //! Per-buffer cost of `resequencer` against `identity`, measured side by side in one run.
 //!
-//! Each case pushes the same N small buffers (with `OrderedSeqMeta`) through
-//! `appsrc ! ELEMENT ! fakesink sync=false` and times first push to EOS. Cases alternate
-//! round by round so that machine noise hits both alike; the median per-buffer time of each
-//! is reported with the ratio. Input is either in order or shuffled within blocks of 64.
+//! Each case pushes N small buffers (with `OrderedSeqMeta`) through
+//! `appsrc ! ELEMENT ! fakesink sync=false` and times first push to EOS. Each round makes one
+//! arrival order (in order, or shuffled within blocks of 64) and gives both elements the
+//! same buffers in it; the cases alternate within a round, the first one rotating. Reported:
+//! the median and spread (min–max) of each case's rounds, of the round-by-round ratio, and
+//! every round's ratio (the bench has been bimodal on small machines).
 //!
 //! Run with `cargo bench --bench resequencer` (`-- --frames N --rounds R` to change sizes).
+
+#[path = "common/mod.rs"]
+mod common;
 
 use std::time::Instant;
 
@@ -22,16 +27,23 @@ enum Input {
     Shuffled,
 }
 
-fn buffers(n: u64, input: Input, rng: &mut StdRng) -> Vec<gst::Buffer> {
-    let frame = gst::ClockTime::from_mseconds(1);
+/// An arrival order of `n` frames.
+fn order(n: u64, input: Input, rng: &mut StdRng) -> Vec<u64> {
     let mut seqs: Vec<u64> = (0..n).collect();
     if input == Input::Shuffled {
         for block in seqs.chunks_mut(SHUFFLE_BLOCK) {
             block.shuffle(rng);
         }
     }
-    seqs.into_iter()
-        .map(|seq| {
+    seqs
+}
+
+/// Fresh buffers for the frames in `order`.
+fn buffers(order: &[u64]) -> Vec<gst::Buffer> {
+    let frame = gst::ClockTime::from_mseconds(1);
+    order
+        .iter()
+        .map(|&seq| {
             let mut buffer = gst::Buffer::with_size(16).unwrap();
             {
                 let b = buffer.get_mut().unwrap();
@@ -105,11 +117,6 @@ fn run(element: &str, input: Vec<gst::Buffer>) -> f64 {
     elapsed.as_nanos() as f64 / n
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
-
 fn main() {
     let mut frames = 50_000u64;
     let mut rounds = 7usize;
@@ -126,23 +133,46 @@ fn main() {
     let mut rng = StdRng::seed_from_u64(7);
 
     println!(
-        "resequencer vs identity: {frames} buffers per run, {rounds} rounds, median ns/buffer"
+        "resequencer vs identity: {frames} buffers per run, {rounds} rounds (cases alternating, \
+         the same buffers for both), ns/buffer: median (min–max)"
     );
-    println!("| input | identity (ns/buffer) | resequencer (ns/buffer) | ratio | target |");
+    println!(
+        "| input | identity (ns/buffer) | resequencer (ns/buffer) | ratio, median (min–max) | target |"
+    );
     println!("|---|---:|---:|---:|---:|");
+    let mut all_rounds = Vec::new();
     for (input, name, target) in [
         (Input::InOrder, "in order", 1.5),
         (Input::Shuffled, "shuffled within 64", 3.0),
     ] {
         // Warm-up: registry, first-run allocations.
-        run("identity", buffers(1000, input, &mut rng));
-        run("resequencer", buffers(1000, input, &mut rng));
-        let (mut base, mut ours) = (Vec::new(), Vec::new());
-        for _ in 0..rounds {
-            base.push(run("identity", buffers(frames, input, &mut rng)));
-            ours.push(run("resequencer", buffers(frames, input, &mut rng)));
+        let warm = order(1000, input, &mut rng);
+        run("identity", buffers(&warm));
+        run("resequencer", buffers(&warm));
+        let (mut base, mut ours) = (common::Rounds::default(), common::Rounds::default());
+        for round in 0..rounds {
+            let arrival = order(frames, input, &mut rng);
+            let mut cases = [("identity", &mut base), ("resequencer", &mut ours)];
+            cases.rotate_left(round % 2);
+            for (element, results) in cases {
+                results.0.push(run(element, buffers(&arrival)));
+            }
         }
-        let (b, o) = (median(base), median(ours));
-        println!("| {name} | {b:.0} | {o:.0} | {:.2}× | ≤ {target}× |", o / b);
+        let ratio = ours.over(&base);
+        let ns = |v: f64| format!("{v:.0}");
+        let x = |v: f64| format!("{v:.2}×");
+        println!(
+            "| {name} | {} | {} | {} | ≤ {target}× |",
+            base.spread(ns),
+            ours.spread(ns),
+            ratio.spread(x)
+        );
+        all_rounds.push((name, ratio));
+    }
+    for (name, ratio) in all_rounds {
+        println!(
+            "ratio per round, {name}: {}",
+            ratio.all(|v| format!("{v:.2}"))
+        );
     }
 }

@@ -1,4 +1,8 @@
-//! What the benches share: timing frames through a pipeline from its `appsrc name=src`.
+//! What the benches share: timing frames through a pipeline from its `appsrc name=src`, and
+//! running cases round by round and reporting the median and spread of their rounds.
+
+// Each bench uses what it needs of this.
+#![allow(dead_code)]
 
 use std::time::Instant;
 
@@ -33,4 +37,70 @@ pub fn push_to_eos(pipeline: &gst::Pipeline, frames: impl IntoIterator<Item = gs
         panic!("pipeline error: {} ({:?})", e.error(), e.debug());
     }
     secs
+}
+
+/// The values one case gave, one per round.
+#[derive(Clone, Debug, Default)]
+pub struct Rounds(pub Vec<f64>);
+
+impl Rounds {
+    fn sorted(&self) -> Vec<f64> {
+        let mut v = self.0.clone();
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        v
+    }
+
+    /// The median (of an even count, the mean of the middle two).
+    pub fn median(&self) -> f64 {
+        let v = self.sorted();
+        let n = v.len();
+        if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        }
+    }
+
+    pub fn min(&self) -> f64 {
+        self.sorted()[0]
+    }
+
+    pub fn max(&self) -> f64 {
+        *self.sorted().last().unwrap()
+    }
+
+    /// `median (min–max)`, each value written by `f`.
+    pub fn spread(&self, f: impl Fn(f64) -> String) -> String {
+        format!("{} ({}–{})", f(self.median()), f(self.min()), f(self.max()))
+    }
+
+    /// Every round's value, in the order they ran, written by `f`.
+    pub fn all(&self, f: impl Fn(f64) -> String) -> String {
+        self.0.iter().map(|&v| f(v)).collect::<Vec<_>>().join(" ")
+    }
+
+    /// Round by round, this case's value over `base`'s.
+    pub fn over(&self, base: &Rounds) -> Rounds {
+        assert_eq!(self.0.len(), base.0.len());
+        Rounds(self.0.iter().zip(&base.0).map(|(a, b)| a / b).collect())
+    }
+
+    /// Round by round, `f` of this case's value.
+    pub fn map(&self, f: impl Fn(f64) -> f64) -> Rounds {
+        Rounds(self.0.iter().map(|&v| f(v)).collect())
+    }
+}
+
+/// Runs every case once per round for `rounds` rounds, the first case of each round
+/// rotating so that none always runs first (or last); returns each case's values.
+pub fn alternate<C>(cases: &[C], rounds: usize, mut run: impl FnMut(&C) -> f64) -> Vec<Rounds> {
+    let mut results = vec![Rounds::default(); cases.len()];
+    for round in 0..rounds {
+        for i in 0..cases.len() {
+            let case = (round + i) % cases.len();
+            let value = run(&cases[case]);
+            results[case].0.push(value);
+        }
+    }
+    results
 }
