@@ -113,7 +113,7 @@ test_all() {
     GST_PLUGIN_SYSTEM_PATH_1_0="$stage$pluginsdir:$pluginsdir" GST_REGISTRY="$stage/registry.bin" \
     tests/launch-check.sh 15 videotestsrc is-live=true num-buffers=15 \
     ! frameanalyzer stats-interval=1000000000 ! enrichpool stats-interval=1000000000 \
-    ! resequencer stats-interval=1000000000 ! fakesink
+    ! resequencer stats-interval=1000000000 latency=2000000000 ! fakesink
   echo "==> meson devenv"
   meson devenv -C "$build" gst-inspect-1.0 resequencer >/dev/null
 

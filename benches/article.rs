@@ -11,7 +11,7 @@
 //!
 //! Jobs: a 10 ms wait (an enrichment server's answer) with N = 8, 32, 64 workers, and 1 ms of
 //! CPU work with N = 2; frames of 320×240 and 1280×720 (I420-sized payloads, fresh per frame
-//! in both). Throughput in frames/s: five rounds, each running every case with both designs
+//! in both). Throughput in frames/s: six rounds, each running every case with both designs
 //! (which one first alternating); the median and spread (min–max) of the rounds, and of the
 //! ratio ours/article taken round by round.
 //! Writes the table to stdout and a plot to `docs/article-comparison.png` (or the path given
@@ -230,7 +230,7 @@ fn ours(frames: u64, workers: usize, job: Job, size: usize) -> f64 {
     secs
 }
 
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 6;
 
 struct Case {
     job: Job,

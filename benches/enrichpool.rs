@@ -70,7 +70,7 @@ fn with_handler(f: impl Fn() + Send + Sync + 'static) -> impl FnOnce(&gst::Pipel
     }
 }
 
-const ROUNDS: usize = 7;
+const ROUNDS: usize = 8;
 
 fn scaling() {
     let wait = Duration::from_millis(10);
@@ -146,7 +146,7 @@ fn cpu() {
 }
 
 fn overhead() {
-    let rounds = 9;
+    let rounds = 10;
     println!(
         "\n### Overhead: empty handler, against queue, {rounds} rounds, ns per buffer, median \
          (min–max)\n"

@@ -71,7 +71,7 @@ fn fps(
 
 fn main() {
     let mut n = 60u32;
-    let mut rounds = 9usize;
+    let mut rounds = 10usize;
     let mut format = "I420".to_string();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {

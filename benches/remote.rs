@@ -3,12 +3,12 @@
 //!
 //! - scaling: 1, 2 and 3 servers whose model takes a fixed 20 ms per request, one request at
 //!   a time (so each server tops out near 50 frames/s); 320×240 RGB frames over gRPC through
-//!   `appsrc ! enrichpool ! resequencer ! fakesink`; throughput and the 3-to-1 ratio, five
+//!   `appsrc ! enrichpool ! resequencer ! fakesink`; throughput and the 3-to-1 ratio, six
 //!   rounds of the three counts (the first rotating), median and spread (min–max);
 //! - overhead: one request at a time to a model that answers at once, over gRPC and REST:
 //!   our per-request latency (p50 at the element) against MLServer's own measure of the same
 //!   requests (`model_infer_request_duration` for gRPC, its data plane;
-//!   `rest_server_request_duration_seconds` for REST, the whole HTTP request); five rounds
+//!   `rest_server_request_duration_seconds` for REST, the whole HTTP request); six rounds
 //!   per transport, alternating, median and spread.
 //!
 //! `cargo bench --bench remote` runs both; `-- scaling|overhead` one.
@@ -79,7 +79,7 @@ fn scaling() {
         &format!("servers={} model=frames workers=6", urls.join(",")),
         30,
     );
-    let rounds = 5;
+    let rounds = 6;
     let counts = [1usize, 2, 3];
     // Rounds of 1, 2 and 3 servers, the first rotating.
     let fps = common::alternate(&counts, rounds, |&n| {
@@ -105,7 +105,7 @@ fn scaling() {
 }
 
 fn overhead() {
-    let rounds = 5;
+    let rounds = 6;
     println!(
         "## overhead: one request at a time, model answers at once, 320x240 RGB; {rounds} \
          rounds of 300 requests per transport (alternating); median (min–max) of the rounds"

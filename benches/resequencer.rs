@@ -119,7 +119,7 @@ fn run(element: &str, input: Vec<gst::Buffer>) -> f64 {
 
 fn main() {
     let mut frames = 50_000u64;
-    let mut rounds = 7usize;
+    let mut rounds = 8usize;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {

@@ -21,13 +21,15 @@ launch() {
     awk '/^Got message .* \(element\): [a-z]+-stats, / { last[$6] = $0 } END { for (e in last) print last[e] }'
 }
 S=stats-interval=1000000000
+# The resequencers below wait up to 1 s for a late frame (default 200 ms): generous, so that
+# a busy machine does not make them give up on frames that are only slow.
 
 # A live test source through analysis, a pool of 4 workers drawing the overlay, and the
 # resequencer.
 live() {
   launch videotestsrc is-live=true num-buffers=60 pattern=ball \
     ! video/x-raw,width=320,height=240,framerate=30/1 \
-    ! frameanalyzer $S ! enrichpool workers=4 overlay=true $S ! resequencer $S \
+    ! frameanalyzer $S ! enrichpool workers=4 overlay=true $S ! resequencer latency=1000000000 $S \
     ! videoconvert ! fakesink
 }
 
@@ -36,7 +38,7 @@ file() {
   launch videotestsrc num-buffers=60 pattern=ball ! video/x-raw,width=320,height=240 \
     ! x264enc ! mp4mux ! filesink location="$WORK/in.mp4"
   launch filesrc location="$WORK/in.mp4" ! decodebin ! videoconvert \
-    ! frameanalyzer $S ! enrichpool workers=4 overlay=true $S ! resequencer $S \
+    ! frameanalyzer $S ! enrichpool workers=4 overlay=true $S ! resequencer latency=1000000000 $S \
     ! videoconvert ! x264enc ! mp4mux ! filesink location="$WORK/out.mp4"
   [[ -s $WORK/out.mp4 ]] || { echo "no output file" >&2; return 1; }
 }
@@ -55,7 +57,7 @@ rtp() {
   local sender=$!
   launch udpsrc address=127.0.0.1 port="$port" caps="$caps" \
     ! rtpjitterbuffer latency=100 ! rtpvrawdepay ! identity eos-after=61 \
-    ! frameanalyzer $S ! enrichpool workers=4 $S ! resequencer $S ! fakesink
+    ! frameanalyzer $S ! enrichpool workers=4 $S ! resequencer latency=1000000000 $S ! fakesink
   kill "$sender" 2>/dev/null || true
   wait "$sender" 2>/dev/null || true
 }
@@ -69,7 +71,7 @@ servers() {
   launch videotestsrc is-live=true num-buffers=60 pattern=ball \
     ! video/x-raw,format=RGB,width=320,height=240,framerate=30/1 \
     ! frameanalyzer $S ! enrichpool workers=8 servers="$SERVERS" model="${MODEL:-frames}" \
-    overlay=true $S ! resequencer $S ! videoconvert ! fakesink
+    overlay=true $S ! resequencer latency=1000000000 $S ! videoconvert ! fakesink
 }
 
 recipes=("$@")

@@ -45,16 +45,22 @@ impl StatsTimer {
         // the timer then), the system clock before.
         let clock = element.clock().unwrap_or_else(gst::SystemClock::obtain);
         let interval = gst::ClockTime::from_nseconds(interval_ns);
-        let id = clock.new_periodic_id(clock.time() + interval, interval);
         let weak = element.downgrade();
-        let posted = id.wait_async(move |_, _, _| {
-            if let Some(element) = weak.upgrade() {
-                post_stats(&element, stats(&element));
-            }
-        });
-        if posted.is_ok() {
-            self.0 = Some(id);
-        }
+        let stats = std::sync::Arc::new(stats);
+        let schedule = |clock: &gst::Clock| {
+            let id = clock.new_periodic_id(clock.time() + interval, interval);
+            let weak = weak.clone();
+            let stats = stats.clone();
+            id.wait_async(move |_, _, _| {
+                if let Some(element) = weak.upgrade() {
+                    post_stats(&element, stats(&element));
+                }
+            })
+            .ok()
+            .map(|_| id)
+        };
+        // A clock that takes no asynchronous waits: the system clock does.
+        self.0 = schedule(&clock).or_else(|| schedule(&gst::SystemClock::obtain()));
     }
 
     pub fn stop(&mut self) {

@@ -1,14 +1,26 @@
 #!/usr/bin/env bash
 # Runs a gst-launch-1.0 pipeline whose ordered elements have stats-interval set, and checks
 # the stats each one posts as EOS leaves it (the totals of the stream): every one of FRAMES
-# frames analysed, processed and pushed in order, none dropped, skipped or late. meson's
-# gst-launch tests and ./dev.sh test's check of the installed plugin run it.
+# frames analysed, processed and pushed in order, none dropped, skipped or late. Every
+# ordered element named in the pipeline must have posted. meson's gst-launch tests and
+# ./dev.sh test's check of the installed plugin run it (with a resequencer latency long
+# enough that a loaded machine does not make it give up on a frame).
 #
 #   tests/launch-check.sh FRAMES PIPELINE-DESCRIPTION...
 set -euo pipefail
 frames=$1
 shift
 out=$(gst-launch-1.0 -e -m "$@")
+
+# Every ordered element in the pipeline must have posted its totals.
+for element in frameanalyzer enrichpool resequencer; do
+  for word in "$@"; do
+    if [[ $word == "$element" ]] && ! grep -qF "): $element-stats, " <<<"$out"; then
+      echo "launch-check: $element posted no stats message (stats-interval set?)" >&2
+      exit 1
+    fi
+  done
+done
 
 checked=0
 # check STRUCTURE FIELD WANT: FIELD of the last STRUCTURE message is WANT.

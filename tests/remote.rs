@@ -686,9 +686,11 @@ fn hedging_keeps_the_first_answer_and_cancels_the_other_request() {
         let hedges = field::<u64>(&pool, "hedges");
         let (started, cancelled, answered) = settled_counts(&slow);
         assert!(hedges > 0, "{transport}: {pool}");
-        assert_eq!(
-            started, hedges,
-            "{transport}: every request to the slow server was hedged"
+        // Every request the slow server got was one of a hedged pair (a hedge sent there
+        // and cancelled before it arrived is not counted by it).
+        assert!(
+            (1..=hedges).contains(&started),
+            "{transport}: {started} requests, {hedges} hedges"
         );
         assert_eq!(
             (cancelled, answered),
@@ -1004,12 +1006,21 @@ fn a_bad_auth_token_file_is_a_clear_error_at_start() {
     let public = token_file("public", "t0ken", 0o644);
     let empty = token_file("empty", "  \n", 0o600);
     let private = token_file("private", "t0ken", 0o600);
+    let big = token_file("big", &"t0ken".repeat(20_000), 0o600);
     for (props, expect) in [
         (
             format!("auth-token-file={}", public.display()),
-            "is readable by every user (mode 644)",
+            "is open to every user (mode 644)",
         ),
         (format!("auth-token-file={}", empty.display()), "is empty"),
+        (
+            "auth-token-file=/dev/zero".to_string(),
+            "is not a regular file",
+        ),
+        (
+            format!("auth-token-file={}", big.display()),
+            "is larger than 65536 bytes",
+        ),
         (
             "auth-token-file=/nonexistent/token".to_string(),
             "reading auth-token-file `/nonexistent/token`",

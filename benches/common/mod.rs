@@ -92,7 +92,8 @@ impl Rounds {
 }
 
 /// Runs every case once per round for `rounds` rounds, the first case of each round
-/// rotating so that none always runs first (or last); returns each case's values.
+/// rotating so that none always runs first (or last); with `rounds` a multiple of the number
+/// of cases, each case runs in each position equally often. Returns each case's values.
 pub fn alternate<C>(cases: &[C], rounds: usize, mut run: impl FnMut(&C) -> f64) -> Vec<Rounds> {
     let mut results = vec![Rounds::default(); cases.len()];
     for round in 0..rounds {

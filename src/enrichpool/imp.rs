@@ -221,24 +221,39 @@ impl Settings {
     }
 }
 
-/// Reads a token file: its content, without surrounding whitespace. Refused when every user
-/// may read it, or when it is empty; no error message holds any of its content.
+/// The most a token file may hold.
+const MAX_TOKEN_FILE_BYTES: u64 = 64 * 1024;
+
+/// Reads a token file: its content, without surrounding whitespace. Opened once, then checked
+/// and read through that one handle: it must be a regular file that other users can neither
+/// read nor write, not empty, at most 64 KiB of UTF-8. No error message holds any of its
+/// content.
 fn read_token_file(path: &str) -> Result<String, String> {
+    use std::io::Read;
     use std::os::unix::fs::PermissionsExt;
 
-    let mode = std::fs::metadata(path)
-        .map_err(|err| format!("reading auth-token-file `{path}`: {err}"))?
-        .permissions()
-        .mode();
-    if mode & 0o004 != 0 {
+    let reading = |err: std::io::Error| format!("reading auth-token-file `{path}`: {err}");
+    let file = std::fs::File::open(path).map_err(reading)?;
+    let meta = file.metadata().map_err(reading)?;
+    if !meta.is_file() {
+        return Err(format!("auth-token-file `{path}` is not a regular file"));
+    }
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o006 != 0 {
         return Err(format!(
-            "auth-token-file `{path}` is readable by every user (mode {:o}); make it private \
-             (chmod 600)",
-            mode & 0o777
+            "auth-token-file `{path}` is open to every user (mode {mode:o}); make it \
+             private (chmod 600)"
         ));
     }
-    let bytes =
-        std::fs::read(path).map_err(|err| format!("reading auth-token-file `{path}`: {err}"))?;
+    if meta.len() > MAX_TOKEN_FILE_BYTES {
+        return Err(format!(
+            "auth-token-file `{path}` is larger than {MAX_TOKEN_FILE_BYTES} bytes"
+        ));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_TOKEN_FILE_BYTES)
+        .read_to_end(&mut bytes)
+        .map_err(reading)?;
     let token = String::from_utf8(bytes)
         .map_err(|_| format!("auth-token-file `{path}` is not UTF-8 text"))?;
     let token = token.trim();
@@ -1061,8 +1076,12 @@ impl EnrichPool {
         if let Some(remote) = lock(&self.enricher.remote).clone() {
             remote.set.close();
         }
-        self.state().stats_timer.stop();
-        let pool = self.state().pool.take();
+        // One critical section: a stats-interval change in between would restart the timer.
+        let pool = {
+            let mut state = self.state();
+            state.stats_timer.stop();
+            state.pool.take()
+        };
         if let Some(pool) = pool {
             // Whoever else still holds the pool (a query, the stats timer) finds it stopped.
             let left = pool.stop(STOP_GRACE);
@@ -1087,9 +1106,14 @@ impl EnrichPool {
     }
 
     fn restart_stats_timer(&self) {
-        let interval = self.settings().stats_interval;
         let mut state = self.state();
-        let interval = if state.pool.is_some() { interval } else { 0 };
+        // Read under the state lock: a concurrent change of stats-interval restarts the
+        // timer after this, with its own value, and so has the last word.
+        let interval = if state.pool.is_some() {
+            self.settings().stats_interval
+        } else {
+            0
+        };
         state
             .stats_timer
             .restart(&*self.obj(), interval, |e: &super::EnrichPool| {
@@ -1345,7 +1369,7 @@ impl ObjectImpl for EnrichPool {
                     .build(),
                 glib::ParamSpecString::builder("auth-token-file")
                     .nick("Auth token file")
-                    .blurb("A file holding the token (surrounding whitespace ignored), read when the element starts; refused if every user may read it. Its content is never logged")
+                    .blurb("A file holding the token (surrounding whitespace ignored), read when the element starts; refused unless it is a regular file that other users can neither read nor write. Its content is never logged")
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecUInt64::builder("max-response-bytes")

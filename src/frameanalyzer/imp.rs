@@ -162,8 +162,10 @@ impl FrameAnalyzer {
 
     /// (Re)starts the stats timer while running, on the element's clock if it has one.
     fn restart_stats_timer(&self) {
-        let interval = self.settings().stats_interval;
         let mut state = lock(&self.state);
+        // Read under the state lock: a concurrent change of stats-interval restarts the
+        // timer after this, with its own value, and so has the last word.
+        let interval = self.settings().stats_interval;
         if state.running {
             state
                 .timer

@@ -949,9 +949,14 @@ impl Resequencer {
     }
 
     fn restart_stats_timer(&self) {
-        let interval = self.settings().stats_interval;
         let mut state = self.state();
-        let interval = if state.running { interval } else { 0 };
+        // Read under the state lock: a concurrent change of stats-interval restarts the
+        // timer after this, with its own value, and so has the last word.
+        let interval = if state.running {
+            self.settings().stats_interval
+        } else {
+            0
+        };
         state
             .stats_timer
             .restart(&*self.obj(), interval, |e: &super::Resequencer| {

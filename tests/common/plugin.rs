@@ -28,12 +28,22 @@ pub fn plugin_dir() -> PathBuf {
             ])
             .arg("--target-dir")
             .arg(&target_dir);
-        // Without the variables cargo set for this test (CARGO_PKG_NAME…): build scripts
-        // that watch them would otherwise rebuild their crates every time.
+        // Without the variables cargo set for this test binary (CARGO_PKG_NAME…): build
+        // scripts that watch them would otherwise rebuild their crates every time. Cargo's
+        // own settings (CARGO_HOME, CARGO_NET_OFFLINE, …) stay.
         for (key, _) in std::env::vars_os() {
             if let Some(key) = key.to_str()
-                && key.starts_with("CARGO_")
-                && key != "CARGO_HOME"
+                && [
+                    "CARGO_PKG_",
+                    "CARGO_MANIFEST_",
+                    "CARGO_CRATE_",
+                    "CARGO_BIN_",
+                    "CARGO_PRIMARY_PACKAGE",
+                    "CARGO_TARGET_TMPDIR",
+                    "CARGO_TARGET_DIR",
+                ]
+                .iter()
+                .any(|p| key.starts_with(p))
             {
                 build.env_remove(key);
             }
