@@ -131,6 +131,8 @@ struct State {
     asked_in_flight: bool,
     task_waiting: bool,
     chain_waiting: bool,
+    /// The streaming thread is pushing (the fast path): the task does not pop meanwhile.
+    chain_pushing: bool,
     clock_wait: Option<gst::SingleShotClockId>,
     stats_timer: StatsTimer,
     /// Between READY→PAUSED and PAUSED→READY.
@@ -163,6 +165,7 @@ impl State {
             asked_in_flight: false,
             task_waiting: false,
             chain_waiting: false,
+            chain_pushing: false,
             clock_wait: None,
             stats_timer: StatsTimer::default(),
             running: false,
@@ -436,12 +439,23 @@ impl Resequencer {
         loop {
             match state.window.push(key, timing, item, now) {
                 Arrival::Accepted => {
-                    state.wake_task(&self.cond);
                     let restarts = state.window.stats().restarts;
-                    let res = state.flow;
-                    if restarts > state.restarts_warned {
-                        state.restarts_warned = restarts;
-                        drop(state);
+                    let warn = restarts > state.restarts_warned;
+                    state.restarts_warned = restarts;
+                    // The fast path: with the task idle (waiting for data, no deadline),
+                    // this thread pushes what is due itself — no hand-off, no wake-up.
+                    let (state, res) = if state.task_waiting
+                        && !state.chain_pushing
+                        && state.flow.is_ok()
+                    {
+                        self.push_from_chain(state)
+                    } else {
+                        state.wake_task(&self.cond);
+                        let res = state.flow;
+                        (state, res)
+                    };
+                    drop(state);
+                    if warn {
                         self.warn_restart(key);
                     }
                     return res;
@@ -456,6 +470,58 @@ impl Resequencer {
                 }
             }
         }
+    }
+
+    /// The fast path of the chain: pushes every output that is due now (the frame that just
+    /// came, and what it released) from the streaming thread, as the task would. One pusher
+    /// at a time all the same: the task is idle and does not pop while `chain_pushing` is
+    /// set. What is left for a deadline is handed to the task.
+    fn push_from_chain<'a>(
+        &'a self,
+        mut state: MutexGuard<'a, State>,
+    ) -> (
+        MutexGuard<'a, State>,
+        Result<gst::FlowSuccess, gst::FlowError>,
+    ) {
+        state.chain_pushing = true;
+        let mut res = Ok(gst::FlowSuccess::Ok);
+        while !state.flushing {
+            let now = self.now();
+            match state.window.pop(now) {
+                None => break,
+                Some(Output::Event(Serial::Query(id))) => {
+                    // A serialized query comes on this very thread, so none can be waiting
+                    // here; were one to (an upstream breaking that rule), it gets its turn.
+                    state.query_turn = Some(id);
+                    self.cond.notify_all();
+                    while state.query_turn == Some(id) && !state.flushing {
+                        state = self.cond.wait(state).unwrap_or_else(|e| e.into_inner());
+                    }
+                }
+                Some(output) => {
+                    drop(state);
+                    let pushed = self.push_output(output, now);
+                    state = self.state();
+                    if let Err(err) = pushed {
+                        // No EOS was received (the chain would have refused the frame), so
+                        // upstream sees the error in the return: nothing to post.
+                        let _ = self.flow_failed(&mut state, err);
+                        res = Err(err);
+                        break;
+                    }
+                }
+            }
+        }
+        state.chain_pushing = false;
+        if res.is_ok() && state.flushing {
+            res = Err(gst::FlowError::Flushing);
+        }
+        // A frame held for a missing one waits for its deadline on the task; a failed push
+        // pauses the task.
+        if state.window.next_deadline().is_some() || state.flow.is_err() {
+            state.wake_task(&self.cond);
+        }
+        (state, res)
     }
 
     fn warn_restart(&self, key: FrameKey) {
@@ -790,6 +856,13 @@ impl Resequencer {
                 drop(state);
                 let _ = self.srcpad.pause_task();
                 return;
+            }
+            if state.chain_pushing {
+                // The streaming thread is pushing (the fast path): one pusher at a time.
+                state.task_waiting = true;
+                state = self.cond.wait(state).unwrap_or_else(|e| e.into_inner());
+                state.task_waiting = false;
+                continue;
             }
             let now = self.now();
             match state.window.pop(now) {
