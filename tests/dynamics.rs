@@ -945,3 +945,51 @@ fn the_latency_answer_ignores_a_timed_out_frame_and_comes_down() {
         );
     });
 }
+
+#[test]
+fn a_query_given_up_on_a_flow_error_does_not_stall_the_stream_after_reconfigure() {
+    within(TEST_LIMIT, || {
+        // Unlinked: the resequencer's push fails with NOT_LINKED, which reaches upstream.
+        let (reseq, upstream, _) = resequencer_into(gst::FlowError::NotLinked);
+        let mut n = 0;
+        let until = Instant::now() + BOUND;
+        while upstream.push(seq_frame(0, n, n)) != Err(gst::FlowError::NotLinked) {
+            assert!(Instant::now() < until, "NOT_LINKED never came back");
+            n += 1;
+        }
+        // A serialized query now gets no answer (the flow failed); it must not stay behind
+        // in the stream for the task to wait on later.
+        let mut drain = gst::query::Drain::new();
+        assert!(!upstream.peer_query(&mut drain));
+        // A sink is linked; its RECONFIGURE restarts the resequencer.
+        let (tx, rx) = mpsc::channel();
+        let tx = Mutex::new(tx);
+        let sink = gst::Pad::builder(gst::PadDirection::Sink)
+            .chain_function(move |_, _, buffer| {
+                let _ = tx.lock().unwrap().send(seq_of(&buffer).1);
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .event_function(|_, _, _| true)
+            .query_function(|_, _, _| false)
+            .build();
+        sink.set_active(true).unwrap();
+        reseq.static_pad("src").unwrap().link(&sink).unwrap();
+        assert!(sink.push_event(gst::event::Reconfigure::new()));
+        // The frames after it flow (EOS moves past the frame NOT_LINKED cost, if any).
+        let last = n + 5;
+        for m in n + 1..=last {
+            let _ = upstream.push(seq_frame(0, m, m));
+        }
+        upstream.push_event(gst::event::Eos::new());
+        let until = Instant::now() + BOUND;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(seq) if seq == last => break,
+                Ok(_) => {}
+                Err(_) => panic!("frame {last} never came out after the RECONFIGURE"),
+            }
+        }
+        reseq.set_state(gst::State::Null).unwrap();
+    });
+}

@@ -714,14 +714,13 @@ fn frames_in_order_are_pushed_by_the_streaming_thread_itself() {
     let (mut h, _) = harness(&[]);
     let pushers = Arc::new(Mutex::new(Vec::new()));
     let seen = pushers.clone();
-    h.element()
-        .unwrap()
-        .static_pad("src")
-        .unwrap()
-        .add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+    h.element().unwrap().static_pad("src").unwrap().add_probe(
+        gst::PadProbeType::BUFFER,
+        move |_, _| {
             seen.lock().unwrap().push(std::thread::current().id());
             gst::PadProbeReturn::Ok
-        });
+        },
+    );
     let me = std::thread::current().id();
     for seq in 0..200 {
         h.push(frame(seq)).unwrap();
@@ -731,7 +730,10 @@ fn frames_in_order_are_pushed_by_the_streaming_thread_itself() {
     let by_me = pushers.iter().filter(|&&t| t == me).count();
     // The first frames may go through the task before it first waits; after that, the
     // task stays idle.
-    assert!(by_me >= 100, "{by_me} of 200 pushed by the streaming thread");
+    assert!(
+        by_me >= 100,
+        "{by_me} of 200 pushed by the streaming thread"
+    );
     // Held frames still go through the window in order, whoever pushes them.
     for seq in [201, 202, 200, 203] {
         h.push(frame(seq)).unwrap();

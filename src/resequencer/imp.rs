@@ -145,6 +145,8 @@ struct State {
     /// The serialized query whose turn it is, and the number of the next one.
     query_turn: Option<u64>,
     next_query: u64,
+    /// Queries whose caller gave up (a flow error) while they waited in the window.
+    abandoned_queries: Vec<u64>,
     warned_malformed: bool,
     warned_window: bool,
     /// Restarts already warned about.
@@ -174,6 +176,7 @@ impl State {
             error_posted: false,
             query_turn: None,
             next_query: 0,
+            abandoned_queries: Vec::new(),
             warned_malformed: false,
             warned_window: false,
             restarts_warned: 0,
@@ -188,6 +191,13 @@ impl State {
         if self.task_waiting {
             cond.notify_all();
         }
+    }
+
+    /// Whether query `id` was given up by its caller (then it is forgotten).
+    fn abandon(&mut self, id: u64) -> bool {
+        let before = self.abandoned_queries.len();
+        self.abandoned_queries.retain(|&q| q != id);
+        self.abandoned_queries.len() != before
     }
 
     fn wake_chain(&self, cond: &Condvar) {
@@ -208,6 +218,7 @@ impl State {
         self.eos = false;
         self.error_posted = false;
         self.query_turn = None;
+        self.abandoned_queries.clear();
         self.restarts_warned = self.window.stats().restarts;
         pending
     }
@@ -442,18 +453,17 @@ impl Resequencer {
                     let restarts = state.window.stats().restarts;
                     let warn = restarts > state.restarts_warned;
                     state.restarts_warned = restarts;
-                    // The fast path: with the task idle (waiting for data, no deadline),
-                    // this thread pushes what is due itself — no hand-off, no wake-up.
-                    let (state, res) = if state.task_waiting
-                        && !state.chain_pushing
-                        && state.flow.is_ok()
-                    {
-                        self.push_from_chain(state)
-                    } else {
-                        state.wake_task(&self.cond);
-                        let res = state.flow;
-                        (state, res)
-                    };
+                    // The fast path: with the task idle (waiting on the condition variable,
+                    // not on a deadline), this thread pushes what is due itself — no
+                    // hand-off, no wake-up.
+                    let (state, res) =
+                        if state.task_waiting && !state.chain_pushing && state.flow.is_ok() {
+                            self.push_from_chain(state)
+                        } else {
+                            state.wake_task(&self.cond);
+                            let res = state.flow;
+                            (state, res)
+                        };
                     drop(state);
                     if warn {
                         self.warn_restart(key);
@@ -489,6 +499,7 @@ impl Resequencer {
             let now = self.now();
             match state.window.pop(now) {
                 None => break,
+                Some(Output::Event(Serial::Query(id))) if state.abandon(id) => {}
                 Some(Output::Event(Serial::Query(id))) => {
                     // A serialized query comes on this very thread, so none can be waiting
                     // here; were one to (an upstream breaking that rule), it gets its turn.
@@ -747,7 +758,7 @@ impl Resequencer {
         }
         // In its place behind the frames before it: wait for the task to get there.
         let mut state = self.state();
-        if state.flushing {
+        if state.flushing || state.flow.is_err() {
             return false;
         }
         let id = state.next_query;
@@ -755,8 +766,10 @@ impl Resequencer {
         state.window.push_drain(Serial::Query(id));
         state.wake_task(&self.cond);
         while state.query_turn != Some(id) {
-            // A task stopped by a flow error never gets to the query.
+            // A task stopped by a flow error never gets to the query; whoever pops it
+            // later (after a RECONFIGURE) skips it.
             if state.flushing || state.flow.is_err() {
+                state.abandoned_queries.push(id);
                 return false;
             }
             state = self.cond.wait(state).unwrap_or_else(|e| e.into_inner());
@@ -855,6 +868,13 @@ impl Resequencer {
             if state.flushing || state.flow.is_err() {
                 drop(state);
                 let _ = self.srcpad.pause_task();
+                // A RECONFIGURE or a new stream may have cleared the error meanwhile, its
+                // start_task finding the task still running: then it goes on.
+                let state = self.state();
+                if !state.flushing && state.flow.is_ok() && self.srcpad.is_active() {
+                    drop(state);
+                    self.start_task();
+                }
                 return;
             }
             if state.chain_pushing {
@@ -866,6 +886,7 @@ impl Resequencer {
             }
             let now = self.now();
             match state.window.pop(now) {
+                Some(Output::Event(Serial::Query(id))) if state.abandon(id) => {}
                 Some(Output::Event(Serial::Query(id))) => {
                     // The streaming thread answers it; nothing is pushed meanwhile.
                     state.query_turn = Some(id);
@@ -958,7 +979,8 @@ impl Resequencer {
                 if !self.srcpad.push_event(event) {
                     gst::debug!(CAT, imp = self, "downstream refused an event");
                 }
-                if is_eos {
+                // A STREAM_START that came after this EOS began a new stream: it flows on.
+                if is_eos && self.state().eos {
                     return Err(gst::FlowError::Eos);
                 }
                 Ok(gst::FlowSuccess::Ok)
