@@ -458,7 +458,7 @@ impl Resequencer {
                     // hand-off, no wake-up.
                     let (state, res) =
                         if state.task_waiting && !state.chain_pushing && state.flow.is_ok() {
-                            self.push_from_chain(state)
+                            self.push_from_chain(state, now)
                         } else {
                             state.wake_task(&self.cond);
                             let res = state.flow;
@@ -489,6 +489,7 @@ impl Resequencer {
     fn push_from_chain<'a>(
         &'a self,
         mut state: MutexGuard<'a, State>,
+        mut now: Option<u64>,
     ) -> (
         MutexGuard<'a, State>,
         Result<gst::FlowSuccess, gst::FlowError>,
@@ -496,22 +497,20 @@ impl Resequencer {
         state.chain_pushing = true;
         let mut res = Ok(gst::FlowSuccess::Ok);
         while !state.flushing {
-            let now = self.now();
             match state.window.pop(now) {
                 None => break,
                 Some(Output::Event(Serial::Query(id))) if state.abandon(id) => {}
                 Some(Output::Event(Serial::Query(id))) => {
                     // A serialized query comes on this very thread, so none can be waiting
                     // here; were one to (an upstream breaking that rule), it gets its turn.
-                    state.query_turn = Some(id);
-                    self.cond.notify_all();
-                    while state.query_turn == Some(id) && !state.flushing {
-                        state = self.cond.wait(state).unwrap_or_else(|e| e.into_inner());
-                    }
+                    state = self.give_turn(state, id);
                 }
                 Some(output) => {
                     drop(state);
                     let pushed = self.push_output(output, now);
+                    // The clock is read again only after a push, which can take time (the
+                    // frame that came was accepted at `now`).
+                    now = self.now();
                     state = self.state();
                     if let Err(err) = pushed {
                         // No EOS was received (the chain would have refused the frame), so
@@ -533,6 +532,17 @@ impl Resequencer {
             state.wake_task(&self.cond);
         }
         (state, res)
+    }
+
+    /// Query `id` is next in the stream: lets its caller answer it (in `sink_query`) and
+    /// waits until it has, or a flush ends the wait.
+    fn give_turn<'a>(&'a self, mut state: MutexGuard<'a, State>, id: u64) -> MutexGuard<'a, State> {
+        state.query_turn = Some(id);
+        self.cond.notify_all();
+        while state.query_turn == Some(id) && !state.flushing {
+            state = self.cond.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+        state
     }
 
     fn warn_restart(&self, key: FrameKey) {
@@ -889,11 +899,7 @@ impl Resequencer {
                 Some(Output::Event(Serial::Query(id))) if state.abandon(id) => {}
                 Some(Output::Event(Serial::Query(id))) => {
                     // The streaming thread answers it; nothing is pushed meanwhile.
-                    state.query_turn = Some(id);
-                    self.cond.notify_all();
-                    while state.query_turn == Some(id) && !state.flushing {
-                        state = self.cond.wait(state).unwrap_or_else(|e| e.into_inner());
-                    }
+                    state = self.give_turn(state, id);
                 }
                 Some(output) => {
                     state.wake_chain(&self.cond);
