@@ -625,18 +625,17 @@ fn extra_workers_start_under_load_and_retire_after_idle_timeout() {
     });
 }
 
-#[test]
-fn max_size_bytes_bounds_the_bytes_queued() {
-    within(LIMIT, || {
-        let (mut h, pool, reseq) =
-            pool_harness("workers=1 max-size-buffers=0 max-size-bytes=2500 leaky=upstream");
+/// With one worker held in frame 0 and `leaky=upstream` under `bound`, frames 1–5 are
+/// pushed: 1, 2 and 3 are queued, 4 and 5 leak (gaps), and 0–3 come out once released.
+fn frames_4_and_5_leak(bound: &str, frame: fn(u64) -> gst::Buffer) {
+    let props = format!("workers=1 max-size-buffers=0 {bound} leaky=upstream");
+    within(LIMIT, move || {
+        let (mut h, pool, reseq) = pool_harness(&props);
         let (gate, started) = gated(&pool);
-        h.push(sized_frame(0, 1000)).unwrap();
+        h.push(frame(0)).unwrap();
         assert_eq!(started.recv_timeout(LIMIT).unwrap(), 0);
-        // Frame 0 is in flight and does not count. Like `queue`, a frame is taken while the
-        // bytes queued are below the bound: 1, 2 and 3 (3000 bytes); 4 and 5 leak.
         for n in 1..6 {
-            assert_eq!(h.push(sized_frame(n, 1000)), Ok(gst::FlowSuccess::Ok));
+            assert_eq!(h.push(frame(n)), Ok(gst::FlowSuccess::Ok));
         }
         assert_eq!(stat(&pool, "dropped-leaked"), 2);
         assert_eq!(stat(&pool, "queued"), 3);
@@ -649,25 +648,18 @@ fn max_size_bytes_bounds_the_bytes_queued() {
 }
 
 #[test]
+fn max_size_bytes_bounds_the_bytes_queued() {
+    // Frames of 1000 bytes; frame 0 in flight does not count. Like `queue`, a frame is
+    // taken while the bytes queued are below the bound: 1, 2 and 3 (3000 bytes); 4 and 5
+    // leak.
+    frames_4_and_5_leak("max-size-bytes=2500", |n| sized_frame(n, 1000));
+}
+
+#[test]
 fn max_size_time_bounds_the_running_time_queued() {
-    within(LIMIT, || {
-        let (mut h, pool, reseq) =
-            pool_harness("workers=1 max-size-buffers=0 max-size-time=100000000 leaky=upstream");
-        let (gate, started) = gated(&pool);
-        h.push(frame(0)).unwrap();
-        assert_eq!(started.recv_timeout(LIMIT).unwrap(), 0);
-        // Frames every 40 ms; frame 0 in flight does not count. Frame 4 would make 120 ms
-        // from the oldest queued (frame 1, at 40 ms) and leaks, and so does 5.
-        for n in 1..6 {
-            assert_eq!(h.push(frame(n)), Ok(gst::FlowSuccess::Ok));
-        }
-        assert_eq!(stat(&pool, "dropped-leaked"), 2);
-        gate.open();
-        let seqs: Vec<u64> = (0..4).map(|_| seq_of(&h.pull().unwrap())).collect();
-        assert_eq!(seqs, vec![0, 1, 2, 3]);
-        h.push_event(gst::event::Eos::new());
-        wait_for("the gaps", || stat(&reseq, "gaps") == 2);
-    });
+    // Frames every 40 ms; frame 0 in flight does not count. Frame 4 would make 120 ms from
+    // the oldest queued (frame 1, at 40 ms) and leaks, and so does 5.
+    frames_4_and_5_leak("max-size-time=100000000", frame);
 }
 
 #[test]
