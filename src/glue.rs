@@ -2,14 +2,66 @@
 //! sink and src pad templates, and the `stats` element message (posted every `stats-interval`
 //! on the pipeline's clock, holding only a weak reference to the element, and at EOS).
 
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
+use gst::glib::translate::{FromGlib, IntoGlib};
 use gst::prelude::*;
 
 /// Locks `m` even if a thread panicked while holding it: pad functions catch panics and
 /// turn them into element errors, and the element must still stop cleanly afterwards.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The last flow result of a push, shared between the thread that pushes and the chain
+/// that returns it upstream, without a lock (it is read and written once per frame).
+#[derive(Debug)]
+pub(crate) struct FlowCell(AtomicI32);
+
+impl FlowCell {
+    pub(crate) fn new() -> FlowCell {
+        FlowCell(AtomicI32::new(gst::FlowReturn::Ok.into_glib()))
+    }
+
+    pub(crate) fn get(&self) -> Result<gst::FlowSuccess, gst::FlowError> {
+        // SAFETY: only values of `gst::FlowReturn` are ever stored.
+        unsafe { gst::FlowReturn::from_glib(self.0.load(Ordering::SeqCst)) }.into_result()
+    }
+
+    pub(crate) fn set(&self, res: Result<gst::FlowSuccess, gst::FlowError>) {
+        self.0
+            .store(gst::FlowReturn::from(res).into_glib(), Ordering::SeqCst);
+    }
+
+    /// Stores `res` unless the stored result is an error that stops the stream (not
+    /// FLUSHING, EOS or NOT_LINKED, which can pass): that one is kept until a reset.
+    pub(crate) fn set_unless_fatal(&self, res: Result<gst::FlowSuccess, gst::FlowError>) {
+        let new = gst::FlowReturn::from(res).into_glib();
+        let _ = self
+            .0
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |old| {
+                // SAFETY: as in `get`.
+                let fatal = matches!(
+                    unsafe { gst::FlowReturn::from_glib(old) }.into_result(),
+                    Err(e) if !matches!(
+                        e,
+                        gst::FlowError::Flushing | gst::FlowError::Eos | gst::FlowError::NotLinked
+                    )
+                );
+                (!fatal && old != new).then_some(new)
+            });
+    }
+
+    /// Replaces `from` with OK (a new stream after EOS, a relinked downstream).
+    pub(crate) fn clear(&self, from: gst::FlowError) {
+        let _ = self.0.compare_exchange(
+            gst::FlowReturn::from_error(from).into_glib(),
+            gst::FlowReturn::Ok.into_glib(),
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
+    }
 }
 
 /// An always-present `sink` and `src` pad template with the same caps.

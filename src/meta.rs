@@ -5,9 +5,11 @@
 //! helpers here. Metas are registered by the plugin and, for code that links the rlib, on
 //! first use of any helper.
 
+use std::ffi::CStr;
 use std::sync::Once;
 
 use gst::glib;
+use gst::glib::translate::{FromGlib, IntoGlib};
 
 /// Name of the sequence meta.
 pub const SEQ_META: &str = "OrderedSeqMeta";
@@ -44,38 +46,127 @@ impl std::fmt::Display for MalformedError {
 
 impl std::error::Error for MalformedError {}
 
-fn field<'a, T: glib::value::FromValue<'a>>(
-    s: &'a gst::StructureRef,
-    name: &str,
-) -> Result<T, MalformedError> {
-    s.get::<T>(name)
-        .map_err(|err| MalformedError(format!("{}: field `{name}`: {err}", s.name())))
+/// A field name interned once. Setting or reading a field by its name interns the name
+/// again, under GLib's global quark lock, which every streaming thread would then take per
+/// frame; the `_by_quark` accessors skip that (their `IdStr` successors only do so from
+/// GStreamer 1.26 on).
+macro_rules! quark {
+    ($name:literal) => {{
+        static QUARK: std::sync::LazyLock<glib::Quark> =
+            std::sync::LazyLock::new(|| glib::Quark::from_str($name));
+        *QUARK
+    }};
 }
 
-fn remove_custom(buffer: &mut gst::BufferRef, name: &str) {
-    register();
-    if let Ok(meta) = gst::meta::CustomMeta::from_mut_buffer(buffer, name) {
-        meta.remove().ok();
+#[allow(deprecated)]
+fn field<'a, T: glib::value::FromValue<'a>>(
+    s: &'a gst::StructureRef,
+    name: glib::Quark,
+) -> Result<T, MalformedError> {
+    s.get_by_quark::<T>(name)
+        .map_err(|err| MalformedError(format!("{}: field `{}`: {err}", s.name(), name.as_str())))
+}
+
+#[allow(deprecated)]
+fn set(s: &mut gst::StructureRef, name: glib::Quark, value: impl Into<glib::Value> + Send) {
+    s.set_by_quark(name, value);
+}
+
+/// A registered custom meta, looked up once: looking one up by name costs a copy of the
+/// name and a hash lookup under a global lock, per frame.
+#[derive(Clone, Copy)]
+struct Custom {
+    api: glib::Type,
+    /// The `GstMetaInfo`, which lives as long as the process (a raw pointer is not `Sync`).
+    info: usize,
+}
+
+impl Custom {
+    fn lookup(name: &'static CStr) -> Custom {
+        register();
+        // SAFETY: `name` is a C string; `register` registered the meta, so its info exists
+        // and lives as long as the process.
+        unsafe {
+            let info = gst::ffi::gst_meta_get_info(name.as_ptr());
+            assert!(!info.is_null(), "custom meta registered above");
+            Custom {
+                api: glib::Type::from_glib((*info).api),
+                info: info as usize,
+            }
+        }
+    }
+
+    /// The meta's structure on `buffer`, if it has one.
+    fn read(self, buffer: &gst::BufferRef) -> Option<&gst::StructureRef> {
+        // SAFETY: the buffer is valid for the borrow; a meta of a custom meta's API type is a
+        // `GstCustomMeta`, whose structure lives as long as the meta, so as long as the
+        // borrow of the buffer (which is shared: nothing removes the meta meanwhile).
+        unsafe {
+            let meta = gst::ffi::gst_buffer_get_meta(buffer.as_mut_ptr(), self.api.into_glib());
+            if meta.is_null() {
+                return None;
+            }
+            let s = gst::ffi::gst_custom_meta_get_structure(meta as *mut gst::ffi::GstCustomMeta);
+            Some(gst::StructureRef::from_glib_borrow(s))
+        }
+    }
+
+    /// Removes the meta from `buffer`, if it has one.
+    fn remove(self, buffer: &mut gst::BufferRef) {
+        // SAFETY: the buffer is writable (`&mut`); the meta pointer comes from it.
+        unsafe {
+            let meta = gst::ffi::gst_buffer_get_meta(buffer.as_mut_ptr(), self.api.into_glib());
+            if !meta.is_null() {
+                gst::ffi::gst_buffer_remove_meta(buffer.as_mut_ptr(), meta);
+            }
+        }
+    }
+
+    /// Adds the meta to `buffer` (another one if it has one) and returns its empty structure.
+    fn add(self, buffer: &mut gst::BufferRef) -> &mut gst::StructureRef {
+        // SAFETY: the buffer is writable (`&mut`); `info` is a registered custom meta's, whose
+        // init takes no parameters and makes the structure, which lives as long as the meta,
+        // so as long as the mutable borrow of the buffer.
+        unsafe {
+            let meta = gst::ffi::gst_buffer_add_meta(
+                buffer.as_mut_ptr(),
+                self.info as *const gst::ffi::GstMetaInfo,
+                std::ptr::null_mut(),
+            );
+            assert!(!meta.is_null(), "a custom meta can always be added");
+            let s = gst::ffi::gst_custom_meta_get_structure(meta as *mut gst::ffi::GstCustomMeta);
+            gst::StructureRef::from_glib_borrow_mut(s)
+        }
     }
 }
 
-fn add_custom<'a>(
-    buffer: &'a mut gst::BufferRef,
-    name: &str,
-) -> gst::MetaRefMut<'a, gst::meta::CustomMeta, gst::meta::Standalone> {
-    register();
-    gst::meta::CustomMeta::add(buffer, name).expect("meta registered above")
+macro_rules! custom {
+    ($name:expr) => {{
+        static CUSTOM: std::sync::LazyLock<Custom> =
+            std::sync::LazyLock::new(|| Custom::lookup($name));
+        *CUSTOM
+    }};
 }
 
-/// Reads the structure of the custom meta `name`, if the buffer has one.
+fn seq_meta() -> Custom {
+    custom!(c"OrderedSeqMeta")
+}
+
+fn analysis_meta() -> Custom {
+    custom!(c"FrameAnalysisMeta")
+}
+
+fn enrichment_meta() -> Custom {
+    custom!(c"EnrichmentMeta")
+}
+
+/// Reads the structure of the custom meta `meta`, if the buffer has one.
 fn read_custom<R>(
     buffer: &gst::BufferRef,
-    name: &str,
+    meta: Custom,
     read: impl FnOnce(&gst::StructureRef) -> Result<R, MalformedError>,
 ) -> Option<Result<R, MalformedError>> {
-    register();
-    let meta = gst::meta::CustomMeta::from_buffer(buffer, name).ok()?;
-    Some(read(meta.structure()))
+    Some(read(meta.read(buffer)?))
 }
 
 /// `OrderedSeqMeta`: a frame's place in its stream.
@@ -92,21 +183,20 @@ pub struct SeqMeta {
 impl SeqMeta {
     /// Attaches the meta to `buffer` (replacing one that is already there).
     pub fn add(&self, buffer: &mut gst::BufferRef) {
-        remove_custom(buffer, SEQ_META);
-        let mut meta = add_custom(buffer, SEQ_META);
-        let s = meta.mut_structure();
-        s.set("seq", self.seq);
-        s.set("epoch", self.epoch);
-        s.set("ingress", self.ingress);
+        seq_meta().remove(buffer);
+        let s = seq_meta().add(buffer);
+        set(s, quark!("seq"), self.seq);
+        set(s, quark!("epoch"), self.epoch);
+        set(s, quark!("ingress"), self.ingress);
     }
 
     /// Reads the meta: `None` when absent, an error when its fields are missing or mistyped.
     pub fn read(buffer: &gst::BufferRef) -> Option<Result<SeqMeta, MalformedError>> {
-        read_custom(buffer, SEQ_META, |s| {
+        read_custom(buffer, seq_meta(), |s| {
             Ok(SeqMeta {
-                seq: field(s, "seq")?,
-                epoch: field(s, "epoch")?,
-                ingress: field(s, "ingress")?,
+                seq: field(s, quark!("seq"))?,
+                epoch: field(s, quark!("epoch"))?,
+                ingress: field(s, quark!("ingress"))?,
             })
         })
     }
@@ -179,10 +269,10 @@ impl Gap {
         let s = event.structure().filter(|s| s.name() == GAP_EVENT)?;
         Some((|| {
             Ok(Gap {
-                seq: field(s, "seq")?,
-                count: field(s, "count")?,
-                epoch: field(s, "epoch")?,
-                reason: field::<&str>(s, "reason")?.parse()?,
+                seq: field(s, quark!("seq"))?,
+                count: field(s, quark!("count"))?,
+                epoch: field(s, quark!("epoch"))?,
+                reason: field::<&str>(s, quark!("reason"))?.parse()?,
             })
         })())
     }
@@ -278,28 +368,27 @@ pub struct FrameAnalysis {
 impl FrameAnalysis {
     /// Attaches the meta, replacing one that is already there (a second analysis pass).
     pub fn add(&self, buffer: &mut gst::BufferRef) {
-        remove_custom(buffer, ANALYSIS_META);
-        let mut meta = add_custom(buffer, ANALYSIS_META);
-        let s = meta.mut_structure();
-        s.set("luma-mean", self.luma_mean);
-        s.set("luma-stddev", self.luma_stddev);
-        s.set("motion", self.motion);
-        s.set("scene-change", self.scene_change);
-        s.set("sharpness", self.sharpness);
-        s.set("label", self.label.as_str());
-        s.set("backend", self.backend.as_str());
+        analysis_meta().remove(buffer);
+        let s = analysis_meta().add(buffer);
+        set(s, quark!("luma-mean"), self.luma_mean);
+        set(s, quark!("luma-stddev"), self.luma_stddev);
+        set(s, quark!("motion"), self.motion);
+        set(s, quark!("scene-change"), self.scene_change);
+        set(s, quark!("sharpness"), self.sharpness);
+        set(s, quark!("label"), self.label.as_str());
+        set(s, quark!("backend"), self.backend.as_str());
     }
 
     pub fn read(buffer: &gst::BufferRef) -> Option<Result<FrameAnalysis, MalformedError>> {
-        read_custom(buffer, ANALYSIS_META, |s| {
+        read_custom(buffer, analysis_meta(), |s| {
             Ok(FrameAnalysis {
-                luma_mean: field(s, "luma-mean")?,
-                luma_stddev: field(s, "luma-stddev")?,
-                motion: field(s, "motion")?,
-                scene_change: field(s, "scene-change")?,
-                sharpness: field(s, "sharpness")?,
-                label: field::<&str>(s, "label")?.parse()?,
-                backend: field::<String>(s, "backend")?,
+                luma_mean: field(s, quark!("luma-mean"))?,
+                luma_stddev: field(s, quark!("luma-stddev"))?,
+                motion: field(s, quark!("motion"))?,
+                scene_change: field(s, quark!("scene-change"))?,
+                sharpness: field(s, quark!("sharpness"))?,
+                label: field::<&str>(s, quark!("label"))?.parse()?,
+                backend: field::<String>(s, quark!("backend"))?,
             })
         })
     }
@@ -335,24 +424,20 @@ impl Enrichment {
                 "output `{clash}` clashes with a field of {ENRICHMENT_META}"
             )));
         }
-        let earlier = gst::meta::CustomMeta::from_mut_buffer(buffer, ENRICHMENT_META)
-            .ok()
-            .map(|meta| {
-                let kept = meta.structure().to_owned();
-                meta.remove().ok();
-                kept
-            });
-        let mut meta = add_custom(buffer, ENRICHMENT_META);
-        let s = meta.mut_structure();
+        let earlier = enrichment_meta().read(buffer).map(|s| s.to_owned());
+        if earlier.is_some() {
+            enrichment_meta().remove(buffer);
+        }
+        let s = enrichment_meta().add(buffer);
         if let Some(earlier) = earlier {
             for (name, value) in earlier.iter() {
                 s.set_value(name, value.clone());
             }
         }
-        s.set("worker", self.worker);
-        s.set("server", self.server.as_str());
-        s.set("attempts", self.attempts);
-        s.set("processing-time", self.processing_time);
+        set(s, quark!("worker"), self.worker);
+        set(s, quark!("server"), self.server.as_str());
+        set(s, quark!("attempts"), self.attempts);
+        set(s, quark!("processing-time"), self.processing_time);
         for (name, value) in self.outputs.iter() {
             s.set_value(name, value.clone());
         }
@@ -360,7 +445,7 @@ impl Enrichment {
     }
 
     pub fn read(buffer: &gst::BufferRef) -> Option<Result<Enrichment, MalformedError>> {
-        read_custom(buffer, ENRICHMENT_META, |s| {
+        read_custom(buffer, enrichment_meta(), |s| {
             let mut outputs = gst::Structure::new_empty("outputs");
             for (name, value) in s.iter() {
                 if !ENRICHMENT_FIELDS.contains(&name.as_str()) {
@@ -368,10 +453,10 @@ impl Enrichment {
                 }
             }
             Ok(Enrichment {
-                worker: field(s, "worker")?,
-                server: field::<String>(s, "server")?,
-                attempts: field(s, "attempts")?,
-                processing_time: field(s, "processing-time")?,
+                worker: field(s, quark!("worker"))?,
+                server: field::<String>(s, quark!("server"))?,
+                attempts: field(s, quark!("attempts"))?,
+                processing_time: field(s, quark!("processing-time"))?,
                 outputs,
             })
         })

@@ -29,7 +29,7 @@ use gst::subclass::prelude::*;
 use super::overlay;
 use super::remote::{self, Remote};
 use super::{Handler, Job, Verdict};
-use crate::glue::{StatsTimer, lock, post_stats};
+use crate::glue::{FlowCell, StatsTimer, lock, post_stats};
 use crate::meta::{Enrichment, Gap, GapReason, InFlightQuery, SeqMeta};
 use crate::pool::{self, Limits, Loss, Pool, PoolConfig, PoolStats, Report, Submitted, Tag, Work};
 
@@ -263,10 +263,26 @@ fn read_token_file(path: &str) -> Result<String, String> {
     Ok(token.to_string())
 }
 
+/// The structure a frame's steps fill, named by a quark interned once.
+/// (A copy of a template: making one by name would intern the name under GLib's global
+/// quark lock, per frame.)
+fn empty_outputs() -> gst::Structure {
+    static TEMPLATE: LazyLock<gst::Structure> =
+        LazyLock::new(|| gst::Structure::new_empty("outputs"));
+    TEMPLATE.clone()
+}
+
+impl Frame {
+    fn outputs(&mut self) -> &mut gst::Structure {
+        self.outputs.get_or_insert_with(empty_outputs)
+    }
+}
+
 /// A frame in the pool, with the results its handler attached.
 pub(super) struct Frame {
     buffer: gst::Buffer,
-    outputs: gst::Structure,
+    /// Made when a step runs: a frame nothing touches costs no structure.
+    outputs: Option<gst::Structure>,
     seq: u64,
     /// The caps' video info, for remote requests and detections.
     video: Option<Arc<gst_video::VideoInfo>>,
@@ -288,7 +304,7 @@ pub(super) struct Enricher {
     srcpad: gst::Pad,
     handler: Mutex<Option<Arc<Handler>>>,
     /// The last result of pushing downstream, returned upstream by the chain.
-    flow: Mutex<Result<gst::FlowSuccess, gst::FlowError>>,
+    flow: FlowCell,
     /// Processing latency last reported (LATENCY message or query answer), in ns.
     reported_latency: Mutex<u64>,
     /// The remote step while running with `servers`.
@@ -322,7 +338,7 @@ impl Enricher {
             element.to_value(),
             frame.buffer.to_value(),
             worker.to_value(),
-            frame.outputs.to_value(),
+            frame.outputs().to_value(),
         ];
         let mut ret = glib::Value::from_type(glib::Type::BOOL);
         unsafe {
@@ -334,7 +350,7 @@ impl Enricher {
             );
         }
         if let Ok(outputs) = args[3].get::<gst::Structure>() {
-            frame.outputs = outputs;
+            frame.outputs = Some(outputs);
         }
         Some(ret.get::<bool>().unwrap_or(false))
     }
@@ -368,7 +384,7 @@ impl Work for Enricher {
                 buffer: frame.buffer.make_mut(),
                 worker,
                 attempt,
-                outputs: &mut frame.outputs,
+                outputs: frame.outputs.get_or_insert_with(empty_outputs),
             };
             match handler(&mut job) {
                 Ok(Verdict::Keep) => pool::Verdict::Keep,
@@ -408,7 +424,7 @@ impl Work for Enricher {
             server,
             attempts: report.attempts,
             processing_time: report.processing_time.as_nanos() as u64,
-            outputs,
+            outputs: outputs.unwrap_or_else(empty_outputs),
         };
         if let Err(err) = enrichment.add(buffer.make_mut()) {
             gst::warning!(
@@ -418,7 +434,7 @@ impl Work for Enricher {
                 tag.seq
             );
             let bare = Enrichment {
-                outputs: gst::Structure::new_empty("outputs"),
+                outputs: empty_outputs(),
                 ..enrichment
             };
             let _ = bare.add(buffer.make_mut());
@@ -531,14 +547,7 @@ impl Enricher {
     /// Records the result of a push for the chain to return. An error that stops the stream
     /// (not FLUSHING, EOS or NOT_LINKED, which can pass) is kept until a flush or restart.
     fn set_flow(&self, res: Result<gst::FlowSuccess, gst::FlowError>) {
-        let mut flow = lock(&self.flow);
-        let sticky = matches!(
-            *flow,
-            Err(e) if !matches!(e, gst::FlowError::Flushing | gst::FlowError::Eos | gst::FlowError::NotLinked)
-        );
-        if !sticky {
-            *flow = res;
-        }
+        self.flow.set_unless_fatal(res);
     }
 
     /// Draws the frame's results into it; frames that cannot be drawn on pass as they are,
@@ -575,7 +584,7 @@ impl Enricher {
         remote::apply(
             &answer,
             frame.buffer.make_mut(),
-            &mut frame.outputs,
+            frame.outputs.get_or_insert_with(empty_outputs),
             Some(&video),
         );
         frame.server = answer.server;
@@ -779,7 +788,7 @@ impl EnrichPool {
     }
 
     fn sink_chain(&self, buffer: gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
-        (*lock(&self.enricher.flow))?;
+        self.enricher.flow.get()?;
         let pool = self.pool().ok_or(gst::FlowError::Flushing)?;
         let mut buffer = buffer;
         let now = self.obj().current_running_time().map(|t| t.nseconds());
@@ -827,7 +836,7 @@ impl EnrichPool {
         let bytes = buffer.size() as u64;
         let frame = Frame {
             buffer,
-            outputs: gst::Structure::new_empty("outputs"),
+            outputs: None,
             seq: tag.seq,
             video,
             avoid: Vec::new(),
@@ -837,7 +846,7 @@ impl EnrichPool {
             remote_done: false,
         };
         match pool.submit(frame, tag, bytes, running_time) {
-            Submitted::Queued { .. } | Submitted::Leaked => *lock(&self.enricher.flow),
+            Submitted::Queued { .. } | Submitted::Leaked => self.enricher.flow.get(),
             Submitted::Stopped => Err(gst::FlowError::Flushing),
         }
     }
@@ -872,7 +881,7 @@ impl EnrichPool {
                     state.eos = false;
                     state.error_posted = false;
                 }
-                *lock(&self.enricher.flow) = Ok(gst::FlowSuccess::Ok);
+                self.enricher.flow.set(Ok(gst::FlowSuccess::Ok));
                 return self.srcpad.push_event(event);
             }
             EventView::CustomDownstream(_) if Gap::from_event(&event).is_some() => {
@@ -930,16 +939,12 @@ impl EnrichPool {
                 state.error_posted = false;
                 drop(state);
                 // A new stream after EOS: downstream takes data again.
-                let mut flow = lock(&self.enricher.flow);
-                if *flow == Err(gst::FlowError::Eos) {
-                    *flow = Ok(gst::FlowSuccess::Ok);
-                }
+                self.enricher.flow.clear(gst::FlowError::Eos);
             }
             EventView::Eos(_) => {
                 self.state().eos = true;
                 // Downstream failed before EOS came: nothing follows EOS to return it.
-                let flow = *lock(&self.enricher.flow);
-                if let Err(err) = flow {
+                if let Err(err) = self.enricher.flow.get() {
                     self.enricher.post_flow_error_after_eos(err);
                     if !matches!(err, gst::FlowError::Flushing | gst::FlowError::Eos) {
                         return false;
@@ -1026,10 +1031,7 @@ impl EnrichPool {
     fn src_event(&self, pad: &gst::Pad, event: gst::Event) -> bool {
         if event.type_() == gst::EventType::Reconfigure {
             // Downstream may be linked now: the next chain tries again.
-            let mut flow = lock(&self.enricher.flow);
-            if *flow == Err(gst::FlowError::NotLinked) {
-                *flow = Ok(gst::FlowSuccess::Ok);
-            }
+            self.enricher.flow.clear(gst::FlowError::NotLinked);
         }
         gst::Pad::event_default(pad, Some(&*self.obj()), event)
     }
@@ -1058,7 +1060,7 @@ impl EnrichPool {
                 ("Could not start the worker pool: {}", err)
             )
         })?;
-        *lock(&self.enricher.flow) = Ok(gst::FlowSuccess::Ok);
+        self.enricher.flow.set(Ok(gst::FlowSuccess::Ok));
         *lock(&self.enricher.reported_latency) = 0;
         let mut state = self.state();
         *state = State {
@@ -1180,7 +1182,7 @@ impl ObjectSubclass for EnrichPool {
             element: glib::WeakRef::new(),
             srcpad: srcpad.clone(),
             handler: Mutex::new(None),
-            flow: Mutex::new(Ok(gst::FlowSuccess::Ok)),
+            flow: FlowCell::new(),
             reported_latency: Mutex::new(0),
             remote: Mutex::new(None),
             overlay: AtomicBool::new(false),

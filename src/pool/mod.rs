@@ -15,9 +15,13 @@
 //! worker started (up to a cap of stuck threads) and its late result discarded. [`Pool::stop`]
 //! never waits for a hung job longer than the grace it is given.
 //!
-//! Wake-ups: idle workers wait on their own condition variable and are woken most recently
-//! idle first, one per job that no awake worker will take; so surplus workers stay idle long
-//! enough to retire. The watchdog has its own condition variable.
+//! Wake-ups: a worker that runs out of jobs first spins for a few microseconds (one worker
+//! at a time, and not on a single core), watching a counter that new work bumps; a job that
+//! comes meanwhile costs no wake-up. Then it waits on its own condition variable. Idle
+//! workers are woken most recently idle first, one per job that no awake worker (woken or
+//! spinning) will take; so surplus workers stay idle long enough to retire. A worker that
+//! finishes a job looks for the next one without releasing the lock. The watchdog has its
+//! own condition variable.
 //!
 //! Lock order: one lock, `state`. Nothing is called on [`Work`] with it held, and only the
 //! pusher calls `deliver`, `lost` and `forward`, one call at a time.
@@ -27,6 +31,7 @@ mod queue;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -319,6 +324,9 @@ struct State<W: Work> {
     sleepers: Vec<Sleeper>,
     /// Workers woken and not yet back at the queue.
     waking: usize,
+    /// A worker that found nothing to do and watches `Shared::poke` for a short while
+    /// before it sleeps (0 or 1): work that it will take needs no wake-up.
+    spinning: usize,
     next_worker: u32,
     handles: Vec<JoinHandle<()>>,
     /// Worker threads not yet returned (live, retiring or stuck).
@@ -328,6 +336,12 @@ struct State<W: Work> {
     warned_stuck: bool,
     /// Producers, barriers and stop waiting on `room`.
     room_waiters: usize,
+    /// Producers among them, waiting for a full pool to make room.
+    full_waiters: usize,
+    /// `left` when the first of them began to wait.
+    full_since: u64,
+    /// Frames that left the pool (pushed or given up on), ever.
+    left: u64,
     /// When the watchdog wakes next, if it sleeps.
     watchdog_at: Option<Instant>,
     /// Bumped by every flush and stop: completions of jobs from before are discarded.
@@ -339,6 +353,8 @@ struct State<W: Work> {
     /// oldest one bounds how far ahead new frames may be admitted.
     outstanding: BTreeMap<Tag, u32>,
     latency: SlidingMax,
+    /// Processing time of recent jobs, smoothed (an exponential moving average).
+    recent_processing: Duration,
     /// Warnings for `Work::warn`, told once the lock is released.
     warnings: Vec<String>,
     stats: PoolStats,
@@ -371,6 +387,7 @@ impl<W: Work> State<W> {
     }
 
     fn outstanding_out(&mut self, tag: Tag) {
+        self.left = self.left.wrapping_add(1);
         if let Some(n) = self.outstanding.get_mut(&tag) {
             *n -= 1;
             if *n == 0 {
@@ -437,6 +454,21 @@ impl<W: Work> State<W> {
         self.queue.is_empty() && self.order.is_idle() && !self.pushing
     }
 
+    /// Whether a producer waiting for room should look again: a batch of frames left since
+    /// it began to wait, the workers have nothing queued, or a flush or stop came.
+    fn producer_may_go_on(&self) -> bool {
+        let batch = (self.config.limits.max_buffers / 4).max(1);
+        self.flushing
+            || self.stopping
+            || self.queue.is_empty()
+            || self.left.wrapping_sub(self.full_since) >= batch
+    }
+
+    /// Whether recent jobs took less time than waking a worker costs.
+    fn short_jobs(&self) -> bool {
+        self.recent_processing < SHORT_JOB
+    }
+
     /// Output is waiting and nobody is outputting it.
     fn needs_pusher(&self) -> bool {
         !self.pushing && !self.flushing && !self.stopping && self.order.has_output()
@@ -450,6 +482,10 @@ struct Shared<W: Work> {
     room: Condvar,
     /// The watchdog waits here for deadlines.
     watchdog: Condvar,
+    /// Bumped (under the lock) when work comes that a spinning worker should look at.
+    poke: AtomicU64,
+    /// How long an idle worker spins before it sleeps; zero on a single core.
+    spin: Duration,
 }
 
 #[cfg(test)]
@@ -463,8 +499,12 @@ impl<W: Work> Shared<W> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Wakes whoever waits on `room`. A producer waiting for a full pool is woken only once
+    /// a batch of frames has left (a quarter of `max-size-buffers`), or when the queue ran
+    /// dry, so that a producer faster than the workers does not pay a wake-up per frame.
     fn notify_room(&self, state: &State<W>) {
-        if state.room_waiters > 0 {
+        let others = state.room_waiters > state.full_waiters;
+        if others || (state.full_waiters > 0 && state.producer_may_go_on()) {
             self.room.notify_all();
         }
     }
@@ -544,6 +584,40 @@ impl<W: Work> Shared<W> {
         }
     }
 
+    /// Tells the spinning worker, if any, that there is something to look at.
+    fn poke(&self, state: &State<W>) {
+        if state.spinning > 0 {
+            self.poke.fetch_add(1, Ordering::Release);
+        }
+    }
+
+    /// Whether workers on their way to the queue will take what is there: those woken or
+    /// spinning; and while jobs are short (a wake-up would cost more than the job), also
+    /// the busy ones, which come back before a woken one would.
+    fn covered(state: &State<W>) -> bool {
+        let coming = if state.short_jobs() {
+            state.live.saturating_sub(state.sleepers.len())
+        } else {
+            state.waking + state.spinning
+        };
+        state.queue.len() <= coming
+    }
+
+    /// Spins for a short while with the lock released, until `poke` moves (or a stop).
+    /// Returns the lock again; the caller looks at the state afresh.
+    fn spin<'a>(&'a self, mut state: MutexGuard<'a, State<W>>) -> MutexGuard<'a, State<W>> {
+        state.spinning += 1;
+        let seen = self.poke.load(Ordering::Acquire);
+        drop(state);
+        let until = Instant::now() + self.spin;
+        while self.poke.load(Ordering::Acquire) == seen && Instant::now() < until {
+            std::thread::yield_now();
+        }
+        let mut state = self.lock();
+        state.spinning -= 1;
+        state
+    }
+
     /// Makes sure waiting output gets a pusher: an idle worker, or the next busy one to
     /// finish. With no worker left at all (every one stuck in a hung handler), the watchdog
     /// pushes it; the streaming thread only does when there is no watchdog either (no
@@ -557,8 +631,14 @@ impl<W: Work> Shared<W> {
         mut state: MutexGuard<'a, State<W>>,
         watchdog: bool,
     ) -> MutexGuard<'a, State<W>> {
-        if !state.needs_pusher() || state.waking > 0 || self.wake_one(&mut state) || state.live > 0
-        {
+        if !state.needs_pusher() {
+            return state;
+        }
+        if state.spinning > 0 {
+            self.poke(&state);
+            return state;
+        }
+        if state.waking > 0 || self.wake_one(&mut state) || state.live > 0 {
             return state;
         }
         if watchdog || state.config.timeout.is_none() {
@@ -623,10 +703,17 @@ impl<W: Work> Shared<W> {
     }
 
     /// Waits for the next job; `None` when the worker is to exit (stop, or retired).
-    /// Outputs waiting results first when nobody else does.
-    fn next_job(&self, number: u32, wake: &Arc<Condvar>) -> Option<(u64, W::Job, Tag)> {
-        let mut state = self.lock();
+    /// Outputs waiting results first when nobody else does. Before it sleeps, a worker
+    /// spins once for a short while (one at a time), so that a job that comes at once
+    /// costs no wake-up.
+    fn next_job<'a>(
+        &'a self,
+        number: u32,
+        wake: &Arc<Condvar>,
+        mut state: MutexGuard<'a, State<W>>,
+    ) -> Option<Taken<W::Job>> {
         let mut woken = false;
+        let mut spun = false;
         loop {
             if woken {
                 state.waking = state.waking.saturating_sub(1);
@@ -675,10 +762,21 @@ impl<W: Work> Shared<W> {
                     self.watchdog.notify_one();
                 }
                 // More queued than awake workers will take: wake another.
-                if state.queue.len() > state.waking {
+                if !Self::covered(&state) {
                     self.wake_one(&mut state);
                 }
-                return Some((id, job, tag));
+                return Some(Taken {
+                    id,
+                    job,
+                    tag,
+                    on_error: state.config.on_error,
+                    retries: state.config.retries,
+                });
+            }
+            if !spun && state.spinning == 0 && !self.spin.is_zero() && !state.flushing {
+                spun = true;
+                state = self.spin(state);
+                continue;
             }
             let idle_timeout = state.config.idle_timeout;
             state.sleepers.push(Sleeper {
@@ -716,11 +814,15 @@ impl<W: Work> Shared<W> {
     fn worker_loop(self: Arc<Self>, number: u32) {
         let _exit = ThreadExit(&self);
         let wake = Arc::new(Condvar::new());
-        while let Some((id, mut job, tag)) = self.next_job(number, &wake) {
-            let (on_error, retries) = {
-                let s = self.lock();
-                (s.config.on_error, s.config.retries)
-            };
+        let mut state = self.lock();
+        while let Some(taken) = self.next_job(number, &wake, state) {
+            let Taken {
+                id,
+                mut job,
+                tag,
+                on_error,
+                retries,
+            } = taken;
             let started = Instant::now();
             let mut attempts = 0;
             let outcome = loop {
@@ -757,7 +859,7 @@ impl<W: Work> Shared<W> {
                 }
             };
             let processing_time = started.elapsed();
-            if !self.finish(
+            match self.finish(
                 id,
                 job,
                 tag,
@@ -767,16 +869,18 @@ impl<W: Work> Shared<W> {
                 attempts,
                 processing_time,
             ) {
-                return;
+                Some(s) => state = s,
+                None => return,
             }
         }
     }
 
     /// Puts a processed job in its place in the order (or discards it) and outputs what is
-    /// waiting if nobody else does. Returns whether the worker goes on.
+    /// waiting if nobody else does. Returns the lock if the worker goes on (it looks for
+    /// its next job without letting go of it), `None` if it leaves.
     #[allow(clippy::too_many_arguments)]
-    fn finish(
-        self: &Arc<Self>,
+    fn finish<'a>(
+        self: &'a Arc<Self>,
         id: u64,
         job: W::Job,
         tag: Tag,
@@ -785,12 +889,13 @@ impl<W: Work> Shared<W> {
         worker: u32,
         attempts: u32,
         processing_time: Duration,
-    ) -> bool {
+    ) -> Option<MutexGuard<'a, State<W>>> {
         let panicked = matches!(outcome, Outcome::Panicked);
         let mut state = self.lock();
         let w = &mut state.stats.per_worker[worker as usize];
         w.processed += 1;
         w.busy += processing_time;
+        state.recent_processing = (state.recent_processing * 7 + processing_time) / 8;
         let Some(flight) = state.in_flight.remove(&id) else {
             unreachable!("a job in flight is only removed by its worker");
         };
@@ -812,7 +917,7 @@ impl<W: Work> Shared<W> {
             self.notify_room(&state);
             drop(state);
             drop(job);
-            return go_on;
+            return go_on.then(|| self.lock());
         }
         state.stats.max_processing_time = state.stats.max_processing_time.max(processing_time);
         let fatal = match &outcome {
@@ -880,7 +985,9 @@ impl<W: Work> Shared<W> {
                 // Flushed or stopped meanwhile: the range is gone, and so is the loss.
                 let go_on = self.leave_if_panicked(&mut state, panicked);
                 state.refresh_gauges();
-                return go_on;
+                drop(state);
+                drop(discarded);
+                return go_on.then(|| self.lock());
             }
         }
         state.order.complete(flight.range, completed);
@@ -890,9 +997,13 @@ impl<W: Work> Shared<W> {
         if state.needs_pusher() {
             state = self.push_out(state);
         }
-        drop(self.tell(state));
+        let state = self.tell(state);
+        if discarded.is_none() {
+            return go_on.then_some(state);
+        }
+        drop(state);
         drop(discarded);
-        go_on
+        go_on.then(|| self.lock())
     }
 
     /// A worker whose handler panicked leaves (its thread-local state may be broken) and a
@@ -1023,6 +1134,22 @@ impl<W: Work> Shared<W> {
     }
 }
 
+/// Jobs shorter than this (on recent average) are left to busy workers when they queue up,
+/// rather than waking another: about what a wake-up costs.
+const SHORT_JOB: Duration = Duration::from_micros(20);
+
+/// How long an idle worker spins before it sleeps: about as long as a wake-up costs, so
+/// that a stream of short jobs does not pay one per job. Not on a single core, where the
+/// spinner would only hold up the thread it waits for.
+fn spin_time() -> Duration {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cores > 1 {
+        Duration::from_micros(20)
+    } else {
+        Duration::ZERO
+    }
+}
+
 /// A running pool. Dropping it stops it without waiting for busy workers.
 pub struct Pool<W: Work> {
     shared: Arc<Shared<W>>,
@@ -1040,6 +1167,15 @@ impl<W: Work> Drop for ThreadExit<'_, W> {
         // An exiting pusher (a panic in `deliver`) hands the output on.
         self.0.notify_room(&state);
     }
+}
+
+/// A job a worker took, with the policies to apply to it.
+struct Taken<J> {
+    id: u64,
+    job: J,
+    tag: Tag,
+    on_error: OnError,
+    retries: u32,
 }
 
 enum Outcome {
@@ -1069,23 +1205,30 @@ impl<W: Work> Pool<W> {
                 live: 0,
                 sleepers: Vec::new(),
                 waking: 0,
+                spinning: 0,
                 next_worker: 0,
                 handles: Vec::new(),
                 threads: 0,
                 stuck: 0,
                 warned_stuck: false,
                 room_waiters: 0,
+                full_waiters: 0,
+                full_since: 0,
+                left: 0,
                 watchdog_at: None,
                 generation: 0,
                 finished_bytes: 0,
                 finished_times: BTreeMap::new(),
                 outstanding: BTreeMap::new(),
                 latency: SlidingMax::default(),
+                recent_processing: SHORT_JOB,
                 warnings: Vec::new(),
                 stats: PoolStats::default(),
             }),
             room: Condvar::new(),
             watchdog: Condvar::new(),
+            poke: AtomicU64::new(0),
+            spin: spin_time(),
         });
         let pool = Pool {
             shared: shared.clone(),
@@ -1157,7 +1300,14 @@ impl<W: Work> Pool<W> {
                     running_time,
                 );
             match state.config.leaky {
-                Leaky::None => state = shared.wait_room(state),
+                Leaky::None => {
+                    if state.full_waiters == 0 {
+                        state.full_since = state.left;
+                    }
+                    state.full_waiters += 1;
+                    state = shared.wait_room(state);
+                    state.full_waiters -= 1;
+                }
                 Leaky::Downstream if !drop_new && !state.queue.is_empty() => {
                     let old = state.queue.pop_front().expect("checked not empty");
                     state.stats.leaked += 1;
@@ -1197,7 +1347,8 @@ impl<W: Work> Pool<W> {
             shared.spawn_worker(&mut state);
         }
         // Wake an idle worker unless enough are already on their way to the queue.
-        if state.queue.len() > state.waking && !shared.wake_one(&mut state) {
+        shared.poke(&state);
+        if !Shared::covered(&state) && !shared.wake_one(&mut state) {
             // Nobody idle: grow while the queue stays deeper than the workers.
             if state.queue.len() > state.live && state.live < state.config.max_workers {
                 shared.spawn_worker(&mut state);
@@ -1320,6 +1471,7 @@ impl<W: Work> Pool<W> {
             state.waking += 1;
             s.wake.notify_one();
         }
+        self.shared.poke(state);
         self.shared.watchdog.notify_one();
         (queued, finished, events)
     }

@@ -15,6 +15,7 @@
 //! variable `cond` goes with it. No pad push and no message post happens while `state` is
 //! held.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, LazyLock, Mutex, MutexGuard};
 
 use gst::glib;
@@ -23,7 +24,7 @@ use gst::subclass::prelude::*;
 
 use crate::glue::{StatsTimer, lock, post_stats};
 use crate::latency::Latencies;
-use crate::meta::{Gap, InFlightQuery, SeqMeta};
+use crate::meta::{Gap, InFlightQuery, MalformedError, SeqMeta};
 use crate::sequencing::{
     Arrival, Config, FrameKey, GapArrival, Output, Skip, Stats, Timing, Window,
 };
@@ -235,6 +236,35 @@ fn window_config(settings: &Settings, upstream: Upstream) -> Config {
     }
 }
 
+/// The frame's place in the order, from its sequence meta (read once, by the chain) or its
+/// PTS.
+fn key_of(
+    order_by: OrderBy,
+    pts_epoch: u32,
+    meta: Option<Result<SeqMeta, MalformedError>>,
+    buffer: &gst::BufferRef,
+) -> Result<FrameKey, String> {
+    let seq = match order_by {
+        OrderBy::Pts => None,
+        OrderBy::Auto | OrderBy::Sequence => meta,
+    };
+    match (seq, order_by) {
+        (Some(Ok(meta)), _) => Ok(FrameKey::Sequence {
+            epoch: meta.epoch,
+            seq: meta.seq,
+        }),
+        (Some(Err(err)), _) => Err(format!("malformed sequence meta: {err}")),
+        (None, OrderBy::Sequence) => Err("no sequence meta".into()),
+        (None, _) => buffer
+            .pts()
+            .map(|pts| FrameKey::Pts {
+                epoch: pts_epoch,
+                pts: pts.nseconds(),
+            })
+            .ok_or_else(|| "neither sequence meta nor PTS".into()),
+    }
+}
+
 fn stats_structure(stats: Stats, latencies: &Latencies, window: usize) -> gst::Structure {
     let [p50, p99] = latencies.percentiles([50, 99]);
     gst::Structure::builder("resequencer-stats")
@@ -267,6 +297,11 @@ pub struct Resequencer {
     cond: Condvar,
     /// End-to-end latency of pushed frames: from `OrderedSeqMeta`'s ingress to the push.
     latencies: Mutex<Latencies>,
+    /// Copies of what the state knows of upstream, for the chain to read without the lock:
+    /// whether upstream was asked (live, latency, in-flight) since the last start or flush,
+    /// and whether it is live.
+    upstream_known: AtomicBool,
+    upstream_live: AtomicBool,
 }
 
 impl Resequencer {
@@ -333,7 +368,12 @@ impl Resequencer {
     }
 
     fn set_upstream(&self, upstream: Upstream) {
-        self.state().upstream = Some(upstream);
+        let mut state = self.state();
+        state.upstream = Some(upstream);
+        self.upstream_live.store(upstream.live, Ordering::Release);
+        self.upstream_known
+            .store(state.asked_in_flight, Ordering::Release);
+        drop(state);
         self.reconfigure();
     }
 
@@ -365,49 +405,24 @@ impl Resequencer {
         }
     }
 
-    /// The frame's place in the order, and the `ingress` of its sequence meta (None without
-    /// one, or when the pool had no clock to stamp with).
-    fn key_of(
-        &self,
-        order_by: OrderBy,
-        pts_epoch: u32,
-        buffer: &gst::BufferRef,
-    ) -> (Result<FrameKey, String>, Option<u64>) {
-        let meta = SeqMeta::read(buffer);
-        let ingress = match &meta {
-            Some(Ok(m)) if m.ingress > 0 => Some(m.ingress),
-            _ => None,
-        };
-        let seq = match order_by {
-            OrderBy::Pts => None,
-            OrderBy::Auto | OrderBy::Sequence => meta,
-        };
-        let key = match (seq, order_by) {
-            (Some(Ok(meta)), _) => Ok(FrameKey::Sequence {
-                epoch: meta.epoch,
-                seq: meta.seq,
-            }),
-            (Some(Err(err)), _) => Err(format!("malformed sequence meta: {err}")),
-            (None, OrderBy::Sequence) => Err("no sequence meta".into()),
-            (None, _) => buffer
-                .pts()
-                .map(|pts| FrameKey::Pts {
-                    epoch: pts_epoch,
-                    pts: pts.nseconds(),
-                })
-                .ok_or_else(|| "neither sequence meta nor PTS".into()),
-        };
-        (key, ingress)
-    }
-
     fn sink_chain(
         &self,
         _pad: &gst::Pad,
         buffer: gst::Buffer,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let settings = self.settings();
-        self.ensure_upstream();
-        let now = self.now();
+        let order_by = self.settings().order_by;
+        if !self.upstream_known.load(Ordering::Acquire) {
+            self.ensure_upstream();
+        }
+        // The meta is read once, here; the clock only when something needs it: deadlines
+        // (live) or the latency figures (a frame stamped with its ingress).
+        let meta = SeqMeta::read(&buffer);
+        let ingress = match &meta {
+            Some(Ok(m)) if m.ingress > 0 => Some(m.ingress),
+            _ => None,
+        };
+        let clocked = ingress.is_some() || self.upstream_live.load(Ordering::Acquire);
+        let now = if clocked { self.now() } else { None };
 
         let mut state = self.state();
         if state.flushing {
@@ -417,7 +432,7 @@ impl Resequencer {
         if state.eos {
             return Err(gst::FlowError::Eos);
         }
-        let (key, ingress) = self.key_of(settings.order_by, state.pts_epoch, &buffer);
+        let key = key_of(order_by, state.pts_epoch, meta, &buffer);
         let key = match key {
             Ok(key) => key,
             Err(reason) => {
@@ -458,7 +473,7 @@ impl Resequencer {
                     // hand-off, no wake-up.
                     let (state, res) =
                         if state.task_waiting && !state.chain_pushing && state.flow.is_ok() {
-                            self.push_from_chain(state, now)
+                            self.push_from_chain(state, now, clocked)
                         } else {
                             state.wake_task(&self.cond);
                             let res = state.flow;
@@ -490,6 +505,7 @@ impl Resequencer {
         &'a self,
         mut state: MutexGuard<'a, State>,
         mut now: Option<u64>,
+        clocked: bool,
     ) -> (
         MutexGuard<'a, State>,
         Result<gst::FlowSuccess, gst::FlowError>,
@@ -509,8 +525,10 @@ impl Resequencer {
                     drop(state);
                     let pushed = self.push_output(output, now);
                     // The clock is read again only after a push, which can take time (the
-                    // frame that came was accepted at `now`).
-                    now = self.now();
+                    // frame that came was accepted at `now`), and only if it is needed.
+                    if clocked {
+                        now = self.now();
+                    }
                     state = self.state();
                     if let Err(err) = pushed {
                         // No EOS was received (the chain would have refused the frame), so
@@ -603,8 +621,11 @@ impl Resequencer {
             EventView::FlushStop(_) => {
                 {
                     let mut state = self.state();
+                    let pending = state.reset_stream();
+                    self.upstream_known.store(false, Ordering::Release);
+                    self.upstream_live.store(false, Ordering::Release);
                     // Sticky events still queued describe the stream after the flush too.
-                    for item in state.reset_stream() {
+                    for item in pending {
                         if let Serial::Event(event) = item
                             && event.is_sticky()
                             && !matches!(
@@ -1137,6 +1158,8 @@ impl ObjectSubclass for Resequencer {
             settings: Mutex::new(settings),
             cond: Condvar::new(),
             latencies: Mutex::new(Latencies::default()),
+            upstream_known: AtomicBool::new(false),
+            upstream_live: AtomicBool::new(false),
         }
     }
 }
@@ -1288,6 +1311,8 @@ impl ElementImpl for Resequencer {
             gst::StateChange::ReadyToPaused => {
                 let settings = self.settings();
                 *self.state() = State::new(&settings);
+                self.upstream_known.store(false, Ordering::Release);
+                self.upstream_live.store(false, Ordering::Release);
                 *lock(&self.latencies) = Latencies::default();
             }
             gst::StateChange::PausedToReady => {
