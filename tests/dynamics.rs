@@ -932,9 +932,11 @@ fn the_latency_answer_ignores_a_timed_out_frame_and_comes_down() {
                 && slow_latency < gst::ClockTime::from_mseconds(150),
             "{slow_latency}: the slow frames, not the 150 ms hang"
         );
-        // Fast frames for a whole window: the figure comes down.
+        // Fast frames for a whole window (and one recomputation period): the figure comes
+        // down.
         slow.store(false, Ordering::SeqCst);
-        for n in 4..4 + gstordered::pool::LATENCY_WINDOW as u64 {
+        let window = gstordered::pool::LATENCY_WINDOW + gstordered::pool::LATENCY_EVERY;
+        for n in 4..4 + window as u64 {
             h.push(frame(n)).unwrap();
             next_frame(&rx);
         }

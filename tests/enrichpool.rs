@@ -782,3 +782,114 @@ fn frames_the_overlay_cannot_draw_on_pass_unchanged_and_are_counted() {
         std::iter::from_fn(|| bus.pop_filtered(&[gst::MessageType::Warning])).collect();
     assert_eq!(warnings.len(), 1, "one warning: {warnings:?}");
 }
+
+#[test]
+fn behind_a_pool_the_resequencer_adds_no_latency_yet_still_waits_for_a_slow_frame() {
+    within(LIMIT, || {
+        let (mut h, pool, reseq) = pool_harness("workers=2");
+        h.set_upstream_latency(gst::ClockTime::from_mseconds(20));
+        let clock = h.testclock().unwrap();
+        let gate = Gate::default();
+        let g = gate.clone();
+        pool.set_handler(move |job| {
+            if seq_of(job.buffer) == 0 {
+                g.wait();
+            }
+            Ok(Verdict::Keep)
+        });
+        let latency = |element: &gst::Element| {
+            let mut q = gst::query::Latency::new();
+            assert!(element.static_pad("src").unwrap().query(&mut q));
+            q.result().1
+        };
+        // Upstream's 20 ms, the pool's measured figure (nothing measured yet), and nothing of
+        // the resequencer's own: frames in order leave as soon as the pool has them.
+        assert_eq!(latency(&reseq), gst::ClockTime::from_mseconds(20));
+        for n in 0..3 {
+            h.push(frame(n)).unwrap();
+        }
+        // Frame 0 hangs, 1 and 2 wait behind it. It was due at 0 + upstream's latency, yet
+        // the resequencer gives it its 200 ms before skipping it: a frame slower than the
+        // pool announced comes late, not never.
+        let id = clock.wait_for_next_pending_id();
+        let base = h.element().unwrap().base_time().unwrap();
+        assert_eq!(id.time(), base + gst::ClockTime::from_mseconds(220));
+        gate.open();
+        let seqs: Vec<u64> = (0..3).map(|_| seq_of(&h.pull().unwrap())).collect();
+        assert_eq!(seqs, vec![0, 1, 2]);
+        assert_eq!(stat(&reseq, "skipped"), 0);
+        // The frames were stamped on arrival: the pool measured them now.
+        assert!(latency(&reseq) > gst::ClockTime::from_mseconds(20));
+    });
+}
+
+#[test]
+fn the_resequencer_adds_its_wait_in_pts_order_or_when_set() {
+    for (props, expected_ms) in [
+        ("order-by=pts", 220),
+        ("latency=50000000", 70),
+        ("order-by=sequence", 20),
+    ] {
+        let (mut h, _pool, _reseq) = pool_harness("workers=2");
+        let bin = h.element().unwrap().downcast::<gst::Bin>().unwrap();
+        let reseq = bin.by_name("reseq").unwrap();
+        let (name, value) = props.split_once('=').unwrap();
+        reseq.set_property_from_str(name, value);
+        h.set_upstream_latency(gst::ClockTime::from_mseconds(20));
+        let mut q = gst::query::Latency::new();
+        assert!(reseq.static_pad("src").unwrap().query(&mut q));
+        assert_eq!(
+            q.result().1,
+            gst::ClockTime::from_mseconds(expected_ms),
+            "{props}"
+        );
+        // A frame (nothing measured in the pool's figure yet) leaves at once.
+        h.push(frame(0)).unwrap();
+        assert_eq!(seq_of(&h.pull().unwrap()), 0);
+    }
+}
+
+#[test]
+fn a_measured_latency_comes_down_with_the_load_and_says_so() {
+    within(LIMIT, || {
+        let (mut h, pool, _) = pool_harness("workers=1");
+        let bus = gst::Bus::new();
+        h.element().unwrap().set_bus(Some(&bus));
+        // Three slow frames (more than one outlier: they set the figure), then frames that
+        // take 60% of their time: a drop of more than a quarter, though not to half.
+        pool.set_handler(|job| {
+            let ms = if seq_of(job.buffer) < 3 { 40 } else { 24 };
+            std::thread::sleep(Duration::from_millis(ms));
+            Ok(Verdict::Keep)
+        });
+        let figure = |pool: &EnrichPool| {
+            let mut q = gst::query::Latency::new();
+            assert!(pool.static_pad("src").unwrap().query(&mut q));
+            q.result().1
+        };
+        for n in 0..3 {
+            h.push(frame(n)).unwrap();
+            h.pull().unwrap();
+        }
+        let slow = figure(&pool);
+        assert!(
+            slow >= gst::ClockTime::from_mseconds(50),
+            "{slow}: 40 ms and a quarter"
+        );
+        let messages = |bus: &gst::Bus| {
+            std::iter::from_fn(|| bus.pop_filtered(&[gst::MessageType::Latency])).count()
+        };
+        messages(&bus);
+        // A window of faster frames, and one recomputation period.
+        let fast = gstordered::pool::LATENCY_WINDOW + gstordered::pool::LATENCY_EVERY;
+        for n in 3..3 + fast as u64 {
+            h.push(frame(n)).unwrap();
+            h.pull().unwrap();
+        }
+        assert!(h.push_event(gst::event::Eos::new()));
+        while h.pull_event().unwrap().type_() != gst::EventType::Eos {}
+        let now = figure(&pool);
+        assert!(now < slow * 3 / 4, "{now} came down from {slow}");
+        assert!(messages(&bus) >= 1, "a LATENCY message when it came down");
+    });
+}

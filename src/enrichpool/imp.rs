@@ -591,25 +591,26 @@ impl Enricher {
         Ok(())
     }
 
-    /// With `latency=-1`, posts a LATENCY message when the pool's recent latency (queue
-    /// wait plus processing, the largest of the last frames) grew by a quarter over what was
-    /// last reported, or fell below half of it.
+    /// With `latency=-1`, posts a LATENCY message when the pool's latency figure (see
+    /// `PoolStats::latency`) moved by more than a quarter of what was last reported, either
+    /// way, and by more than 1 ms (changes below a millisecond matter to no sink).
     fn maybe_report_latency(&self, recent: Duration) {
+        let ns = recent.as_nanos() as u64;
+        let mut reported = lock(&self.reported_latency);
+        let change = ns.abs_diff(*reported);
+        if change <= *reported / 4 || change <= 1_000_000 {
+            return;
+        }
         let Some(element) = self.element.upgrade() else {
             return;
         };
         if lock(&element.imp().settings).latency >= 0 {
             return;
         }
-        let ns = recent.as_nanos() as u64;
-        let mut reported = lock(&self.reported_latency);
-        let grew = ns > *reported + *reported / 4 && ns > 1_000_000;
-        let fell = ns < *reported / 2;
-        if grew || fell {
-            *reported = ns;
-            drop(reported);
-            let _ = element.post_message(gst::message::Latency::builder().src(&element).build());
-        }
+        *reported = ns;
+        drop(reported);
+        gst::debug!(CAT, obj = element, "processing latency now {ns} ns");
+        let _ = element.post_message(gst::message::Latency::builder().src(&element).build());
     }
 }
 
@@ -1297,9 +1298,10 @@ impl ObjectImpl for EnrichPool {
                     .nick("Latency")
                     .blurb(
                         "Processing latency added to the LATENCY query, in nanoseconds \
-                         (-1 = measured: the largest queue wait plus processing of the last \
-                         128 frames pushed, frames that timed out or were flushed not counted; \
-                         a LATENCY message is posted when it grows by a quarter or halves)",
+                         (-1 = measured: the 99th percentile of queue wait plus processing of \
+                         the last 128 frames pushed, never the largest of several, plus a \
+                         quarter; frames lost or flushed do not count; a LATENCY message is \
+                         posted when it moves by more than a quarter, and 1 ms, either way)",
                     )
                     .minimum(-1)
                     .default_value(-1)
@@ -1414,8 +1416,8 @@ impl ObjectImpl for EnrichPool {
                          dropped-timeout, dropped-dropped, flushed, retries, queued, max-queued, \
                          in-flight, waiting (finished, waiting for their turn to be pushed), \
                          workers, stuck (threads in handlers that did not return after timeout), \
-                         spawn-failures (frames or threads), latency (ns: the largest queue wait \
-                         plus processing of the last 128 frames pushed), worker-stats (per worker: \
+                         spawn-failures (frames or threads), latency (ns: what the element adds \
+                         to the LATENCY query, see `latency`), worker-stats (per worker: \
                          worker, processed, busy ns, errors), overlay-skipped, remote-sent, remote-skipped, hedges \
                          and servers (per server: url, healthy, in-flight, requests, errors, \
                          latency-p50 and latency-p99 ns over the last 1024 answers, last-error)",

@@ -29,7 +29,7 @@
 mod order;
 mod queue;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -91,8 +91,8 @@ pub struct Report {
     pub processing_time: Duration,
     /// From submission to the end of processing: queue wait plus processing.
     pub latency: Duration,
-    /// The largest `latency` of the last [`LATENCY_WINDOW`] delivered jobs, this one
-    /// included: what the pool adds to a stream's latency now.
+    /// The pool's latency figure after this job (see [`PoolStats::latency`]): what it adds
+    /// to a stream's latency now.
     pub recent_latency: Duration,
 }
 
@@ -222,7 +222,10 @@ pub struct PoolStats {
     /// Outputs whose callback panicked (a bug of the element; the pool goes on).
     pub output_panics: u64,
     pub max_processing_time: Duration,
-    /// The largest submission-to-finish time of the last [`LATENCY_WINDOW`] delivered jobs.
+    /// What the pool adds to a stream's latency: the 99th percentile of submission-to-finish
+    /// time (queue wait plus processing) of the last [`LATENCY_WINDOW`] delivered jobs (never
+    /// the largest of several), plus a quarter. Jobs lost (timed out, failed, dropped,
+    /// flushed) do not count.
     pub latency: Duration,
     /// Indexed by worker number.
     pub per_worker: Vec<WorkerStats>,
@@ -268,33 +271,51 @@ struct Finished<J> {
     running_time: Option<u64>,
 }
 
-/// The largest of the last `LATENCY_WINDOW` values, in O(1) per value.
+/// The pool's latency figure: the 99th percentile (nearest rank) of the last
+/// [`LATENCY_WINDOW`] values, never the largest of several (so one outlier, such as a first
+/// call that loads a model, does not set it), plus a quarter of it (room for the spread of
+/// a steady load, and the margin within which the figure is not re-announced).
+/// Recomputed for each of the first values and every [`LATENCY_EVERY`] values after.
 #[derive(Default)]
-struct SlidingMax {
-    /// (index, value), values strictly decreasing.
-    candidates: VecDeque<(u64, Duration)>,
-    next: u64,
+struct RecentLatency {
+    /// The last values, a ring once full.
+    values: Vec<Duration>,
+    next: usize,
+    since: usize,
+    scratch: Vec<Duration>,
+    figure: Duration,
 }
 
-impl SlidingMax {
+/// How often (in delivered jobs) the latency figure is recomputed once its window is full.
+pub const LATENCY_EVERY: usize = 8;
+
+impl RecentLatency {
     fn push(&mut self, value: Duration) -> Duration {
-        while self.candidates.back().is_some_and(|&(_, v)| v <= value) {
-            self.candidates.pop_back();
+        if self.values.len() < LATENCY_WINDOW {
+            self.values.push(value);
+        } else {
+            self.values[self.next] = value;
         }
-        self.candidates.push_back((self.next, value));
-        self.next += 1;
-        while self
-            .candidates
-            .front()
-            .is_some_and(|&(i, _)| i + (LATENCY_WINDOW as u64) < self.next)
-        {
-            self.candidates.pop_front();
+        self.next = (self.next + 1) % LATENCY_WINDOW;
+        self.since += 1;
+        if self.values.len() < LATENCY_WINDOW || self.since >= LATENCY_EVERY {
+            self.since = 0;
+            self.recompute();
         }
-        self.max()
+        self.figure
     }
 
-    fn max(&self) -> Duration {
-        self.candidates.front().map_or(Duration::ZERO, |&(_, v)| v)
+    fn recompute(&mut self) {
+        let n = self.values.len();
+        if n == 0 {
+            self.figure = Duration::ZERO;
+            return;
+        }
+        let rank = (n * 99).div_ceil(100).min(n - 1).max(1);
+        self.scratch.clear();
+        self.scratch.extend_from_slice(&self.values);
+        let (_, &mut p99, _) = self.scratch.select_nth_unstable(rank - 1);
+        self.figure = p99 + p99 / 4;
     }
 }
 
@@ -314,6 +335,8 @@ struct State<W: Work> {
     pushing: bool,
     /// The pusher is in the middle of a frame's push (it counts as waiting until done).
     frame_in_push: bool,
+    /// The pusher is a worker (it looks for a job when done).
+    worker_pushing: bool,
     /// Workers in the middle of reporting a fatal error (`Work::fatal`).
     reporting: usize,
     flushing: bool,
@@ -352,7 +375,7 @@ struct State<W: Work> {
     /// Frames submitted and neither pushed nor given up on yet (a multiset of tags): the
     /// oldest one bounds how far ahead new frames may be admitted.
     outstanding: BTreeMap<Tag, u32>,
-    latency: SlidingMax,
+    latency: RecentLatency,
     /// Processing time of recent jobs, smoothed (an exponential moving average).
     recent_processing: Duration,
     /// Warnings for `Work::warn`, told once the lock is released.
@@ -592,15 +615,12 @@ impl<W: Work> Shared<W> {
     }
 
     /// Whether workers on their way to the queue will take what is there: those woken or
-    /// spinning; and while jobs are short (a wake-up would cost more than the job), also
-    /// the busy ones, which come back before a woken one would.
+    /// spinning; and while jobs are short (a wake-up would cost more than the job), also a
+    /// worker that is pushing results, which comes back for a job next. (Not a worker busy
+    /// with a job: that one may hang.)
     fn covered(state: &State<W>) -> bool {
-        let coming = if state.short_jobs() {
-            state.live.saturating_sub(state.sleepers.len())
-        } else {
-            state.waking + state.spinning
-        };
-        state.queue.len() <= coming
+        let pusher = usize::from(state.worker_pushing && state.short_jobs());
+        state.queue.len() <= state.waking + state.spinning + pusher
     }
 
     /// Spins for a short while with the lock released, until `poke` moves (or a stop).
@@ -725,7 +745,9 @@ impl<W: Work> Shared<W> {
                 return None;
             }
             if state.needs_pusher() {
+                state.worker_pushing = true;
                 state = self.push_out(state);
+                state.worker_pushing = false;
                 continue;
             }
             if !state.flushing
@@ -995,7 +1017,9 @@ impl<W: Work> Shared<W> {
         state.refresh_gauges();
         self.notify_room(&state);
         if state.needs_pusher() {
+            state.worker_pushing = true;
             state = self.push_out(state);
+            state.worker_pushing = false;
         }
         let state = self.tell(state);
         if discarded.is_none() {
@@ -1199,6 +1223,7 @@ impl<W: Work> Pool<W> {
                 order: Order::default(),
                 pushing: false,
                 frame_in_push: false,
+                worker_pushing: false,
                 reporting: 0,
                 flushing: false,
                 stopping: false,
@@ -1220,7 +1245,7 @@ impl<W: Work> Pool<W> {
                 finished_bytes: 0,
                 finished_times: BTreeMap::new(),
                 outstanding: BTreeMap::new(),
-                latency: SlidingMax::default(),
+                latency: RecentLatency::default(),
                 recent_processing: SHORT_JOB,
                 warnings: Vec::new(),
                 stats: PoolStats::default(),

@@ -939,3 +939,40 @@ fn the_latency_figure_follows_recent_frames_and_ignores_timed_out_ones() {
     let fast_latency = pool.stats().latency;
     assert!(fast_latency < slow_latency, "{fast_latency:?} comes down");
 }
+
+#[test]
+fn the_latency_figure_is_a_high_percentile_plus_a_quarter() {
+    let ms = Duration::from_millis;
+    let mut recent = RecentLatency::default();
+    assert_eq!(
+        recent.push(ms(80)),
+        ms(100),
+        "one value: itself, plus a quarter"
+    );
+    // A first job that loaded a model does not set the figure once there are others.
+    assert_eq!(recent.push(ms(20)), ms(25));
+    for _ in 0..200 {
+        recent.push(ms(20));
+    }
+    assert_eq!(recent.figure, ms(25));
+    // Fills the window with `value(i)`, then recomputes on a multiple of its period.
+    let fill = |recent: &mut RecentLatency, value: &dyn Fn(usize) -> Duration| {
+        for i in 0..LATENCY_WINDOW {
+            recent.push(value(i));
+        }
+        while recent.since != 0 {
+            recent.push(value(LATENCY_WINDOW - 1));
+        }
+    };
+    // The 99th percentile of the last 128, not their maximum: one outlier is left out...
+    fill(&mut recent, &|i| {
+        ms(if i == 64 { 200 } else { 10 + i as u64 % 8 })
+    });
+    assert_eq!(recent.figure, ms(17) + ms(17) / 4);
+    // ...two are not: the figure follows them up...
+    fill(&mut recent, &|i| ms(if i % 64 == 0 { 200 } else { 10 }));
+    assert_eq!(recent.figure, ms(250));
+    // ...and comes down when they leave.
+    fill(&mut recent, &|_| ms(4));
+    assert_eq!(recent.figure, ms(5));
+}

@@ -26,7 +26,7 @@ use crate::glue::{StatsTimer, lock, post_stats};
 use crate::latency::Latencies;
 use crate::meta::{Gap, InFlightQuery, MalformedError, SeqMeta};
 use crate::sequencing::{
-    Arrival, Config, FrameKey, GapArrival, Output, Skip, Stats, Timing, Window,
+    Arrival, Config, FrameKey, GapArrival, Mode, Output, Skip, Stats, Timing, Window,
 };
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -38,7 +38,10 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 });
 
 const DEFAULT_ORDER_BY: OrderBy = OrderBy::Auto;
-const DEFAULT_LATENCY: u64 = 200_000_000;
+/// `latency`'s default (GST_CLOCK_TIME_NONE): automatic, see [`own_latency`].
+const DEFAULT_LATENCY: u64 = u64::MAX;
+/// How long a missing frame is waited for with `latency` automatic.
+const AUTO_WAIT: u64 = 200_000_000;
 const DEFAULT_MAX_WINDOW: u32 = 64;
 const DEFAULT_STATS_INTERVAL: u64 = 0;
 
@@ -87,6 +90,8 @@ struct Upstream {
     min_latency: u64,
     /// How far out of order the pools upstream can put frames.
     in_flight: u64,
+    /// Whether a pool upstream answered the in-flight query.
+    pools: bool,
 }
 
 /// A frame in the window, with the `ingress` of its sequence meta (read once, on arrival)
@@ -152,6 +157,11 @@ struct State {
     warned_window: bool,
     /// Restarts already warned about.
     restarts_warned: u64,
+    /// The window's mode last seen by the chain (what this element adds to the latency
+    /// depends on it).
+    announced_mode: Option<Mode>,
+    /// What this element last added to a LATENCY query.
+    reported_own: Option<u64>,
 }
 
 impl State {
@@ -162,6 +172,8 @@ impl State {
             flow: Ok(gst::FlowSuccess::Ok),
             in_segment: gst::FormattedSegment::new(),
             pts_epoch: 0,
+            announced_mode: None,
+            reported_own: None,
             last_segment: None,
             frame_duration: None,
             upstream: None,
@@ -215,6 +227,7 @@ impl State {
         self.last_segment = None;
         self.upstream = None;
         self.asked_in_flight = false;
+        self.announced_mode = None;
         self.flow = Ok(gst::FlowSuccess::Ok);
         self.eos = false;
         self.error_posted = false;
@@ -225,13 +238,50 @@ impl State {
     }
 }
 
+/// What the window orders by, or will once the stream's first frame decides (`order-by=auto`
+/// with a pool upstream: its sequence meta).
+fn expected_mode(settings: &Settings, upstream: Upstream, known: Option<Mode>) -> Mode {
+    match settings.order_by {
+        OrderBy::Sequence => Mode::Sequence,
+        OrderBy::Pts => Mode::Pts,
+        OrderBy::Auto => known.unwrap_or(if upstream.pools {
+            Mode::Sequence
+        } else {
+            Mode::Pts
+        }),
+    }
+}
+
+/// How long a missing frame is waited for past its expected running time plus upstream's
+/// latency: `latency`, or [`AUTO_WAIT`] with it automatic.
+fn wait(settings: &Settings) -> u64 {
+    match settings.latency {
+        DEFAULT_LATENCY => AUTO_WAIT,
+        latency => latency,
+    }
+}
+
+/// What the resequencer adds to the LATENCY query: its wait; but with `latency` automatic,
+/// nothing in sequence order behind a pool. There every frame is pushed or announced lost
+/// by the pool, whose own latency covers the frames it processes: frames in order leave at
+/// once, and waiting for a frame slower than the pool announced delays the frames behind it
+/// (a live sink sees them late) rather than losing it.
+fn own_latency(settings: &Settings, upstream: Upstream, mode: Mode) -> u64 {
+    if settings.latency == DEFAULT_LATENCY && mode == Mode::Sequence && upstream.pools {
+        0
+    } else {
+        wait(settings)
+    }
+}
+
 /// The window's bounds: `max-window`, raised to how far out of order the pools upstream can
-/// put frames (a smaller window would skip frames still being processed).
+/// put frames (a smaller window would skip frames still being processed); deadlines at our
+/// wait on top of upstream's latency.
 fn window_config(settings: &Settings, upstream: Upstream) -> Config {
     let needed = upstream.in_flight;
     Config {
         max_window: (settings.max_window as u64).max(needed).min(1 << 20) as usize,
-        latency: settings.latency.saturating_add(upstream.min_latency),
+        latency: wait(settings).saturating_add(upstream.min_latency),
         deadlines: upstream.live,
     }
 }
@@ -330,6 +380,18 @@ impl Resequencer {
         *lock(&self.settings)
     }
 
+    /// What this element adds to the LATENCY query now (see [`own_latency`]); remembered,
+    /// so that a change (the stream's first frame deciding `order-by=auto`) is announced.
+    fn own_latency(&self) -> u64 {
+        let settings = self.settings();
+        let mut state = self.state();
+        let upstream = state.upstream.unwrap_or_default();
+        let mode = expected_mode(&settings, upstream, state.window.mode());
+        let own = own_latency(&settings, upstream, mode);
+        state.reported_own = Some(own);
+        own
+    }
+
     fn now(&self) -> Option<u64> {
         self.obj().current_running_time().map(|t| t.nseconds())
     }
@@ -356,7 +418,8 @@ impl Resequencer {
         }
         if !asked_in_flight {
             let mut query = InFlightQuery::query();
-            upstream.in_flight = if self.sinkpad.peer_query(&mut query) {
+            upstream.pools = self.sinkpad.peer_query(&mut query);
+            upstream.in_flight = if upstream.pools {
                 InFlightQuery::frames(&query).unwrap_or(0)
             } else {
                 0
@@ -410,7 +473,8 @@ impl Resequencer {
         _pad: &gst::Pad,
         buffer: gst::Buffer,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let order_by = self.settings().order_by;
+        let settings = self.settings();
+        let order_by = settings.order_by;
         if !self.upstream_known.load(Ordering::Acquire) {
             self.ensure_upstream();
         }
@@ -468,6 +532,17 @@ impl Resequencer {
                     let restarts = state.window.stats().restarts;
                     let warn = restarts > state.restarts_warned;
                     state.restarts_warned = restarts;
+                    // The stream's first frame decided the mode: what this element adds to
+                    // the pipeline's latency follows it.
+                    let mut latency_moved = false;
+                    let mode = state.window.mode();
+                    if mode != state.announced_mode {
+                        state.announced_mode = mode;
+                        let upstream = state.upstream.unwrap_or_default();
+                        let expected = expected_mode(&settings, upstream, mode);
+                        let own = own_latency(&settings, upstream, expected);
+                        latency_moved = state.reported_own.is_some_and(|r| r != own);
+                    }
                     // The fast path: with the task idle (waiting on the condition variable,
                     // not on a deadline), this thread pushes what is due itself — no
                     // hand-off, no wake-up.
@@ -482,6 +557,11 @@ impl Resequencer {
                     drop(state);
                     if warn {
                         self.warn_restart(key);
+                    }
+                    if latency_moved {
+                        let _ = self.obj().post_message(
+                            gst::message::Latency::builder().src(&*self.obj()).build(),
+                        );
                     }
                     return res;
                 }
@@ -828,7 +908,9 @@ impl Resequencer {
                 min_latency: min.nseconds(),
                 ..known
             });
-            let ours = gst::ClockTime::from_nseconds(self.settings().latency);
+            // Whether a pool is upstream decides what `latency=auto` adds.
+            self.ensure_upstream();
+            let ours = gst::ClockTime::from_nseconds(self.own_latency());
             q.set(live, min + ours, max.map(|max| max + ours));
             gst::debug!(
                 CAT,
@@ -1183,7 +1265,12 @@ impl ObjectImpl for Resequencer {
                         "Live pipelines: how long a missing frame is waited for, in nanoseconds, \
                          counted from its expected running time (plus upstream latency); then \
                          it is skipped. Added to the LATENCY query. Not used when upstream is \
-                         not live",
+                         not live. 18446744073709551615 (GST_CLOCK_TIME_NONE) = automatic: a \
+                         200 ms wait, added to the LATENCY query except in sequence order behind \
+                         a pool (which announces the frames it loses, and whose latency covers \
+                         the ones it processes): there frames in order leave with no delay of \
+                         this element's, and one slower than the pool announced comes late \
+                         rather than never",
                     )
                     .default_value(DEFAULT_LATENCY)
                     .mutable_playing()

@@ -15,7 +15,7 @@ mod window;
 #[cfg(test)]
 mod proptests;
 
-pub use window::Window;
+pub use window::{Mode, Window};
 
 /// What a frame is ordered by.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -23,8 +23,9 @@ use super::{
 /// How many recently skipped ranges are remembered to tell a late frame from a duplicate.
 const SKIPPED_HISTORY: usize = 64;
 
+/// What a window orders by, decided by the first frame of each stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Mode {
+pub enum Mode {
     Sequence,
     Pts,
 }
@@ -384,6 +385,11 @@ impl<T, E> Window<T, E> {
             Some(Mode::Pts) => self.pop_pts(now),
             None => None,
         }
+    }
+
+    /// What the window orders by: `None` until the stream's first frame.
+    pub fn mode(&self) -> Option<Mode> {
+        self.mode
     }
 
     /// The running time at which the missing head will be given up, when [`Window::pop`]
