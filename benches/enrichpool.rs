@@ -2,15 +2,20 @@
 //! round, the first one rotating), and each figure is the median of the rounds with their
 //! spread (min–max); ratios are taken round by round.
 //!
-//! - scaling: a handler that waits 10 ms, N = 1, 8, 32, 64 workers; throughput as a fraction
-//!   of the ideal N / 10 ms (`appsrc ! enrichpool ! resequencer ! fakesink`), timed from the
-//!   first push to EOS (the pipeline is PLAYING and its workers started before);
+//! - scaling: a handler that waits 10 ms, N = 1, 8, 32, 64, 256 workers, bound 30 + N (the
+//!   article's), 100 frames per worker; throughput as a fraction of the ideal N / 10 ms
+//!   (`appsrc ! enrichpool ! resequencer ! fakesink`), timed from setting the pipeline PLAYING
+//!   to EOS: the start-up (N worker threads starting) is included; and against the ideal
+//!   with the handler's own measured time (a 10 ms sleep takes a little longer);
 //! - cpu: a handler that spins 1 ms of CPU, 2 workers against 1;
 //! - overhead: `enrichpool ! resequencer` with an empty handler against `queue`;
 //! - memory: RSS every 10 000 frames over one run of 1 000 000 (in a child process), and its
-//!   slope over the second half.
+//!   slope over the second half;
+//! - latency: a live 30 fps source, `enrichpool workers=4` with a 20 ms handler,
+//!   `resequencer`, `fakesink sync=true`: end-to-end latency at the sink (from the frame's
+//!   `ingress` to the sink's clock when it renders) against the handler's own time.
 //!
-//! `cargo bench --bench enrichpool` runs all; `-- scaling|cpu|overhead|memory` one.
+//! `cargo bench --bench enrichpool` runs all; `-- scaling|cpu|overhead|memory|latency` one.
 
 #[path = "../tests/common/launch.rs"]
 mod launch;
@@ -43,11 +48,25 @@ fn frames(n: u64) -> Vec<gst::Buffer> {
 /// Seconds to push `input` through `appsrc ! MIDDLE ! fakesink` to EOS. `setup` gets the
 /// pipeline to install handlers.
 fn run(middle: &str, input: Vec<gst::Buffer>, setup: impl FnOnce(&gst::Pipeline)) -> f64 {
+    run_timed(middle, input, setup, false)
+}
+
+/// As [`run`], timed from PLAYING (`start_up`) or from the first push.
+fn run_timed(
+    middle: &str,
+    input: Vec<gst::Buffer>,
+    setup: impl FnOnce(&gst::Pipeline),
+    start_up: bool,
+) -> f64 {
     let pipeline = launch::pipeline(&format!(
         "appsrc name=src format=time max-bytes=0 max-buffers=0 caps=application/x-bench ! {middle} ! fakesink sync=false"
     ));
     setup(&pipeline);
-    let secs = common::push_to_eos(&pipeline, input);
+    let secs = if start_up {
+        common::start_push_to_eos(&pipeline, input)
+    } else {
+        common::push_to_eos(&pipeline, input)
+    };
     if let Some(pool) = pipeline.by_name("pool") {
         let stats = pool.property::<gst::Structure>("stats");
         assert_eq!(
@@ -72,43 +91,77 @@ fn with_handler(f: impl Fn() + Send + Sync + 'static) -> impl FnOnce(&gst::Pipel
 
 const ROUNDS: usize = 8;
 
+/// Frames per worker in the scaling runs: about a second of 10 ms waits.
+const PER_WORKER: u64 = 100;
+
 fn scaling() {
     let wait = Duration::from_millis(10);
-    let counts = [1u64, 8, 32, 64];
+    let counts = [1u64, 8, 32, 64, 256];
+    // Five rounds of five cases: each case runs in each position once.
+    let rounds = 5;
     println!(
-        "\n### Scaling: handler waits 10 ms (appsrc ! enrichpool ! resequencer ! fakesink), \
-         {ROUNDS} rounds, median (min–max)\n"
+        "\n### Scaling: handler waits 10 ms (appsrc ! enrichpool max-size-buffers=30+N ! \
+         resequencer ! fakesink), {PER_WORKER} frames per worker, timed from PLAYING (start-up \
+         included), {rounds} rounds, median (min–max)\n"
     );
-    println!("| workers | frames | frames/s | ideal frames/s | efficiency |");
-    println!("|---:|---:|---:|---:|---:|");
-    let results = common::alternate(&counts, ROUNDS, |&n| {
+    println!(
+        "| workers | frames | frames/s | ideal frames/s | efficiency | the handler's own time \
+         (ms) | efficiency against it |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    let slept = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let handler_ms = std::cell::RefCell::new(vec![Vec::new(); counts.len()]);
+    let results = common::alternate(&counts, rounds, |&n| {
         let middle = format!(
             "enrichpool name=pool workers={n} max-size-buffers={} ! resequencer",
-            2 * n
+            30 + n
         );
-        let count = n * 30;
-        let secs = run(
+        let count = n * PER_WORKER;
+        let s = slept.clone();
+        let secs = run_timed(
             &middle,
             frames(count),
-            with_handler(move || std::thread::sleep(wait)),
+            with_handler(move || {
+                let start = Instant::now();
+                std::thread::sleep(wait);
+                let ns = start.elapsed().as_nanos() as u64;
+                s.fetch_add(ns, std::sync::atomic::Ordering::Relaxed);
+            }),
+            true,
         );
+        let total = slept.swap(0, std::sync::atomic::Ordering::Relaxed);
+        let i = counts.iter().position(|&c| c == n).unwrap();
+        handler_ms.borrow_mut()[i].push(total as f64 / count as f64 / 1e6);
         count as f64 / secs
     });
-    for (n, fps) in counts.iter().zip(&results) {
+    for ((n, fps), own) in counts.iter().zip(&results).zip(handler_ms.borrow().iter()) {
         let ideal = *n as f64 / wait.as_secs_f64();
+        let own = common::Rounds(own.clone());
+        let against_own = common::Rounds(
+            fps.0
+                .iter()
+                .zip(&own.0)
+                .map(|(fps, ms)| 100.0 * fps / (*n as f64 * 1000.0 / ms))
+                .collect(),
+        );
         println!(
-            "| {n} | {} | {} | {ideal:.0} | {} |",
-            n * 30,
+            "| {n} | {} | {} | {ideal:.0} | {} | {} | {} |",
+            n * PER_WORKER,
             fps.spread(|v| format!("{v:.0}")),
             fps.map(|v| 100.0 * v / ideal)
-                .spread(|v| format!("{v:.1}%"))
+                .spread(|v| format!("{v:.1}%")),
+            own.spread(|v| format!("{v:.2}")),
+            against_own.spread(|v| format!("{v:.1}%")),
         );
     }
-    let at32 = results[2].map(|v| 100.0 * v / 3200.0);
-    println!(
-        "efficiency per round at 32: {}",
-        at32.all(|v| format!("{v:.1}%"))
-    );
+    for (i, n) in counts.iter().enumerate().skip(2) {
+        let ideal = *n as f64 / wait.as_secs_f64();
+        let efficiency = results[i].map(|v| 100.0 * v / ideal);
+        println!(
+            "efficiency per round at {n}: {}",
+            efficiency.all(|v| format!("{v:.1}%"))
+        );
+    }
 }
 
 fn spin(d: Duration) {
@@ -292,6 +345,137 @@ fn memory() {
     println!("first half: RSS {} kB", first.spread(|v| format!("{v:.0}")));
 }
 
+/// Nearest-rank percentile `p` of `values` (sorted here).
+fn percentile(values: &mut [f64], p: usize) -> f64 {
+    values.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let rank = (values.len() * p).div_ceil(100).max(1);
+    values[rank - 1]
+}
+
+/// One live run: (end-to-end p50, p99, max, the handler's p99, the source's own latency),
+/// in ms.
+fn live_run(resequencer: &str, frames: u64) -> [f64; 5] {
+    let pipeline = launch::pipeline(&format!(
+        "videotestsrc name=src is-live=true num-buffers={frames} \
+         ! video/x-raw,format=GRAY8,width=64,height=48,framerate=30/1 \
+         ! enrichpool name=pool workers=4 ! {resequencer} \
+         ! fakesink name=sink sync=true processing-deadline=0 signal-handoffs=true"
+    ));
+    let handler_ms = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let pool = pipeline
+        .by_name("pool")
+        .unwrap()
+        .downcast::<EnrichPool>()
+        .unwrap();
+    let h = handler_ms.clone();
+    pool.set_handler(move |_| {
+        let start = Instant::now();
+        std::thread::sleep(Duration::from_millis(20));
+        h.lock()
+            .unwrap()
+            .push(start.elapsed().as_secs_f64() * 1000.0);
+        Ok(Verdict::Keep)
+    });
+    let e2e_ms = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let e = e2e_ms.clone();
+    pipeline
+        .by_name("sink")
+        .unwrap()
+        .connect("handoff", false, move |args| {
+            let sink = args[0].get::<gst::Element>().unwrap();
+            let buffer = args[1].get::<gst::Buffer>().unwrap();
+            let ingress = gstordered::meta::SeqMeta::read(&buffer)
+                .and_then(|m| m.ok())
+                .map(|m| m.ingress);
+            if let (Some(now), Some(ingress)) = (sink.current_running_time(), ingress) {
+                let ms = now.nseconds().saturating_sub(ingress) as f64 / 1e6;
+                e.lock().unwrap().push(ms);
+            }
+            None
+        });
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let msg = pipeline
+        .bus()
+        .unwrap()
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(120),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .expect("EOS within 2 minutes");
+    if let gst::MessageView::Error(err) = msg.view() {
+        panic!("pipeline error: {} ({:?})", err.error(), err.debug());
+    }
+    let mut query = gst::query::Latency::new();
+    let src = pipeline.by_name("src").unwrap();
+    assert!(src.static_pad("src").unwrap().query(&mut query));
+    let source_ms = query.result().1.nseconds() as f64 / 1e6;
+    pipeline.set_state(gst::State::Null).unwrap();
+    let mut e2e = std::mem::take(&mut *e2e_ms.lock().unwrap());
+    let mut handler = std::mem::take(&mut *handler_ms.lock().unwrap());
+    assert_eq!(
+        e2e.len() as u64,
+        frames,
+        "{resequencer}: every frame reached the sink"
+    );
+    [
+        percentile(&mut e2e, 50),
+        percentile(&mut e2e, 99),
+        percentile(&mut e2e, 100),
+        percentile(&mut handler, 99),
+        source_ms,
+    ]
+}
+
+fn latency() {
+    let frames = 150;
+    let interval_ms = 1000.0 / 30.0;
+    let cases = [
+        ("`resequencer` (latency automatic)", "resequencer"),
+        (
+            "`resequencer latency=200000000` (fixed, as the old default)",
+            "resequencer latency=200000000",
+        ),
+    ];
+    let rounds = 4;
+    println!(
+        "\n### Live latency: videotestsrc is-live=true 30 fps ! enrichpool workers=4 (20 ms \
+         handler) ! RESEQUENCER ! fakesink sync=true processing-deadline=0, {frames} frames a \
+         run, {rounds} rounds, median (min–max) of the runs' figures; end-to-end = the sink's \
+         running time at render minus the frame's ingress; ours = that minus the source's own \
+         latency\n"
+    );
+    let figures = std::cell::RefCell::new(vec![Vec::new(); cases.len()]);
+    common::alternate(&(0..cases.len()).collect::<Vec<_>>(), rounds, |&i| {
+        let run = live_run(cases[i].1, frames);
+        figures.borrow_mut()[i].push(run);
+        run[1]
+    });
+    println!(
+        "| resequencer | end-to-end p50 (ms) | end-to-end p99 (ms) | end-to-end max (ms) | \
+         source's latency (ms) | ours: p99 − source (ms) | handler p99 (ms) | target: ours ≤ \
+         handler p99 + {interval_ms:.1} ms |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---|");
+    for ((name, _), runs) in cases.iter().zip(figures.borrow().iter()) {
+        let col = |k: usize| common::Rounds(runs.iter().map(|r| r[k]).collect());
+        let ours = common::Rounds(runs.iter().map(|r| r[1] - r[4]).collect());
+        let met = runs
+            .iter()
+            .filter(|r| r[1] - r[4] <= r[3] + interval_ms)
+            .count();
+        println!(
+            "| {name} | {} | {} | {} | {} | {} | {} | met in {met} of {} runs |",
+            col(0).spread(|v| format!("{v:.1}")),
+            col(1).spread(|v| format!("{v:.1}")),
+            col(2).spread(|v| format!("{v:.1}")),
+            col(4).spread(|v| format!("{v:.1}")),
+            ours.spread(|v| format!("{v:.1}")),
+            col(3).spread(|v| format!("{v:.1}")),
+            runs.len()
+        );
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -315,5 +499,8 @@ fn main() {
     }
     if want("memory") {
         memory();
+    }
+    if want("latency") {
+        latency();
     }
 }

@@ -13,13 +13,31 @@ use gst::prelude::*;
 /// returns the seconds from the first push to EOS. Panics on a pipeline error. The caller
 /// reads what it needs and sets the pipeline to NULL.
 pub fn push_to_eos(pipeline: &gst::Pipeline, frames: impl IntoIterator<Item = gst::Buffer>) -> f64 {
+    push_to_eos_timing(pipeline, frames, false)
+}
+
+/// As [`push_to_eos`], but timed from before the pipeline is set PLAYING: its start-up (the
+/// elements' threads starting) is counted too.
+pub fn start_push_to_eos(
+    pipeline: &gst::Pipeline,
+    frames: impl IntoIterator<Item = gst::Buffer>,
+) -> f64 {
+    push_to_eos_timing(pipeline, frames, true)
+}
+
+fn push_to_eos_timing(
+    pipeline: &gst::Pipeline,
+    frames: impl IntoIterator<Item = gst::Buffer>,
+    start_up: bool,
+) -> f64 {
     let src = pipeline
         .by_name("src")
         .expect("an appsrc named src")
         .downcast::<gst_app::AppSrc>()
         .expect("src is an appsrc");
+    let before = Instant::now();
     pipeline.set_state(gst::State::Playing).unwrap();
-    let start = Instant::now();
+    let start = if start_up { before } else { Instant::now() };
     for frame in frames {
         src.push_buffer(frame).unwrap();
     }

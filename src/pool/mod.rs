@@ -329,6 +329,8 @@ struct State<W: Work> {
     config: PoolConfig,
     queue: BoundedQueue<Queued<W::Job>>,
     in_flight: HashMap<u64, InFlight>,
+    /// How many of `in_flight` are `Running`.
+    running: usize,
     next_id: u64,
     order: Order<Finished<W::Job>, W::Event>,
     /// Someone is outputting: the only one that calls `deliver`, `lost` and `forward`.
@@ -384,10 +386,10 @@ struct State<W: Work> {
 }
 
 impl<W: Work> State<W> {
-    fn pending_in_flight(&self) -> impl Iterator<Item = &InFlight> {
-        self.in_flight
-            .values()
-            .filter(|f| f.state == Flight::Running)
+    /// Jobs in flight that are `Running` (kept as a count: scanning `in_flight` per frame
+    /// would cost as much as the workers are many).
+    fn pending_in_flight(&self) -> usize {
+        self.running
     }
 
     /// What counts against the bounds besides the queue.
@@ -398,7 +400,7 @@ impl<W: Work> State<W> {
 
     fn waiting(&self) -> Waiting {
         Waiting {
-            in_flight: self.pending_in_flight().count() as u64,
+            in_flight: self.pending_in_flight() as u64,
             finished: self.frames_waiting(),
             finished_bytes: self.finished_bytes,
             oldest_finished: self.finished_times.keys().next().copied(),
@@ -465,7 +467,7 @@ impl<W: Work> State<W> {
     fn refresh_gauges(&mut self) {
         self.stats.queued = self.queue.len() as u64;
         self.stats.max_queued = self.stats.max_queued.max(self.stats.queued);
-        self.stats.in_flight = self.pending_in_flight().count() as u64;
+        self.stats.in_flight = self.pending_in_flight() as u64;
         self.stats.waiting = self.frames_waiting();
         self.stats.workers = self.live as u64;
         self.stats.idle = self.sleepers.len() as u64;
@@ -763,6 +765,7 @@ impl<W: Work> Shared<W> {
                     submitted,
                 } = entry.item;
                 let deadline = state.config.timeout.map(|t| Instant::now() + t);
+                state.running += 1;
                 state.in_flight.insert(
                     id,
                     InFlight {
@@ -921,6 +924,9 @@ impl<W: Work> Shared<W> {
         let Some(flight) = state.in_flight.remove(&id) else {
             unreachable!("a job in flight is only removed by its worker");
         };
+        if flight.state == Flight::Running {
+            state.running -= 1;
+        }
         if flight.state != Flight::Running {
             // Already lost as a timeout, or discarded by a flush or stop: the result is
             // dropped. A worker replaced after a timeout goes on only if the pool is short.
@@ -1072,6 +1078,7 @@ impl<W: Work> Shared<W> {
                     _ => {}
                 }
             }
+            state.running -= expired.len();
             let timeout = state.config.timeout.unwrap_or(Duration::MAX);
             if !expired.is_empty() || hung > 0 {
                 // The stuck workers no longer count; replacements keep the pool's strength,
@@ -1219,6 +1226,7 @@ impl<W: Work> Pool<W> {
                 config,
                 queue: BoundedQueue::new(),
                 in_flight: HashMap::new(),
+                running: 0,
                 next_id: 0,
                 order: Order::default(),
                 pushing: false,
@@ -1260,10 +1268,13 @@ impl<W: Work> Pool<W> {
             watchdog: Mutex::new(None),
         };
         {
-            let mut state = shared.lock();
+            // The lock is let go between spawns: a worker that has started goes to sleep on
+            // its own instead of queueing with all the others for the lock at the end.
             for _ in 0..config.workers {
+                let mut state = shared.lock();
                 shared.spawn_worker(&mut state);
             }
+            let state = shared.lock();
             if state.live == 0 {
                 drop(state);
                 pool.stop(Duration::ZERO);
@@ -1480,6 +1491,7 @@ impl<W: Work> Pool<W> {
         for f in state.in_flight.values_mut() {
             if f.state == Flight::Running {
                 f.state = Flight::Abandoned;
+                state.running -= 1;
                 count += 1;
             }
         }
