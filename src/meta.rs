@@ -89,6 +89,12 @@ impl Custom {
         unsafe {
             let info = gst::ffi::gst_meta_get_info(name.as_ptr());
             assert!(!info.is_null(), "custom meta registered above");
+            // Another library may have registered a meta of that name that is not custom
+            // (`register` leaves an existing one alone): its structure would not be ours.
+            assert!(
+                gst::ffi::gst_meta_info_is_custom(info) != glib::ffi::GFALSE,
+                "a meta named {name:?} is registered, but not as a custom meta"
+            );
             Custom {
                 api: glib::Type::from_glib((*info).api),
                 info: info as usize,
@@ -284,6 +290,10 @@ impl Gap {
 /// bound (its `max-size-buffers`: it admits no frame that far ahead of the oldest one not
 /// yet pushed or given up on) to the answer from further upstream; elements that do not know
 /// the query forward it, a resequencer answers it for what is upstream of it (0).
+///
+/// A second field, `measured` (bool, true unless a pool says otherwise), tells whether the
+/// pools' latency answers cover their processing: a pool that measures its latency
+/// (`latency=-1`) and has not delivered a frame yet sets it false.
 pub struct InFlightQuery;
 
 impl InFlightQuery {
@@ -292,6 +302,7 @@ impl InFlightQuery {
         gst::query::Custom::new(
             gst::Structure::builder(IN_FLIGHT_QUERY)
                 .field("frames", 0u64)
+                .field("measured", true)
                 .build(),
         )
     }
@@ -309,6 +320,21 @@ impl InFlightQuery {
     pub fn set_frames(query: &mut gst::QueryRef, frames: u64) {
         if Self::frames(query).is_some() {
             query.structure_mut().set("frames", frames);
+        }
+    }
+
+    /// Whether every pool that answered has its latency covered (see above).
+    pub fn measured(query: &gst::QueryRef) -> bool {
+        Self::frames(query).is_some()
+            && query
+                .structure()
+                .is_some_and(|s| s.get::<bool>("measured").unwrap_or(true))
+    }
+
+    /// Marks the answer: a pool's latency is not measured yet.
+    pub fn set_unmeasured(query: &mut gst::QueryRef) {
+        if Self::frames(query).is_some() {
+            query.structure_mut().set("measured", false);
         }
     }
 }

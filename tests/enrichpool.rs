@@ -783,69 +783,80 @@ fn frames_the_overlay_cannot_draw_on_pass_unchanged_and_are_counted() {
     assert_eq!(warnings.len(), 1, "one warning: {warnings:?}");
 }
 
+/// The min latency answered at `element`'s src pad.
+fn min_latency(element: &impl IsA<gst::Element>) -> gst::ClockTime {
+    let mut q = gst::query::Latency::new();
+    assert!(element.static_pad("src").unwrap().query(&mut q));
+    q.result().1
+}
+
 #[test]
 fn behind_a_pool_the_resequencer_adds_no_latency_yet_still_waits_for_a_slow_frame() {
     within(LIMIT, || {
         let (mut h, pool, reseq) = pool_harness("workers=2");
         h.set_upstream_latency(gst::ClockTime::from_mseconds(20));
+        let bus = gst::Bus::new();
+        h.element().unwrap().set_bus(Some(&bus));
         let clock = h.testclock().unwrap();
         let gate = Gate::default();
         let g = gate.clone();
         pool.set_handler(move |job| {
-            if seq_of(job.buffer) == 0 {
+            if seq_of(job.buffer) == 1 {
                 g.wait();
             }
             Ok(Verdict::Keep)
         });
-        let latency = |element: &gst::Element| {
-            let mut q = gst::query::Latency::new();
-            assert!(element.static_pad("src").unwrap().query(&mut q));
-            q.result().1
-        };
-        // Upstream's 20 ms, the pool's measured figure (nothing measured yet), and nothing of
-        // the resequencer's own: frames in order leave as soon as the pool has them.
-        assert_eq!(latency(&reseq), gst::ClockTime::from_mseconds(20));
-        for n in 0..3 {
+        let ms = gst::ClockTime::from_mseconds;
+        // Nothing measured by the pool yet: its figure covers nothing, the resequencer adds
+        // its own 200 ms.
+        assert_eq!(min_latency(&reseq), ms(220));
+        h.push(frame(0)).unwrap();
+        assert_eq!(seq_of(&h.pull().unwrap()), 0);
+        // The pool said so (before the push, so before the pull saw the frame): the
+        // pipeline asks again.
+        assert!(bus.pop_filtered(&[gst::MessageType::Latency]).is_some());
+        // Measured: upstream's 20 ms and the pool's figure, nothing of the resequencer's.
+        let pool_latency = min_latency(&pool);
+        assert!(
+            pool_latency >= ms(20) && pool_latency < ms(200),
+            "{pool_latency}"
+        );
+        assert_eq!(min_latency(&reseq), pool_latency);
+        for n in 1..4 {
             h.push(frame(n)).unwrap();
         }
-        // Frame 0 hangs, 1 and 2 wait behind it. It was due at 0 + upstream's latency, yet
-        // the resequencer gives it its 200 ms before skipping it: a frame slower than the
-        // pool announced comes late, not never.
+        // Frame 1 hangs, 2 and 3 wait behind it. It was due at 40 ms + upstream's latency,
+        // yet the resequencer gives it its 200 ms on top before skipping it: a frame slower
+        // than the pool announced comes late, not never.
         let id = clock.wait_for_next_pending_id();
         let base = h.element().unwrap().base_time().unwrap();
-        assert_eq!(id.time(), base + gst::ClockTime::from_mseconds(220));
+        assert_eq!(id.time(), base + ms(40) + pool_latency + ms(200));
         gate.open();
         let seqs: Vec<u64> = (0..3).map(|_| seq_of(&h.pull().unwrap())).collect();
-        assert_eq!(seqs, vec![0, 1, 2]);
+        assert_eq!(seqs, vec![1, 2, 3]);
         assert_eq!(stat(&reseq, "skipped"), 0);
-        // The frames were stamped on arrival: the pool measured them now.
-        assert!(latency(&reseq) > gst::ClockTime::from_mseconds(20));
     });
 }
 
 #[test]
 fn the_resequencer_adds_its_wait_in_pts_order_or_when_set() {
-    for (props, expected_ms) in [
-        ("order-by=pts", 220),
-        ("latency=50000000", 70),
-        ("order-by=sequence", 20),
+    for (props, own_ms) in [
+        ("order-by=pts", 200),
+        ("latency=50000000", 50),
+        ("order-by=sequence", 0),
     ] {
-        let (mut h, _pool, _reseq) = pool_harness("workers=2");
-        let bin = h.element().unwrap().downcast::<gst::Bin>().unwrap();
-        let reseq = bin.by_name("reseq").unwrap();
+        let (mut h, pool, reseq) = pool_harness("workers=2");
         let (name, value) = props.split_once('=').unwrap();
         reseq.set_property_from_str(name, value);
         h.set_upstream_latency(gst::ClockTime::from_mseconds(20));
-        let mut q = gst::query::Latency::new();
-        assert!(reseq.static_pad("src").unwrap().query(&mut q));
-        assert_eq!(
-            q.result().1,
-            gst::ClockTime::from_mseconds(expected_ms),
-            "{props}"
-        );
-        // A frame (nothing measured in the pool's figure yet) leaves at once.
+        // A frame through, so that the pool's figure is measured.
         h.push(frame(0)).unwrap();
         assert_eq!(seq_of(&h.pull().unwrap()), 0);
+        assert_eq!(
+            min_latency(&reseq),
+            min_latency(&pool) + gst::ClockTime::from_mseconds(own_ms),
+            "{props}"
+        );
     }
 }
 

@@ -755,3 +755,25 @@ fn frames_in_order_are_pushed_by_the_streaming_thread_itself() {
     assert_eq!(pull_seqs(&mut h, 4), vec![200, 201, 202, 203]);
     assert_eq!(stat(&h, "pushed"), 204);
 }
+
+#[test]
+fn max_hold_times_frames_held_in_a_stream_that_is_not_live() {
+    within(LIMIT, || {
+        // PTS order, not live, no sequence meta: in-order frames cost no clock reading, but
+        // a frame that has to wait is timed from its arrival.
+        let (mut h, _) = harness(&[("order-by", &gstordered::OrderBy::Pts)]);
+        h.set_live(false);
+        h.use_testclock();
+        h.set_time(gst::ClockTime::ZERO).unwrap();
+        h.push(pts_frame(FRAME * 0)).unwrap();
+        h.push(pts_frame(FRAME * 2)).unwrap();
+        h.set_time(gst::ClockTime::from_mseconds(30)).unwrap();
+        h.push(pts_frame(FRAME * 3)).unwrap();
+        h.set_time(gst::ClockTime::from_mseconds(70)).unwrap();
+        h.push(pts_frame(FRAME)).unwrap();
+        let pts: Vec<_> = (0..4).map(|_| h.pull().unwrap().pts().unwrap()).collect();
+        assert_eq!(pts, vec![FRAME * 0, FRAME, FRAME * 2, FRAME * 3]);
+        // Held from 0 (its arrival into an empty window) to 70 ms.
+        assert_eq!(stat(&h, "max-hold"), 70_000_000);
+    });
+}

@@ -31,7 +31,9 @@ use super::remote::{self, Remote};
 use super::{Handler, Job, Verdict};
 use crate::glue::{FlowCell, StatsTimer, lock, post_stats};
 use crate::meta::{Enrichment, Gap, GapReason, InFlightQuery, SeqMeta};
-use crate::pool::{self, Limits, Loss, Pool, PoolConfig, PoolStats, Report, Submitted, Tag, Work};
+use crate::pool::{
+    self, LATENCY_WINDOW, Limits, Loss, Pool, PoolConfig, PoolStats, Report, Submitted, Tag, Work,
+};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -298,6 +300,14 @@ pub(super) struct Frame {
     remote_done: bool,
 }
 
+/// The processing latency last reported (LATENCY message or query answer).
+#[derive(Debug, Default)]
+struct Reported {
+    ns: u64,
+    /// Frames delivered since.
+    frames_since: u64,
+}
+
 /// The pool's view of the element: runs the handler, pushes results and gaps.
 pub(super) struct Enricher {
     element: glib::WeakRef<super::EnrichPool>,
@@ -306,7 +316,9 @@ pub(super) struct Enricher {
     /// The last result of pushing downstream, returned upstream by the chain.
     flow: FlowCell,
     /// Processing latency last reported (LATENCY message or query answer), in ns.
-    reported_latency: Mutex<u64>,
+    reported_latency: Mutex<Reported>,
+    /// A frame was delivered since the start: the latency figure is measured.
+    measured: AtomicBool,
     /// The remote step while running with `servers`.
     remote: Mutex<Option<Arc<Remote>>>,
     /// The `overlay` property, read per frame.
@@ -502,6 +514,8 @@ impl Work for Enricher {
 
 impl Enricher {
     fn push(&self, buffer: gst::Buffer, tag: Tag, report: Report) {
+        // Announced before the frame goes: the pipeline may reconfigure before it arrives.
+        self.maybe_report_latency(report.recent_latency);
         let res = self.srcpad.push(buffer);
         if let Err(err) = res {
             gst::debug!(
@@ -516,7 +530,6 @@ impl Enricher {
         if let Err(err) = res {
             self.post_flow_error_after_eos(err);
         }
-        self.maybe_report_latency(report.recent_latency);
     }
 
     /// A fatal flow error (NOT_LINKED, or worse than EOS) once EOS was received: upstream no
@@ -596,9 +609,19 @@ impl Enricher {
     /// way, and by more than 1 ms (changes below a millisecond matter to no sink).
     fn maybe_report_latency(&self, recent: Duration) {
         let ns = recent.as_nanos() as u64;
+        // The first frame delivered: a resequencer downstream learns (through the in-flight
+        // query the pipeline's recalculation makes it ask) that the figure now covers it.
+        let first = !self.measured.swap(true, Ordering::AcqRel);
         let mut reported = lock(&self.reported_latency);
-        let change = ns.abs_diff(*reported);
-        if change <= *reported / 4 || change <= 1_000_000 {
+        reported.frames_since += 1;
+        let last = reported.ns;
+        let change = ns.abs_diff(last);
+        let moved = change > last / 4 && change > 1_000_000;
+        // Up at once (frames would come late); down only once a window of frames has passed
+        // since the last report, so that a figure hovering between two levels does not make
+        // the pipeline recalculate its latency over and over.
+        let settled = ns > last || reported.frames_since >= LATENCY_WINDOW as u64;
+        if !first && !(moved && settled) {
             return;
         }
         let Some(element) = self.element.upgrade() else {
@@ -607,7 +630,10 @@ impl Enricher {
         if lock(&element.imp().settings).latency >= 0 {
             return;
         }
-        *reported = ns;
+        *reported = Reported {
+            ns,
+            frames_since: 0,
+        };
         drop(reported);
         gst::debug!(CAT, obj = element, "processing latency now {ns} ns");
         let _ = element.post_message(gst::message::Latency::builder().src(&element).build());
@@ -1011,19 +1037,29 @@ impl EnrichPool {
                 &self.current_stats(),
                 &self.settings(),
             ));
-            *lock(&self.enricher.reported_latency) = ours.nseconds();
+            *lock(&self.enricher.reported_latency) = Reported {
+                ns: ours.nseconds(),
+                frames_since: 0,
+            };
             q.set(live, min + ours, max.map(|m| m + ours));
             return true;
         }
         if let Some(counted) = InFlightQuery::frames(query) {
             let ours = self.disorder();
             let mut upstream = InFlightQuery::query();
-            let before = if self.sinkpad.peer_query(&mut upstream) {
-                InFlightQuery::frames(&upstream).unwrap_or(0)
+            let (before, measured) = if self.sinkpad.peer_query(&mut upstream) {
+                (
+                    InFlightQuery::frames(&upstream).unwrap_or(0),
+                    InFlightQuery::measured(&upstream),
+                )
             } else {
-                0
+                (0, true)
             };
             InFlightQuery::set_frames(query, counted + before + ours);
+            let ours_measured = self.settings().latency >= 0 || self.current_stats().delivered > 0;
+            if !measured || !ours_measured {
+                InFlightQuery::set_unmeasured(query);
+            }
             return true;
         }
         gst::Pad::query_default(pad, Some(&*self.obj()), query)
@@ -1062,7 +1098,8 @@ impl EnrichPool {
             )
         })?;
         self.enricher.flow.set(Ok(gst::FlowSuccess::Ok));
-        *lock(&self.enricher.reported_latency) = 0;
+        *lock(&self.enricher.reported_latency) = Reported::default();
+        self.enricher.measured.store(false, Ordering::Release);
         let mut state = self.state();
         *state = State {
             pool: Some(Arc::new(pool)),
@@ -1184,7 +1221,8 @@ impl ObjectSubclass for EnrichPool {
             srcpad: srcpad.clone(),
             handler: Mutex::new(None),
             flow: FlowCell::new(),
-            reported_latency: Mutex::new(0),
+            reported_latency: Mutex::new(Reported::default()),
+            measured: AtomicBool::new(false),
             remote: Mutex::new(None),
             overlay: AtomicBool::new(false),
             overlay_skipped: AtomicU64::new(0),
@@ -1301,7 +1339,8 @@ impl ObjectImpl for EnrichPool {
                          (-1 = measured: the 99th percentile of queue wait plus processing of \
                          the last 128 frames pushed, never the largest of several, plus a \
                          quarter; frames lost or flushed do not count; a LATENCY message is \
-                         posted when it moves by more than a quarter, and 1 ms, either way)",
+                         posted when it moves by more than a quarter, and 1 ms: up at once, \
+                         down once 128 frames have passed since the last report)",
                     )
                     .minimum(-1)
                     .default_value(-1)

@@ -337,8 +337,6 @@ struct State<W: Work> {
     pushing: bool,
     /// The pusher is in the middle of a frame's push (it counts as waiting until done).
     frame_in_push: bool,
-    /// The pusher is a worker (it looks for a job when done).
-    worker_pushing: bool,
     /// Workers in the middle of reporting a fatal error (`Work::fatal`).
     reporting: usize,
     flushing: bool,
@@ -378,8 +376,6 @@ struct State<W: Work> {
     /// oldest one bounds how far ahead new frames may be admitted.
     outstanding: BTreeMap<Tag, u32>,
     latency: RecentLatency,
-    /// Processing time of recent jobs, smoothed (an exponential moving average).
-    recent_processing: Duration,
     /// Warnings for `Work::warn`, told once the lock is released.
     warnings: Vec<String>,
     stats: PoolStats,
@@ -482,16 +478,17 @@ impl<W: Work> State<W> {
     /// Whether a producer waiting for room should look again: a batch of frames left since
     /// it began to wait, the workers have nothing queued, or a flush or stop came.
     fn producer_may_go_on(&self) -> bool {
-        let batch = (self.config.limits.max_buffers / 4).max(1);
+        // Bytes and time count queued frames, among which a worker taking one makes room:
+        // bound by those, the producer looks again at every change, as before batching.
+        let limits = &self.config.limits;
+        if limits.max_bytes > 0 || limits.max_time > 0 {
+            return true;
+        }
+        let batch = (limits.max_buffers / 4).max(1);
         self.flushing
             || self.stopping
             || self.queue.is_empty()
             || self.left.wrapping_sub(self.full_since) >= batch
-    }
-
-    /// Whether recent jobs took less time than waking a worker costs.
-    fn short_jobs(&self) -> bool {
-        self.recent_processing < SHORT_JOB
     }
 
     /// Output is waiting and nobody is outputting it.
@@ -525,7 +522,8 @@ impl<W: Work> Shared<W> {
     }
 
     /// Wakes whoever waits on `room`. A producer waiting for a full pool is woken only once
-    /// a batch of frames has left (a quarter of `max-size-buffers`), or when the queue ran
+    /// a batch of frames has left (a quarter of `max-size-buffers`; with a bytes or time
+    /// bound, at every change), or when the queue ran
     /// dry, so that a producer faster than the workers does not pay a wake-up per frame.
     fn notify_room(&self, state: &State<W>) {
         let others = state.room_waiters > state.full_waiters;
@@ -617,12 +615,11 @@ impl<W: Work> Shared<W> {
     }
 
     /// Whether workers on their way to the queue will take what is there: those woken or
-    /// spinning; and while jobs are short (a wake-up would cost more than the job), also a
-    /// worker that is pushing results, which comes back for a job next. (Not a worker busy
-    /// with a job: that one may hang.)
+    /// spinning. (Not a busy worker, not even one pushing results: a push can wait on a
+    /// synced sink for as long as the pipeline's latency, and a job left to it would wait as
+    /// long, and be measured so.)
     fn covered(state: &State<W>) -> bool {
-        let pusher = usize::from(state.worker_pushing && state.short_jobs());
-        state.queue.len() <= state.waking + state.spinning + pusher
+        state.queue.len() <= state.waking + state.spinning
     }
 
     /// Spins for a short while with the lock released, until `poke` moves (or a stop).
@@ -747,9 +744,7 @@ impl<W: Work> Shared<W> {
                 return None;
             }
             if state.needs_pusher() {
-                state.worker_pushing = true;
                 state = self.push_out(state);
-                state.worker_pushing = false;
                 continue;
             }
             if !state.flushing
@@ -920,7 +915,6 @@ impl<W: Work> Shared<W> {
         let w = &mut state.stats.per_worker[worker as usize];
         w.processed += 1;
         w.busy += processing_time;
-        state.recent_processing = (state.recent_processing * 7 + processing_time) / 8;
         let Some(flight) = state.in_flight.remove(&id) else {
             unreachable!("a job in flight is only removed by its worker");
         };
@@ -1023,9 +1017,7 @@ impl<W: Work> Shared<W> {
         state.refresh_gauges();
         self.notify_room(&state);
         if state.needs_pusher() {
-            state.worker_pushing = true;
             state = self.push_out(state);
-            state.worker_pushing = false;
         }
         let state = self.tell(state);
         if discarded.is_none() {
@@ -1165,10 +1157,6 @@ impl<W: Work> Shared<W> {
     }
 }
 
-/// Jobs shorter than this (on recent average) are left to busy workers when they queue up,
-/// rather than waking another: about what a wake-up costs.
-const SHORT_JOB: Duration = Duration::from_micros(20);
-
 /// How long an idle worker spins before it sleeps: about as long as a wake-up costs, so
 /// that a stream of short jobs does not pay one per job. Not on a single core, where the
 /// spinner would only hold up the thread it waits for.
@@ -1231,7 +1219,6 @@ impl<W: Work> Pool<W> {
                 order: Order::default(),
                 pushing: false,
                 frame_in_push: false,
-                worker_pushing: false,
                 reporting: 0,
                 flushing: false,
                 stopping: false,
@@ -1254,7 +1241,6 @@ impl<W: Work> Pool<W> {
                 finished_times: BTreeMap::new(),
                 outstanding: BTreeMap::new(),
                 latency: RecentLatency::default(),
-                recent_processing: SHORT_JOB,
                 warnings: Vec::new(),
                 stats: PoolStats::default(),
             }),

@@ -133,7 +133,13 @@ fn config() -> impl Strategy<Value = PoolConfig> {
             |(workers, max_workers, max_buffers, leaky, timeout, on_error)| PoolConfig {
                 workers,
                 max_workers,
-                idle_timeout: Duration::from_millis(20),
+                // Short when surplus workers can retire (they do, in the schedule); else
+                // so long that a lost wake-up stalls the schedule instead of healing.
+                idle_timeout: if max_workers > workers {
+                    Duration::from_millis(20)
+                } else {
+                    Duration::from_secs(3600)
+                },
                 limits: Limits {
                     // Unbounded only without leaks: a bounded schedule cannot block forever.
                     max_buffers: if leaky == Leaky::None {

@@ -976,3 +976,28 @@ fn the_latency_figure_is_a_high_percentile_plus_a_quarter() {
     fill(&mut recent, &|_| ms(4));
     assert_eq!(recent.figure, ms(5));
 }
+
+#[test]
+fn a_producer_faster_than_the_workers_is_let_in_by_batches_and_loses_nothing() {
+    // A bound of 8 frames: the producer waiting for room is woken once 2 have left (or
+    // the queue ran dry). Idle workers never time out here: a lost wake-up would hang.
+    for workers in [1, 2, 3] {
+        let work = Script::new(|_, _| Verdict::Keep);
+        let mut c = config(workers);
+        c.limits.max_buffers = 8;
+        c.idle_timeout = Duration::from_secs(3600);
+        let pool = Arc::new(start(&work, c));
+        let p = pool.clone();
+        let (done_tx, done_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for job in 0..2000 {
+                assert!(matches!(submit(&p, job), Submitted::Queued { leaked: 0 }));
+            }
+            done_tx.send(()).unwrap();
+        });
+        recv(&done_rx);
+        assert!(pool.wait_idle());
+        assert_eq!(work.delivered(), (0..2000).collect::<Vec<_>>());
+        assert!(pool.stats().max_queued <= 8);
+    }
+}

@@ -92,6 +92,24 @@ struct Upstream {
     in_flight: u64,
     /// Whether a pool upstream answered the in-flight query.
     pools: bool,
+    /// Whether their latency answers cover their processing (see `InFlightQuery`).
+    measured: bool,
+}
+
+/// The answer to the in-flight query.
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    pools: bool,
+    frames: u64,
+    measured: bool,
+}
+
+impl InFlight {
+    fn apply(self, upstream: &mut Upstream) {
+        upstream.pools = self.pools;
+        upstream.in_flight = self.frames;
+        upstream.measured = self.measured;
+    }
 }
 
 /// A frame in the window, with the `ingress` of its sequence meta (read once, on arrival)
@@ -262,12 +280,15 @@ fn wait(settings: &Settings) -> u64 {
 }
 
 /// What the resequencer adds to the LATENCY query: its wait; but with `latency` automatic,
-/// nothing in sequence order behind a pool. There every frame is pushed or announced lost
-/// by the pool, whose own latency covers the frames it processes: frames in order leave at
-/// once, and waiting for a frame slower than the pool announced delays the frames behind it
-/// (a live sink sees them late) rather than losing it.
+/// nothing in sequence order behind a pool that has measured its latency. There every frame
+/// is pushed or announced lost by the pool, whose own latency covers the frames it
+/// processes: frames in order leave at once, and waiting for a frame slower than the pool
+/// announced delays the frames behind it (a live sink sees them late) rather than losing
+/// it. Until the pool has delivered a frame its figure covers nothing, and the wait is
+/// added (the pool's first delivery makes the pipeline ask again).
 fn own_latency(settings: &Settings, upstream: Upstream, mode: Mode) -> u64 {
-    if settings.latency == DEFAULT_LATENCY && mode == Mode::Sequence && upstream.pools {
+    let covered = upstream.pools && upstream.measured;
+    if settings.latency == DEFAULT_LATENCY && mode == Mode::Sequence && covered {
         0
     } else {
         wait(settings)
@@ -402,31 +423,58 @@ impl Resequencer {
     fn ensure_upstream(&self) {
         let (known, asked_in_flight) = {
             let state = self.state();
-            (state.upstream, state.asked_in_flight)
+            (state.upstream.is_some(), state.asked_in_flight)
         };
-        if known.is_some() && asked_in_flight {
+        if known && asked_in_flight {
             return;
         }
-        let mut upstream = known.unwrap_or_default();
-        if known.is_none() {
+        let latency = (!known).then(|| {
             let mut query = gst::query::Latency::new();
-            if self.sinkpad.peer_query(&mut query) {
+            self.sinkpad.peer_query(&mut query).then(|| {
                 let (live, min, _) = query.result();
-                upstream.live = live;
-                upstream.min_latency = min.nseconds();
-            }
-        }
-        if !asked_in_flight {
-            let mut query = InFlightQuery::query();
-            upstream.pools = self.sinkpad.peer_query(&mut query);
-            upstream.in_flight = if upstream.pools {
+                (live, min.nseconds())
+            })
+        });
+        let in_flight = (!asked_in_flight).then(|| self.ask_in_flight());
+        self.update_upstream(
+            |upstream| {
+                if let Some(Some((live, min))) = latency {
+                    upstream.live = live;
+                    upstream.min_latency = min;
+                }
+                if let Some(in_flight) = in_flight {
+                    in_flight.apply(upstream);
+                }
+            },
+            in_flight.is_some(),
+        );
+    }
+
+    /// Asks the pools upstream how far out of order they can put frames, and whether their
+    /// latency is measured yet.
+    fn ask_in_flight(&self) -> InFlight {
+        let mut query = InFlightQuery::query();
+        let pools = self.sinkpad.peer_query(&mut query);
+        InFlight {
+            pools,
+            frames: if pools {
                 InFlightQuery::frames(&query).unwrap_or(0)
             } else {
                 0
-            };
-            self.state().asked_in_flight = true;
+            },
+            measured: pools && InFlightQuery::measured(&query),
         }
+    }
+
+    /// Changes what is known of upstream (under the lock: answers that come meanwhile are
+    /// not lost), then applies it to the window.
+    fn update_upstream(&self, change: impl FnOnce(&mut Upstream), asked_in_flight: bool) {
+        let mut state = self.state();
+        let mut upstream = state.upstream.unwrap_or_default();
+        change(&mut upstream);
+        state.asked_in_flight |= asked_in_flight;
         gst::debug!(CAT, imp = self, "upstream: {upstream:?}");
+        drop(state);
         self.set_upstream(upstream);
     }
 
@@ -486,9 +534,15 @@ impl Resequencer {
             _ => None,
         };
         let clocked = ingress.is_some() || self.upstream_live.load(Ordering::Acquire);
-        let now = if clocked { self.now() } else { None };
+        let mut now = if clocked { self.now() } else { None };
 
         let mut state = self.state();
+        if now.is_none() && state.window.depth() > 0 {
+            // Frames are held: this one may be too, and `max-hold` times holds.
+            drop(state);
+            now = self.now();
+            state = self.state();
+        }
         if state.flushing {
             return Err(gst::FlowError::Flushing);
         }
@@ -546,7 +600,7 @@ impl Resequencer {
                     // The fast path: with the task idle (waiting on the condition variable,
                     // not on a deadline), this thread pushes what is due itself — no
                     // hand-off, no wake-up.
-                    let (state, res) =
+                    let (mut state, res) =
                         if state.task_waiting && !state.chain_pushing && state.flow.is_ok() {
                             self.push_from_chain(state, now, clocked)
                         } else {
@@ -554,6 +608,16 @@ impl Resequencer {
                             let res = state.flow;
                             (state, res)
                         };
+                    if now.is_none() && state.window.depth() > 0 {
+                        // This frame came into an empty window unclocked and is held: its
+                        // hold starts now (a few µs late), for `max-hold`.
+                        drop(state);
+                        let arrived = self.now();
+                        state = self.state();
+                        if let Some(arrived) = arrived {
+                            state.window.stamp_arrivals(arrived);
+                        }
+                    }
                     drop(state);
                     if warn {
                         self.warn_restart(key);
@@ -902,14 +966,17 @@ impl Resequencer {
                 return false;
             }
             let (live, min, max) = upstream.result();
-            let known = self.state().upstream.unwrap_or_default();
-            self.set_upstream(Upstream {
-                live,
-                min_latency: min.nseconds(),
-                ..known
-            });
-            // Whether a pool is upstream decides what `latency=auto` adds.
-            self.ensure_upstream();
+            // Asked again each time: whether the pools upstream have measured their latency
+            // yet decides what `latency` automatic adds.
+            let in_flight = self.ask_in_flight();
+            self.update_upstream(
+                |upstream| {
+                    upstream.live = live;
+                    upstream.min_latency = min.nseconds();
+                    in_flight.apply(upstream);
+                },
+                true,
+            );
             let ours = gst::ClockTime::from_nseconds(self.own_latency());
             q.set(live, min + ours, max.map(|max| max + ours));
             gst::debug!(
@@ -1267,10 +1334,10 @@ impl ObjectImpl for Resequencer {
                          it is skipped. Added to the LATENCY query. Not used when upstream is \
                          not live. 18446744073709551615 (GST_CLOCK_TIME_NONE) = automatic: a \
                          200 ms wait, added to the LATENCY query except in sequence order behind \
-                         a pool (which announces the frames it loses, and whose latency covers \
-                         the ones it processes): there frames in order leave with no delay of \
-                         this element's, and one slower than the pool announced comes late \
-                         rather than never",
+                         a pool that has measured its latency (it announces the frames it \
+                         loses, and its latency covers the ones it processes): there frames in \
+                         order leave with no delay of this element's, and one slower than the \
+                         pool announced comes late rather than never",
                     )
                     .default_value(DEFAULT_LATENCY)
                     .mutable_playing()

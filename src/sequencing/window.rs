@@ -148,6 +148,14 @@ impl<T, E> Window<T, E> {
         self.frames.len()
     }
 
+    /// Gives the frames held without an arrival time (pushed with no clock reading) `now`
+    /// as their arrival, for `max_hold`.
+    pub fn stamp_arrivals(&mut self, now: u64) {
+        for held in self.frames.values_mut() {
+            held.arrived.get_or_insert(now);
+        }
+    }
+
     /// Nothing held: no frame, no gap notice, no event.
     pub fn is_empty(&self) -> bool {
         self.frames.is_empty() && self.gaps.is_empty() && self.events.is_empty()
