@@ -765,14 +765,14 @@ fn max_hold_times_frames_held_in_a_stream_that_is_not_live() {
         h.set_live(false);
         h.use_testclock();
         h.set_time(gst::ClockTime::ZERO).unwrap();
-        h.push(pts_frame(FRAME * 0)).unwrap();
+        h.push(pts_frame(gst::ClockTime::ZERO)).unwrap();
         h.push(pts_frame(FRAME * 2)).unwrap();
         h.set_time(gst::ClockTime::from_mseconds(30)).unwrap();
         h.push(pts_frame(FRAME * 3)).unwrap();
         h.set_time(gst::ClockTime::from_mseconds(70)).unwrap();
         h.push(pts_frame(FRAME)).unwrap();
         let pts: Vec<_> = (0..4).map(|_| h.pull().unwrap().pts().unwrap()).collect();
-        assert_eq!(pts, vec![FRAME * 0, FRAME, FRAME * 2, FRAME * 3]);
+        assert_eq!(pts, vec![gst::ClockTime::ZERO, FRAME, FRAME * 2, FRAME * 3]);
         // Held from 0 (its arrival into an empty window) to 70 ms.
         assert_eq!(stat(&h, "max-hold"), 70_000_000);
     });

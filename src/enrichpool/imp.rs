@@ -621,7 +621,7 @@ impl Enricher {
         // since the last report, so that a figure hovering between two levels does not make
         // the pipeline recalculate its latency over and over.
         let settled = ns > last || reported.frames_since >= LATENCY_WINDOW as u64;
-        if !first && !(moved && settled) {
+        if !(first || (moved && settled)) {
             return;
         }
         let Some(element) = self.element.upgrade() else {
