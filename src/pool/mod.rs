@@ -15,13 +15,11 @@
 //! worker started (up to a cap of stuck threads) and its late result discarded. [`Pool::stop`]
 //! never waits for a hung job longer than the grace it is given.
 //!
-//! Wake-ups: a worker that runs out of jobs first spins for a few microseconds (one worker
-//! at a time, and not on a single core), watching a counter that new work bumps; a job that
-//! comes meanwhile costs no wake-up. Then it waits on its own condition variable. Idle
-//! workers are woken most recently idle first, one per job that no awake worker (woken or
-//! spinning) will take; so surplus workers stay idle long enough to retire. A worker that
-//! finishes a job looks for the next one without releasing the lock. The watchdog has its
-//! own condition variable.
+//! Wake-ups: idle workers wait on their own condition variable and are woken most recently
+//! idle first, one per job that no worker already woken will take; so surplus workers stay
+//! idle long enough to retire. A worker that finishes a job looks for the next one without
+//! releasing the lock, and takes it without sleeping. A producer waiting for room is woken
+//! by batches (see `notify_room`). The watchdog has its own condition variable.
 //!
 //! Lock order: one lock, `state`. Nothing is called on [`Work`] with it held, and only the
 //! pusher calls `deliver`, `lost` and `forward`, one call at a time.
@@ -31,7 +29,6 @@ mod queue;
 
 use std::collections::{BTreeMap, HashMap};
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -347,9 +344,6 @@ struct State<W: Work> {
     sleepers: Vec<Sleeper>,
     /// Workers woken and not yet back at the queue.
     waking: usize,
-    /// A worker that found nothing to do and watches `Shared::poke` for a short while
-    /// before it sleeps (0 or 1): work that it will take needs no wake-up.
-    spinning: usize,
     next_worker: u32,
     handles: Vec<JoinHandle<()>>,
     /// Worker threads not yet returned (live, retiring or stuck).
@@ -504,10 +498,6 @@ struct Shared<W: Work> {
     room: Condvar,
     /// The watchdog waits here for deadlines.
     watchdog: Condvar,
-    /// Bumped (under the lock) when work comes that a spinning worker should look at.
-    poke: AtomicU64,
-    /// How long an idle worker spins before it sleeps; zero on a single core.
-    spin: Duration,
 }
 
 #[cfg(test)]
@@ -607,34 +597,12 @@ impl<W: Work> Shared<W> {
         }
     }
 
-    /// Tells the spinning worker, if any, that there is something to look at.
-    fn poke(&self, state: &State<W>) {
-        if state.spinning > 0 {
-            self.poke.fetch_add(1, Ordering::Release);
-        }
-    }
-
-    /// Whether workers on their way to the queue will take what is there: those woken or
-    /// spinning. (Not a busy worker, not even one pushing results: a push can wait on a
-    /// synced sink for as long as the pipeline's latency, and a job left to it would wait as
-    /// long, and be measured so.)
+    /// Whether workers on their way to the queue will take what is there: those woken. (Not
+    /// a busy worker, not even one pushing results: a push can wait on a synced sink for as
+    /// long as the pipeline's latency, and a job left to it would wait as long, and be
+    /// measured so.)
     fn covered(state: &State<W>) -> bool {
-        state.queue.len() <= state.waking + state.spinning
-    }
-
-    /// Spins for a short while with the lock released, until `poke` moves (or a stop).
-    /// Returns the lock again; the caller looks at the state afresh.
-    fn spin<'a>(&'a self, mut state: MutexGuard<'a, State<W>>) -> MutexGuard<'a, State<W>> {
-        state.spinning += 1;
-        let seen = self.poke.load(Ordering::Acquire);
-        drop(state);
-        let until = Instant::now() + self.spin;
-        while self.poke.load(Ordering::Acquire) == seen && Instant::now() < until {
-            std::thread::yield_now();
-        }
-        let mut state = self.lock();
-        state.spinning -= 1;
-        state
+        state.queue.len() <= state.waking
     }
 
     /// Makes sure waiting output gets a pusher: an idle worker, or the next busy one to
@@ -651,10 +619,6 @@ impl<W: Work> Shared<W> {
         watchdog: bool,
     ) -> MutexGuard<'a, State<W>> {
         if !state.needs_pusher() {
-            return state;
-        }
-        if state.spinning > 0 {
-            self.poke(&state);
             return state;
         }
         if state.waking > 0 || self.wake_one(&mut state) || state.live > 0 {
@@ -722,9 +686,7 @@ impl<W: Work> Shared<W> {
     }
 
     /// Waits for the next job; `None` when the worker is to exit (stop, or retired).
-    /// Outputs waiting results first when nobody else does. Before it sleeps, a worker
-    /// spins once for a short while (one at a time), so that a job that comes at once
-    /// costs no wake-up.
+    /// Outputs waiting results first when nobody else does.
     fn next_job<'a>(
         &'a self,
         number: u32,
@@ -732,7 +694,6 @@ impl<W: Work> Shared<W> {
         mut state: MutexGuard<'a, State<W>>,
     ) -> Option<Taken<W::Job>> {
         let mut woken = false;
-        let mut spun = false;
         loop {
             if woken {
                 state.waking = state.waking.saturating_sub(1);
@@ -792,11 +753,6 @@ impl<W: Work> Shared<W> {
                     on_error: state.config.on_error,
                     retries: state.config.retries,
                 });
-            }
-            if !spun && state.spinning == 0 && !self.spin.is_zero() && !state.flushing {
-                spun = true;
-                state = self.spin(state);
-                continue;
             }
             let idle_timeout = state.config.idle_timeout;
             state.sleepers.push(Sleeper {
@@ -1157,18 +1113,6 @@ impl<W: Work> Shared<W> {
     }
 }
 
-/// How long an idle worker spins before it sleeps: about as long as a wake-up costs, so
-/// that a stream of short jobs does not pay one per job. Not on a single core, where the
-/// spinner would only hold up the thread it waits for.
-fn spin_time() -> Duration {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if cores > 1 {
-        Duration::from_micros(20)
-    } else {
-        Duration::ZERO
-    }
-}
-
 /// A running pool. Dropping it stops it without waiting for busy workers.
 pub struct Pool<W: Work> {
     shared: Arc<Shared<W>>,
@@ -1225,7 +1169,6 @@ impl<W: Work> Pool<W> {
                 live: 0,
                 sleepers: Vec::new(),
                 waking: 0,
-                spinning: 0,
                 next_worker: 0,
                 handles: Vec::new(),
                 threads: 0,
@@ -1246,8 +1189,6 @@ impl<W: Work> Pool<W> {
             }),
             room: Condvar::new(),
             watchdog: Condvar::new(),
-            poke: AtomicU64::new(0),
-            spin: spin_time(),
         });
         let pool = Pool {
             shared: shared.clone(),
@@ -1369,7 +1310,6 @@ impl<W: Work> Pool<W> {
             shared.spawn_worker(&mut state);
         }
         // Wake an idle worker unless enough are already on their way to the queue.
-        shared.poke(&state);
         if !Shared::covered(&state) && !shared.wake_one(&mut state) {
             // Nobody idle: grow while the queue stays deeper than the workers.
             if state.queue.len() > state.live && state.live < state.config.max_workers {
@@ -1494,7 +1434,6 @@ impl<W: Work> Pool<W> {
             state.waking += 1;
             s.wake.notify_one();
         }
-        self.shared.poke(state);
         self.shared.watchdog.notify_one();
         (queued, finished, events)
     }
