@@ -3,7 +3,7 @@
 //! on the pipeline's clock, holding only a weak reference to the element, and at EOS).
 
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use gst::glib::translate::{FromGlib, IntoGlib};
 use gst::prelude::*;
@@ -12,6 +12,16 @@ use gst::prelude::*;
 /// turn them into element errors, and the element must still stop cleanly afterwards.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Reads `l` even if a thread panicked while writing it (as [`lock`]).
+pub(crate) fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Writes `l` even if a thread panicked while writing it (as [`lock`]).
+pub(crate) fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The last flow result of a push, shared between the thread that pushes and the chain

@@ -18,7 +18,7 @@
 //! its own small locks for the handler and the last flow result.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use gst::glib;
@@ -29,7 +29,7 @@ use gst::subclass::prelude::*;
 use super::overlay;
 use super::remote::{self, Remote};
 use super::{Handler, Job, Verdict};
-use crate::glue::{FlowCell, StatsTimer, lock, post_stats};
+use crate::glue::{FlowCell, StatsTimer, lock, post_stats, read, write};
 use crate::meta::{Enrichment, Gap, GapReason, InFlightQuery, SeqMeta};
 use crate::pool::{
     self, LATENCY_WINDOW, Limits, Loss, Pool, PoolConfig, PoolStats, Report, Submitted, Tag, Work,
@@ -312,7 +312,8 @@ struct Reported {
 pub(super) struct Enricher {
     element: glib::WeakRef<super::EnrichPool>,
     srcpad: gst::Pad,
-    handler: Mutex<Option<Arc<Handler>>>,
+    /// Read by every worker per frame, set rarely: readers do not wait on each other.
+    handler: RwLock<Option<Arc<Handler>>>,
     /// The last result of pushing downstream, returned upstream by the chain.
     flow: FlowCell,
     /// Processing latency last reported (LATENCY message or query answer), in ns.
@@ -320,7 +321,7 @@ pub(super) struct Enricher {
     /// A frame was delivered since the start: the latency figure is measured.
     measured: AtomicBool,
     /// The remote step while running with `servers`.
-    remote: Mutex<Option<Arc<Remote>>>,
+    remote: RwLock<Option<Arc<Remote>>>,
     /// The `overlay` property, read per frame.
     overlay: AtomicBool,
     /// Frames that could not be drawn on (not video, a format without 8-bit components).
@@ -376,7 +377,7 @@ impl Work for Enricher {
         let Some(element) = self.element.upgrade() else {
             return pool::Verdict::Fail("element is gone".into());
         };
-        let remote = lock(&self.remote).clone();
+        let remote = read(&self.remote).clone();
         let wanted = remote.as_ref().is_some_and(|remote| {
             *frame
                 .remote_wanted
@@ -389,7 +390,7 @@ impl Work for Enricher {
             frame.remote_done = true;
             frame.enriched = true;
         }
-        let handler = lock(&self.handler).clone();
+        let handler = read(&self.handler).clone();
         let verdict = if let Some(handler) = handler {
             frame.enriched = true;
             let mut job = Job {
@@ -779,19 +780,19 @@ impl EnrichPool {
     }
 
     pub(super) fn set_handler(&self, handler: Option<Arc<Handler>>) {
-        *lock(&self.enricher.handler) = handler;
+        *write(&self.enricher.handler) = handler;
     }
 
     /// Requests in progress give up: their frames are being flushed anyway.
     fn cancel_requests(&self) {
-        let remote = lock(&self.enricher.remote).clone();
+        let remote = read(&self.enricher.remote).clone();
         if let Some(remote) = remote {
             remote.set.cancel();
         }
     }
 
     fn remote_stats(&self) -> Option<RemoteStats> {
-        let remote = lock(&self.enricher.remote).clone();
+        let remote = read(&self.enricher.remote).clone();
         match remote {
             Some(remote) => Some(RemoteStats::of(&remote)),
             None => self.state().last_remote.clone(),
@@ -933,7 +934,7 @@ impl EnrichPool {
                 let video = gst_video::VideoInfo::from_caps(caps.caps())
                     .ok()
                     .map(Arc::new);
-                if video.is_none() && lock(&self.enricher.remote).is_some() {
+                if video.is_none() && read(&self.enricher.remote).is_some() {
                     gst::element_imp_error!(
                         self,
                         gst::CoreError::Negotiation,
@@ -1089,7 +1090,7 @@ impl EnrichPool {
                 ("Remote enrichment is misconfigured: {}", err)
             )
         })?;
-        *lock(&self.enricher.remote) = remote.map(Arc::new);
+        *write(&self.enricher.remote) = remote.map(Arc::new);
         self.enricher.overlay_skipped.store(0, Ordering::Relaxed);
         let pool = Pool::start(self.enricher.clone(), settings.pool_config()).map_err(|err| {
             gst::error_msg!(
@@ -1113,7 +1114,7 @@ impl EnrichPool {
 
     fn stop(&self) {
         // Workers waiting on servers give up; none starts a new request.
-        if let Some(remote) = lock(&self.enricher.remote).clone() {
+        if let Some(remote) = read(&self.enricher.remote).clone() {
             remote.set.close();
         }
         // One critical section: a stats-interval change in between would restart the timer.
@@ -1139,7 +1140,7 @@ impl EnrichPool {
             }
             self.state().last_stats = pool.stats();
         }
-        let remote = lock(&self.enricher.remote).take();
+        let remote = write(&self.enricher.remote).take();
         if let Some(remote) = remote {
             self.state().last_remote = Some(RemoteStats::of(&remote));
         }
@@ -1219,11 +1220,11 @@ impl ObjectSubclass for EnrichPool {
         let enricher = Arc::new(Enricher {
             element: glib::WeakRef::new(),
             srcpad: srcpad.clone(),
-            handler: Mutex::new(None),
+            handler: RwLock::new(None),
             flow: FlowCell::new(),
             reported_latency: Mutex::new(Reported::default()),
             measured: AtomicBool::new(false),
-            remote: Mutex::new(None),
+            remote: RwLock::new(None),
             overlay: AtomicBool::new(false),
             overlay_skipped: AtomicU64::new(0),
         });

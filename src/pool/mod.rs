@@ -834,7 +834,7 @@ impl<W: Work> Shared<W> {
                     }
                 }
             };
-            let processing_time = started.elapsed();
+            let done = Instant::now();
             match self.finish(
                 id,
                 job,
@@ -843,7 +843,7 @@ impl<W: Work> Shared<W> {
                 on_error,
                 number,
                 attempts,
-                processing_time,
+                (started, done),
             ) {
                 Some(s) => state = s,
                 None => return,
@@ -864,8 +864,9 @@ impl<W: Work> Shared<W> {
         on_error: OnError,
         worker: u32,
         attempts: u32,
-        processing_time: Duration,
+        (started, done): (Instant, Instant),
     ) -> Option<MutexGuard<'a, State<W>>> {
+        let processing_time = done - started;
         let panicked = matches!(outcome, Outcome::Panicked);
         let mut state = self.lock();
         let w = &mut state.stats.per_worker[worker as usize];
@@ -913,7 +914,7 @@ impl<W: Work> Shared<W> {
         let mut discarded = None;
         let completed = match outcome {
             Outcome::Keep => {
-                let latency = flight.submitted.elapsed();
+                let latency = done.saturating_duration_since(flight.submitted);
                 let recent_latency = state.latency.push(latency);
                 state.stats.latency = recent_latency;
                 state.finished_in(flight.bytes, flight.running_time);
