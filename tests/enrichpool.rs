@@ -904,3 +904,31 @@ fn a_measured_latency_comes_down_with_the_load_and_says_so() {
         assert!(messages(&bus) >= 1, "a LATENCY message when it came down");
     });
 }
+
+#[test]
+fn the_recalculation_the_first_delivery_asks_for_sees_the_pool_measured() {
+    within(LIMIT, || {
+        let (mut h, _pool, reseq) = pool_harness("workers=1");
+        h.set_upstream_latency(gst::ClockTime::from_mseconds(20));
+        // As a pipeline does on a LATENCY message: query again, at once (here on the thread
+        // that posted it, before its frame went on).
+        let bus = gst::Bus::new();
+        let (tx, rx) = mpsc::channel();
+        let r = reseq.clone();
+        bus.set_sync_handler(move |_, msg| {
+            if msg.type_() == gst::MessageType::Latency {
+                let _ = tx.send(min_latency(&r));
+            }
+            gst::BusSyncReply::Drop
+        });
+        h.element().unwrap().set_bus(Some(&bus));
+        assert_eq!(min_latency(&reseq), gst::ClockTime::from_mseconds(220));
+        h.push(frame(0)).unwrap();
+        assert_eq!(seq_of(&h.pull().unwrap()), 0);
+        let answer = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert!(
+            answer < gst::ClockTime::from_mseconds(200),
+            "{answer}: the resequencer still adds its wait"
+        );
+    });
+}

@@ -1057,7 +1057,10 @@ impl EnrichPool {
                 (0, true)
             };
             InFlightQuery::set_frames(query, counted + before + ours);
-            let ours_measured = self.settings().latency >= 0 || self.current_stats().delivered > 0;
+            // The flag set before the first delivery's LATENCY message: the recalculation
+            // that message brings sees it.
+            let ours_measured =
+                self.settings().latency >= 0 || self.enricher.measured.load(Ordering::Acquire);
             if !measured || !ours_measured {
                 InFlightQuery::set_unmeasured(query);
             }
