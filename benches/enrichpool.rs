@@ -394,17 +394,7 @@ fn live_run(resequencer: &str, frames: u64) -> [f64; 5] {
             None
         });
     pipeline.set_state(gst::State::Playing).unwrap();
-    let msg = pipeline
-        .bus()
-        .unwrap()
-        .timed_pop_filtered(
-            gst::ClockTime::from_seconds(120),
-            &[gst::MessageType::Eos, gst::MessageType::Error],
-        )
-        .expect("EOS within 2 minutes");
-    if let gst::MessageView::Error(err) = msg.view() {
-        panic!("pipeline error: {} ({:?})", err.error(), err.debug());
-    }
+    common::wait_eos(&pipeline, 120);
     let mut query = gst::query::Latency::new();
     let src = pipeline.by_name("src").unwrap();
     assert!(src.static_pad("src").unwrap().query(&mut query));

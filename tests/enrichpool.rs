@@ -932,3 +932,20 @@ fn the_recalculation_the_first_delivery_asks_for_sees_the_pool_measured() {
         );
     });
 }
+
+#[test]
+fn a_restarted_pool_has_measured_nothing_and_the_resequencer_waits_again() {
+    within(LIMIT, || {
+        let (mut h, pool, reseq) = pool_harness("workers=1");
+        h.set_upstream_latency(gst::ClockTime::from_mseconds(20));
+        h.push(frame(0)).unwrap();
+        assert_eq!(seq_of(&h.pull().unwrap()), 0);
+        assert!(min_latency(&reseq) < gst::ClockTime::from_mseconds(200));
+        // A new run: a new pool, nothing measured; its figure covers nothing yet.
+        let element = h.element().unwrap();
+        element.set_state(gst::State::Ready).unwrap();
+        element.set_state(gst::State::Playing).unwrap();
+        assert_eq!(stat(&pool, "pushed"), 0);
+        assert_eq!(min_latency(&reseq), gst::ClockTime::from_mseconds(220));
+    });
+}

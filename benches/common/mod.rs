@@ -42,19 +42,23 @@ fn push_to_eos_timing(
         src.push_buffer(frame).unwrap();
     }
     src.end_of_stream().unwrap();
+    wait_eos(pipeline, 600);
+    start.elapsed().as_secs_f64()
+}
+
+/// Waits up to `limit_s` for EOS on the pipeline's bus; panics on an error or none.
+pub fn wait_eos(pipeline: &gst::Pipeline, limit_s: u64) {
     let msg = pipeline
         .bus()
         .unwrap()
         .timed_pop_filtered(
-            gst::ClockTime::from_seconds(600),
+            gst::ClockTime::from_seconds(limit_s),
             &[gst::MessageType::Eos, gst::MessageType::Error],
         )
-        .expect("EOS within 10 minutes");
-    let secs = start.elapsed().as_secs_f64();
+        .unwrap_or_else(|| panic!("EOS within {limit_s} s"));
     if let gst::MessageView::Error(e) = msg.view() {
         panic!("pipeline error: {} ({:?})", e.error(), e.debug());
     }
-    secs
 }
 
 /// The values one case gave, one per round.

@@ -300,7 +300,7 @@ pub(super) struct Frame {
     remote_done: bool,
 }
 
-/// The processing latency last reported (LATENCY message or query answer).
+/// The processing latency last announced with a LATENCY message.
 #[derive(Debug, Default)]
 struct Reported {
     ns: u64,
@@ -316,7 +316,7 @@ pub(super) struct Enricher {
     handler: RwLock<Option<Arc<Handler>>>,
     /// The last result of pushing downstream, returned upstream by the chain.
     flow: FlowCell,
-    /// Processing latency last reported (LATENCY message or query answer), in ns.
+    /// Processing latency last announced (LATENCY message), in ns.
     reported_latency: Mutex<Reported>,
     /// A frame was delivered since the start: the latency figure is measured.
     measured: AtomicBool,
@@ -1038,11 +1038,13 @@ impl EnrichPool {
                 &self.current_stats(),
                 &self.settings(),
             ));
-            *lock(&self.enricher.reported_latency) = Reported {
-                ns: ours.nseconds(),
-                frames_since: 0,
-            };
-            q.set(live, min + ours, max.map(|m| m + ours));
+            // Not taken as reported: a query may come from anyone (an application showing
+            // the latency), not only from the recalculation a LATENCY message brings.
+            q.set(
+                live,
+                min.saturating_add(ours),
+                max.map(|m| m.saturating_add(ours)),
+            );
             return true;
         }
         if let Some(counted) = InFlightQuery::frames(query) {

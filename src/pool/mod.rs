@@ -88,8 +88,8 @@ pub struct Report {
     pub processing_time: Duration,
     /// From submission to the end of processing: queue wait plus processing.
     pub latency: Duration,
-    /// The pool's latency figure after this job (see [`PoolStats::latency`]): what it adds
-    /// to a stream's latency now.
+    /// The pool's latency figure when this job is delivered (see [`PoolStats::latency`]):
+    /// what it adds to a stream's latency now.
     pub recent_latency: Duration,
 }
 
@@ -641,12 +641,15 @@ impl<W: Work> Shared<W> {
             if state.flushing || state.stopping {
                 break;
             }
-            let Some(next) = state.order.next() else {
+            let Some(mut next) = state.order.next() else {
                 break;
             };
             // A frame stays counted as waiting (and against the bounds) until it is pushed.
-            let frame = match &next {
+            let frame = match &mut next {
                 Next::Frame(f) => {
+                    // The figure now, not when this frame finished: frames finish out of
+                    // order, and an older figure would announce a move back.
+                    f.report.recent_latency = state.stats.latency;
                     state.frame_in_push = true;
                     Some((f.bytes, f.running_time, f.tag))
                 }
@@ -1071,20 +1074,23 @@ impl<W: Work> Shared<W> {
                 while let Some(front) = state.queue.front()
                     && front.item.submitted + timeout <= now
                 {
-                    let entry = state.queue.pop_front().expect("front checked");
-                    lost.push((entry.item.tag, entry.item.range));
+                    lost.push(state.queue.pop_front().expect("front checked").item);
                 }
                 if !lost.is_empty() {
                     state.stats.timeout += lost.len() as u64;
-                    for (tag, range) in lost {
-                        state.outstanding_out(tag);
+                    for item in &lost {
+                        state.outstanding_out(item.tag);
                         state
                             .order
-                            .complete(range, Completed::Lost(tag, Loss::Timeout));
+                            .complete(item.range, Completed::Lost(item.tag, Loss::Timeout));
                     }
                     state.refresh_gauges();
                     state = self.hand_output_as(state, true);
                     self.notify_room(&state);
+                    // The jobs (their buffers may call out) are dropped without the lock.
+                    drop(state);
+                    drop(lost);
+                    state = self.lock();
                     continue;
                 }
                 if let Some(front) = state.queue.front() {
@@ -1241,8 +1247,11 @@ impl<W: Work> Pool<W> {
         let shared = &self.shared;
         let mut state = shared.lock();
         let mut leaked = 0;
+        // Jobs a leak dropped: dropped once the lock is let go (their buffers may call out).
+        let mut dropped = Vec::new();
         loop {
             if state.flushing || state.stopping {
+                drop(state);
                 return Submitted::Stopped;
             }
             let waiting = state.waiting();
@@ -1273,14 +1282,15 @@ impl<W: Work> Pool<W> {
                     state.full_waiters -= 1;
                 }
                 Leaky::Downstream if !drop_new && !state.queue.is_empty() => {
-                    let old = state.queue.pop_front().expect("checked not empty");
+                    let old = state.queue.pop_front().expect("checked not empty").item;
                     state.stats.leaked += 1;
                     leaked += 1;
-                    state.outstanding_out(old.item.tag);
+                    state.outstanding_out(old.tag);
                     state
                         .order
-                        .complete(old.item.range, Completed::Lost(old.item.tag, Loss::Leaked));
+                        .complete(old.range, Completed::Lost(old.tag, Loss::Leaked));
                     state.refresh_gauges();
+                    dropped.push(old.job);
                 }
                 Leaky::Upstream | Leaky::Downstream => {
                     // The new frame goes: the queue is full, or (downstream) nothing queued
@@ -1320,6 +1330,7 @@ impl<W: Work> Pool<W> {
         state = shared.hand_output(state);
         state.refresh_gauges();
         drop(shared.tell(state));
+        drop(dropped);
         Submitted::Queued { leaked }
     }
 

@@ -473,17 +473,11 @@ impl Resequencer {
         let mut upstream = state.upstream.unwrap_or_default();
         change(&mut upstream);
         state.asked_in_flight |= asked_in_flight;
-        gst::debug!(CAT, imp = self, "upstream: {upstream:?}");
-        drop(state);
-        self.set_upstream(upstream);
-    }
-
-    fn set_upstream(&self, upstream: Upstream) {
-        let mut state = self.state();
         state.upstream = Some(upstream);
         self.upstream_live.store(upstream.live, Ordering::Release);
         self.upstream_known
             .store(state.asked_in_flight, Ordering::Release);
+        gst::debug!(CAT, imp = self, "upstream: {upstream:?}");
         drop(state);
         self.reconfigure();
     }
@@ -973,18 +967,23 @@ impl Resequencer {
                 |upstream| {
                     upstream.live = live;
                     upstream.min_latency = min.nseconds();
-                    in_flight.apply(upstream);
+                    // A query that got no answer (upstream being relinked) keeps the last.
+                    if in_flight.pools {
+                        in_flight.apply(upstream);
+                    }
                 },
                 true,
             );
             let ours = gst::ClockTime::from_nseconds(self.own_latency());
-            q.set(live, min + ours, max.map(|max| max + ours));
+            let (min, max) = (
+                min.saturating_add(ours),
+                max.map(|max| max.saturating_add(ours)),
+            );
+            q.set(live, min, max);
             gst::debug!(
                 CAT,
                 imp = self,
-                "latency: live {live}, min {}, max {:?}",
-                min + ours,
-                max.map(|m| m + ours)
+                "latency: live {live}, min {min}, max {max:?}"
             );
             return true;
         }
