@@ -2,6 +2,8 @@
 //! random finish order, every lost frame named in a gap, faults handled, events in place,
 //! and live pipelines that keep their ledger.
 
+#[path = "common/flush.rs"]
+mod flush;
 #[path = "common/launch.rs"]
 mod launch;
 #[path = "common/sync.rs"]
@@ -734,26 +736,14 @@ fn sticky_events_waiting_behind_frames_survive_a_flush() {
         h.push(frame(0)).unwrap();
         assert_eq!(started.recv_timeout(LIMIT).unwrap(), 0);
         // The tag waits behind frame 0, which is in the handler.
-        let mut tags = gst::TagList::new();
-        tags.get_mut()
-            .unwrap()
-            .add::<gst::tags::Title>(&"after the flush", gst::TagMergeMode::Replace);
-        assert!(h.push_event(gst::event::Tag::new(tags)));
-        assert!(h.push_event(gst::event::FlushStart::new()));
-        assert!(h.push_event(gst::event::FlushStop::new(true)));
+        flush::push_tag_then_flush(&mut h, "after the flush");
         gate.open();
         let segment = gst::FormattedSegment::<gst::ClockTime>::new();
         assert!(h.push_event(gst::event::Segment::new(&segment)));
         h.push(frame(0)).unwrap();
         let out = h.pull().unwrap();
         assert_eq!(SeqMeta::read(&out).unwrap().unwrap().epoch, 1);
-        let sticky = h
-            .sinkpad()
-            .unwrap()
-            .sticky_event::<gst::event::Tag>(0)
-            .expect("the tag reached downstream");
-        let title = sticky.tag().get::<gst::tags::Title>().unwrap();
-        assert_eq!(title.get(), "after the flush");
+        assert_eq!(flush::downstream_title(&h), "after the flush");
     });
 }
 

@@ -1,6 +1,8 @@
 //! The `resequencer` element driven through `gst_check::Harness`: ordering, live deadlines
 //! on a `TestClock`, gap events, EOS, flushes, events in place, and bad input.
 
+#[path = "common/flush.rs"]
+mod flush;
 #[path = "common/sync.rs"]
 mod sync;
 
@@ -699,25 +701,13 @@ fn sticky_events_queued_at_a_flush_are_kept_for_after_it() {
     let (mut h, _) = harness(&[]);
     // Frame 1 waits for frame 0; the tag event waits behind it.
     h.push(frame(1)).unwrap();
-    let mut tags = gst::TagList::new();
-    tags.get_mut()
-        .unwrap()
-        .add::<gst::tags::Title>(&"after the flush", gst::TagMergeMode::Replace);
-    assert!(h.push_event(gst::event::Tag::new(tags)));
-    assert!(h.push_event(gst::event::FlushStart::new()));
-    assert!(h.push_event(gst::event::FlushStop::new(true)));
+    flush::push_tag_then_flush(&mut h, "after the flush");
     let segment = gst::FormattedSegment::<gst::ClockTime>::new();
     assert!(h.push_event(gst::event::Segment::new(&segment)));
     h.push(frame_in(1, 0, 0)).unwrap();
     let out = h.pull().unwrap();
     assert_eq!(SeqMeta::read(&out).unwrap().unwrap().seq, 0);
-    let sticky = h
-        .sinkpad()
-        .unwrap()
-        .sticky_event::<gst::event::Tag>(0)
-        .expect("the tag reached downstream");
-    let title = sticky.tag().get::<gst::tags::Title>().unwrap();
-    assert_eq!(title.get(), "after the flush");
+    assert_eq!(flush::downstream_title(&h), "after the flush");
     assert_eq!(stat(&h, "flushed"), 1);
 }
 

@@ -618,10 +618,8 @@ impl<W: Work> Shared<W> {
         mut state: MutexGuard<'a, State<W>>,
         watchdog: bool,
     ) -> MutexGuard<'a, State<W>> {
-        if !state.needs_pusher() {
-            return state;
-        }
-        if state.waking > 0 || self.wake_one(&mut state) || state.live > 0 {
+        if !state.needs_pusher() || state.waking > 0 || self.wake_one(&mut state) || state.live > 0
+        {
             return state;
         }
         if watchdog || state.config.timeout.is_none() {
@@ -878,9 +876,6 @@ impl<W: Work> Shared<W> {
         let Some(flight) = state.in_flight.remove(&id) else {
             unreachable!("a job in flight is only removed by its worker");
         };
-        if flight.state == Flight::Running {
-            state.running -= 1;
-        }
         if flight.state != Flight::Running {
             // Already lost as a timeout, or discarded by a flush or stop: the result is
             // dropped. A worker replaced after a timeout goes on only if the pool is short.
@@ -901,6 +896,7 @@ impl<W: Work> Shared<W> {
             drop(job);
             return go_on.then(|| self.lock());
         }
+        state.running -= 1;
         state.stats.max_processing_time = state.stats.max_processing_time.max(processing_time);
         let fatal = match &outcome {
             Outcome::Lost(Loss::Failed, message) if on_error == OnError::Fail => Some(

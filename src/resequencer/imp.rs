@@ -286,7 +286,10 @@ fn wait(settings: &Settings) -> u64 {
 /// announced delays the frames behind it (a live sink sees them late) rather than losing
 /// it. Until the pool has delivered a frame its figure covers nothing, and the wait is
 /// added (the pool's first delivery makes the pipeline ask again).
-fn own_latency(settings: &Settings, upstream: Upstream, mode: Mode) -> u64 {
+/// `known` is the window's mode, if the stream's first frame decided it (see
+/// [`expected_mode`]).
+fn own_latency(settings: &Settings, upstream: Upstream, known: Option<Mode>) -> u64 {
+    let mode = expected_mode(settings, upstream, known);
     let covered = upstream.pools && upstream.measured;
     if settings.latency == DEFAULT_LATENCY && mode == Mode::Sequence && covered {
         0
@@ -406,9 +409,11 @@ impl Resequencer {
     fn own_latency(&self) -> u64 {
         let settings = self.settings();
         let mut state = self.state();
-        let upstream = state.upstream.unwrap_or_default();
-        let mode = expected_mode(&settings, upstream, state.window.mode());
-        let own = own_latency(&settings, upstream, mode);
+        let own = own_latency(
+            &settings,
+            state.upstream.unwrap_or_default(),
+            state.window.mode(),
+        );
         state.reported_own = Some(own);
         own
     }
@@ -448,6 +453,13 @@ impl Resequencer {
             },
             in_flight.is_some(),
         );
+    }
+
+    /// Clears the chain's copies of what is known of upstream (a flush or a start made the
+    /// state forget it): the next frame asks again.
+    fn forget_upstream(&self) {
+        self.upstream_known.store(false, Ordering::Release);
+        self.upstream_live.store(false, Ordering::Release);
     }
 
     /// Asks the pools upstream how far out of order they can put frames, and whether their
@@ -586,9 +598,7 @@ impl Resequencer {
                     let mode = state.window.mode();
                     if mode != state.announced_mode {
                         state.announced_mode = mode;
-                        let upstream = state.upstream.unwrap_or_default();
-                        let expected = expected_mode(&settings, upstream, mode);
-                        let own = own_latency(&settings, upstream, expected);
+                        let own = own_latency(&settings, state.upstream.unwrap_or_default(), mode);
                         latency_moved = state.reported_own.is_some_and(|r| r != own);
                     }
                     // The fast path: with the task idle (waiting on the condition variable,
@@ -760,8 +770,7 @@ impl Resequencer {
                 {
                     let mut state = self.state();
                     let pending = state.reset_stream();
-                    self.upstream_known.store(false, Ordering::Release);
-                    self.upstream_live.store(false, Ordering::Release);
+                    self.forget_upstream();
                     // Sticky events still queued describe the stream after the flush too.
                     for item in pending {
                         if let Serial::Event(event) = item
@@ -1464,8 +1473,7 @@ impl ElementImpl for Resequencer {
             gst::StateChange::ReadyToPaused => {
                 let settings = self.settings();
                 *self.state() = State::new(&settings);
-                self.upstream_known.store(false, Ordering::Release);
-                self.upstream_live.store(false, Ordering::Release);
+                self.forget_upstream();
                 *lock(&self.latencies) = Latencies::default();
             }
             gst::StateChange::PausedToReady => {
