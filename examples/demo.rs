@@ -1,4 +1,4 @@
-//! The main job: a live pipeline through all three elements, written to an MP4 file.
+//! The main job: live pipelines through all three elements, written to an MP4 file.
 //!
 //! ```text
 //! videotestsrc is-live=true pattern=ball ! 640x360@30
@@ -11,14 +11,19 @@
 //!   ! tee ! x264enc ! mp4mux ! filesink  (and a window when a display exists)
 //! ```
 //!
-//! It runs for a fixed time (`--seconds N`, default 10) with a progress line every second,
-//! then sends EOS, prints a summary (frames in and out, dropped by reason, reorder depth,
-//! end-to-end latency p50/p99, per-worker throughput) and checks that every frame is
-//! accounted for: pushed by the pool (then pushed by the resequencer and seen by the sink in
-//! order with its analysis, or given up on past its deadline and counted `late`) or dropped
-//! by it (then released by a gap). `--output PATH` (default `demo.mp4`),
-//! `--snapshot PATH` writes one frame (the first from the 60th on) as PNG, `--no-window` never
-//! opens a window.
+//! With `--streams N` (N > 1), N such cameras (balls of different colours) share one pool
+//! (`shared-pool=demo`, 6 + 2·(N−1) workers in all) and meet in a `compositor` mosaic
+//! (1280×720, a tile per camera) before the encoder.
+//!
+//! It runs for a fixed time (`--seconds N`, default 10) with a progress line every second
+//! (one per camera with several), then sends EOS, prints a summary per camera (every frame
+//! in accounted for: reached the sink, dropped by the pool by reason, or given up on by the
+//! resequencer and dropped when it came late), the reorder depth, end-to-end latency p50/p99
+//! and per-worker throughput, and checks that every frame is accounted for: pushed by the
+//! pool (then pushed by the resequencer and seen by the sink in order with its analysis,
+//! or given up on past its deadline and counted `late`) or dropped by it (then released by
+//! a gap). `--output PATH` (default `demo.mp4`), `--snapshot PATH` writes one frame (the
+//! first from the 60th on) as PNG, `--no-window` never opens a window.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -34,8 +39,6 @@ const SNAPSHOT_FRAME: u64 = 60;
 /// What the sink saw.
 #[derive(Default)]
 struct SinkLog {
-    /// The frame `--snapshot` writes, with the caps it came with.
-    snapshot: Option<gst::Sample>,
     frames: u64,
     out_of_order: u64,
     last: Option<u64>,
@@ -43,6 +46,7 @@ struct SinkLog {
 }
 
 struct Options {
+    streams: usize,
     seconds: u64,
     output: String,
     snapshot: Option<String>,
@@ -51,6 +55,7 @@ struct Options {
 
 fn options() -> Result<Options, Box<dyn std::error::Error>> {
     let mut o = Options {
+        streams: 1,
         seconds: 10,
         output: "demo.mp4".into(),
         snapshot: None,
@@ -62,12 +67,18 @@ fn options() -> Result<Options, Box<dyn std::error::Error>> {
         let mut value = || args.next().ok_or(format!("{arg} needs a value"));
         match arg.as_str() {
             "--seconds" => o.seconds = value()?.parse()?,
+            "--streams" => {
+                o.streams = value()?.parse()?;
+                if !(1..=16).contains(&o.streams) {
+                    return Err("--streams takes 1 to 16".into());
+                }
+            }
             "--output" => o.output = value()?,
             "--snapshot" => o.snapshot = Some(value()?),
             "--no-window" => o.window = false,
             "-h" | "--help" => {
                 println!(
-                    "usage: demo [--seconds N] [--output FILE.mp4] [--snapshot FILE.png] [--no-window]"
+                    "usage: demo [--streams N] [--seconds N] [--output FILE.mp4] [--snapshot FILE.png] [--no-window]"
                 );
                 std::process::exit(0);
             }
@@ -147,46 +158,238 @@ fn write_png(sample: &gst::Sample, path: &str) -> Result<(), Box<dyn std::error:
     }
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let options = options()?;
-    gst::init()?;
-    gstordered::plugin_register_static()?;
+/// One camera: its elements and what its sink side saw.
+struct Camera {
+    name: String,
+    analyzer: gst::Element,
+    pool: EnrichPool,
+    reseq: gst::Element,
+    log: Arc<Mutex<SinkLog>>,
+}
 
-    let pipeline = gst::Pipeline::new();
+/// The cameras' balls' colours (ARGB), in turn.
+const COLOURS: [u32; 4] = [0xffffffff, 0xffffd040, 0xff40ff80, 0xff60a0ff];
+
+/// Adds camera `index` (of `count`) to `pipeline`, up to its resequencer: a `tile`-sized
+/// live ball through frameanalyzer, enrichpool (shared by name when there are several)
+/// and a resequencer, whose src pad it returns. What leaves it is counted in the log.
+fn add_camera(
+    pipeline: &gst::Pipeline,
+    index: usize,
+    count: usize,
+    tile: (i32, i32),
+    workers: u32,
+) -> Result<(Camera, gst::Element), Box<dyn std::error::Error>> {
+    let name = format!("cam{index}");
     let src = gst::ElementFactory::make("videotestsrc")
         .property("is-live", true)
         .property_from_str("pattern", "ball")
+        .property("foreground-color", COLOURS[index % COLOURS.len()])
         .build()?;
     let caps = gst::ElementFactory::make("capsfilter")
         .property(
             "caps",
             gst::Caps::builder("video/x-raw")
                 .field("format", "I420")
-                .field("width", 640)
-                .field("height", 360)
+                .field("width", tile.0)
+                .field("height", tile.1)
                 .field("framerate", gst::Fraction::new(30, 1))
                 .build(),
         )
         .build()?;
     let analyzer = gst::ElementFactory::make("frameanalyzer")
-        .name("frameanalyzer")
+        .name(format!("frameanalyzer-{name}"))
         .build()?;
-    let pool = gst::ElementFactory::make("enrichpool")
-        .name("enrichpool")
-        .property("workers", 6u32)
+    let mut pool = gst::ElementFactory::make("enrichpool")
+        .name(format!("enrichpool-{name}"))
+        .property("workers", workers)
         .property("max-size-buffers", 8u32)
         .property_from_str("leaky", "downstream")
         .property_from_str("on-error", "drop")
-        .property("overlay", true)
+        .property("overlay", true);
+    if count > 1 {
+        pool = pool.property("shared-pool", "demo");
+    }
+    let pool = pool
         .build()?
         .downcast::<EnrichPool>()
         .map_err(|_| "enrichpool is an EnrichPool")?;
     install_handler(&pool);
     let reseq = gst::ElementFactory::make("resequencer")
-        .name("resequencer")
+        .name(format!("resequencer-{name}"))
         .property("latency", 300_000_000u64)
         .build()?;
+    pipeline.add_many([&src, &caps, &analyzer, pool.upcast_ref(), &reseq])?;
+    gst::Element::link_many([&src, &caps, &analyzer, pool.upcast_ref(), &reseq])?;
+    let log = Arc::new(Mutex::new(SinkLog::default()));
+    let probe_log = log.clone();
+    reseq
+        .static_pad("src")
+        .ok_or("resequencer has a src pad")?
+        .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            if let Some(gst::PadProbeData::Buffer(buffer)) = &info.data {
+                probe_log.lock().unwrap().record(buffer);
+            }
+            gst::PadProbeReturn::Ok
+        });
+    let camera = Camera {
+        name,
+        analyzer,
+        pool,
+        reseq: reseq.clone(),
+        log,
+    };
+    Ok((camera, reseq))
+}
+
+impl SinkLog {
+    fn record(&mut self, buffer: &gst::BufferRef) {
+        self.frames += 1;
+        if let Some(Ok(a)) = FrameAnalysis::read(buffer) {
+            *self.labels.entry(a.label.as_str().to_string()).or_default() += 1;
+        }
+        if let Some(Ok(meta)) = SeqMeta::read(buffer) {
+            if self.last.is_some_and(|last| meta.seq <= last) {
+                self.out_of_order += 1;
+            }
+            self.last = Some(meta.seq);
+        }
+    }
+}
+
+fn get(s: &gst::Structure, field: &str) -> u64 {
+    s.get::<u64>(field).unwrap_or(0)
+}
+
+/// A camera's whole-stream account, and what does not add up in it.
+fn account(camera: &Camera, p: &gst::Structure, r: &gst::Structure) -> (String, Vec<String>) {
+    let log = camera.log.lock().unwrap();
+    let name = &camera.name;
+    // Every frame in: it reached the sink, or the pool dropped it (a gap), or the
+    // resequencer had given up on it at its deadline and dropped it when it came (late).
+    let line = format!(
+        "  {name}: in {} = {} reached the sink + {} dropped by the pool (failed {}, leaked {}, \
+         timeout {}, dropped {}) + {} came after the resequencer gave up on them (late)",
+        get(p, "in"),
+        log.frames,
+        get(p, "dropped"),
+        get(p, "dropped-failed"),
+        get(p, "dropped-leaked"),
+        get(p, "dropped-timeout"),
+        get(p, "dropped-dropped"),
+        get(r, "late"),
+    );
+    let mut problems = Vec::new();
+    if get(p, "in") != log.frames + get(p, "dropped") + get(r, "late") {
+        problems.push(format!("{name}: in != reached + dropped + late"));
+    }
+    if get(p, "in") != get(p, "pushed") + get(p, "dropped") {
+        problems.push(format!(
+            "{name}: the pool's ledger does not balance (in != pushed + dropped)"
+        ));
+    }
+    if get(r, "in") != get(p, "pushed") {
+        problems.push(format!(
+            "{name}: the resequencer got {} of the {} frames the pool pushed",
+            get(r, "in"),
+            get(p, "pushed")
+        ));
+    }
+    if get(r, "in") != get(r, "pushed") + get(r, "late") {
+        problems.push(format!(
+            "{name}: the resequencer got {} frames but pushed {} and dropped {} as late",
+            get(r, "in"),
+            get(r, "pushed"),
+            get(r, "late")
+        ));
+    }
+    for field in ["duplicates", "invalid"] {
+        if get(r, field) > 0 {
+            problems.push(format!(
+                "{name}: the resequencer counted {} {field}",
+                get(r, field)
+            ));
+        }
+    }
+    // A gap for a frame already given up on is stale.
+    if get(r, "gaps") + get(r, "stale-gaps") != get(p, "dropped") {
+        problems.push(format!(
+            "{name}: {} frames dropped by the pool but {} named by gaps",
+            get(p, "dropped"),
+            get(r, "gaps") + get(r, "stale-gaps")
+        ));
+    }
+    if log.frames != get(r, "pushed") || log.out_of_order > 0 {
+        problems.push(format!(
+            "{name}: the sink saw {} frames ({} out of order) of {} pushed",
+            log.frames,
+            log.out_of_order,
+            get(r, "pushed")
+        ));
+    }
+    if log.labels.values().sum::<u64>() != log.frames {
+        problems.push(format!(
+            "{name}: a frame reached the sink without its analysis"
+        ));
+    }
+    (line, problems)
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let options = options()?;
+    gst::init()?;
+    gstordered::plugin_register_static()?;
+
+    let n = options.streams;
+    // One camera: today's 640×360. Several: tiles of a 1280×720 mosaic.
+    let cols = (1..=n).find(|c| c * c >= n).unwrap_or(n);
+    let rows = n.div_ceil(cols);
+    let tile = if n == 1 {
+        (640, 360)
+    } else {
+        ((1280 / cols as i32) & !1, (720 / rows as i32) & !1)
+    };
+    let workers = 6 + 2 * (n as u32 - 1);
+    let pipeline = gst::Pipeline::new();
     let tee = make("tee")?;
+    pipeline.add(&tee)?;
+    let mut cameras = Vec::with_capacity(n);
+    if n == 1 {
+        let (camera, out) = add_camera(&pipeline, 0, 1, tile, workers)?;
+        out.link(&tee)?;
+        cameras.push(camera);
+    } else {
+        let mosaic = make("compositor")?;
+        mosaic.set_property_from_str("background", "black");
+        let mosaic_caps = gst::ElementFactory::make("capsfilter")
+            .property(
+                "caps",
+                gst::Caps::builder("video/x-raw")
+                    .field("width", 1280)
+                    .field("height", 720)
+                    .field("framerate", gst::Fraction::new(30, 1))
+                    .build(),
+            )
+            .build()?;
+        pipeline.add_many([&mosaic, &mosaic_caps])?;
+        gst::Element::link_many([&mosaic, &mosaic_caps, &tee])?;
+        for i in 0..n {
+            let (camera, out) = add_camera(&pipeline, i, n, tile, workers)?;
+            let queue = make("queue")?;
+            pipeline.add(&queue)?;
+            out.link(&queue)?;
+            let pad = mosaic
+                .request_pad_simple("sink_%u")
+                .ok_or("compositor gives a sink pad")?;
+            pad.set_property("xpos", (i % cols) as i32 * tile.0);
+            pad.set_property("ypos", (i / cols) as i32 * tile.1);
+            queue
+                .static_pad("src")
+                .ok_or("queue has a src pad")?
+                .link(&pad)?;
+            cameras.push(camera);
+        }
+    }
     let (file_queue, convert, encoder, muxer, filesink) = (
         make("queue")?,
         make("videoconvert")?,
@@ -197,20 +400,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     encoder.set_property_from_str("tune", "zerolatency");
     encoder.set_property_from_str("speed-preset", "ultrafast");
     filesink.set_property("location", &options.output);
-    pipeline.add_many([
-        &src,
-        &caps,
-        &analyzer,
-        pool.upcast_ref(),
-        &reseq,
-        &tee,
-        &file_queue,
-        &convert,
-        &encoder,
-        &muxer,
-        &filesink,
-    ])?;
-    gst::Element::link_many([&src, &caps, &analyzer, pool.upcast_ref(), &reseq, &tee])?;
+    pipeline.add_many([&file_queue, &convert, &encoder, &muxer, &filesink])?;
     gst::Element::link_many([&tee, &file_queue, &convert, &encoder, &muxer, &filesink])?;
     if options.window {
         let (queue, convert, sink) = (
@@ -222,46 +412,49 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         pipeline.add_many([&queue, &convert, &sink])?;
         gst::Element::link_many([&tee, &queue, &convert, &sink])?;
     }
-    let log = Arc::new(Mutex::new(SinkLog::default()));
-    let probe_log = log.clone();
+    // What the encoder gets (the mosaic with several cameras), for `--snapshot`.
+    let encoded = Arc::new(Mutex::new((0u64, None::<gst::Sample>)));
+    let snap = encoded.clone();
     tee.static_pad("sink")
         .ok_or("tee has a sink pad")?
         .add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
             if let Some(gst::PadProbeData::Buffer(buffer)) = &info.data {
-                let mut log = probe_log.lock().unwrap();
-                log.frames += 1;
-                if let Some(Ok(a)) = FrameAnalysis::read(buffer) {
-                    *log.labels.entry(a.label.as_str().to_string()).or_default() += 1;
-                }
-                if let Some(Ok(meta)) = SeqMeta::read(buffer) {
-                    if log.last.is_some_and(|last| meta.seq <= last) {
-                        log.out_of_order += 1;
-                    }
-                    log.last = Some(meta.seq);
-                    if meta.seq >= SNAPSHOT_FRAME && log.snapshot.is_none() {
-                        log.snapshot = Some(
-                            gst::Sample::builder()
-                                .buffer(buffer)
-                                .caps_if_some(pad.current_caps().as_ref())
-                                .build(),
-                        );
-                    }
+                let mut snap = snap.lock().unwrap();
+                snap.0 += 1;
+                if snap.0 > SNAPSHOT_FRAME && snap.1.is_none() {
+                    snap.1 = Some(
+                        gst::Sample::builder()
+                            .buffer(buffer)
+                            .caps_if_some(pad.current_caps().as_ref())
+                            .build(),
+                    );
                 }
             }
             gst::PadProbeReturn::Ok
         });
 
-    println!(
-        "demo: videotestsrc is-live=true pattern=ball ! frameanalyzer ! enrichpool workers=6 \
-         leaky=downstream overlay=true ! resequencer ! x264enc ! mp4mux ! {} ({} s{})",
-        options.output,
-        options.seconds,
-        if options.window { ", and a window" } else { "" }
-    );
+    if n == 1 {
+        println!(
+            "demo: videotestsrc is-live=true pattern=ball ! frameanalyzer ! enrichpool workers=6 \
+             leaky=downstream overlay=true ! resequencer ! x264enc ! mp4mux ! {} ({} s{})",
+            options.output,
+            options.seconds,
+            if options.window { ", and a window" } else { "" }
+        );
+    } else {
+        println!(
+            "demo: {n} × (videotestsrc is-live=true pattern=ball ! frameanalyzer ! enrichpool \
+             shared-pool=demo leaky=downstream overlay=true ! resequencer) ! compositor \
+             {cols}×{rows} ! x264enc ! mp4mux ! {} ({} s{}); one pool of {workers} workers",
+            options.output,
+            options.seconds,
+            if options.window { ", and a window" } else { "" }
+        );
+    }
     pipeline.set_state(gst::State::Playing)?;
     println!(
         "frameanalyzer runs on: {}",
-        analyzer.property::<String>("backend")
+        cameras[0].analyzer.property::<String>("backend")
     );
 
     let started = Instant::now();
@@ -280,20 +473,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let elapsed = started.elapsed().as_secs();
         if elapsed >= next_progress && !eos_sent {
             next_progress = elapsed + 1;
-            let p = pool.property::<gst::Structure>("stats");
-            let r = reseq.property::<gst::Structure>("stats");
-            let get = |s: &gst::Structure, f: &str| s.get::<u64>(f).unwrap_or(0);
-            println!(
-                "[{elapsed:3}s] in {:4}  out {:4}  dropped {:3}  in-flight {}  reorder depth {:2}  \
-                 latency p50 {:3} ms p99 {:3} ms",
-                get(&p, "in"),
-                get(&r, "pushed"),
-                get(&p, "dropped"),
-                get(&p, "in-flight"),
-                get(&r, "depth"),
-                get(&r, "latency-p50") / 1_000_000,
-                get(&r, "latency-p99") / 1_000_000,
-            );
+            for camera in &cameras {
+                let p = camera.pool.property::<gst::Structure>("stats");
+                let r = camera.reseq.property::<gst::Structure>("stats");
+                let who = if n == 1 {
+                    String::new()
+                } else {
+                    format!("{} ", camera.name)
+                };
+                println!(
+                    "[{elapsed:3}s] {who}in {:4}  out {:4}  dropped {:3}  in-flight {}  reorder \
+                     depth {:2}  latency p50 {:3} ms p99 {:3} ms",
+                    get(&p, "in"),
+                    get(&r, "pushed"),
+                    get(&p, "dropped"),
+                    get(&p, "in-flight"),
+                    get(&r, "depth"),
+                    get(&r, "latency-p50") / 1_000_000,
+                    get(&r, "latency-p99") / 1_000_000,
+                );
+            }
         }
         if !eos_sent && started.elapsed() >= Duration::from_secs(options.seconds) {
             eos_sent = true;
@@ -305,42 +504,75 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
 
     let seconds = started.elapsed().as_secs_f64();
-    let r = reseq.property::<gst::Structure>("stats");
-    let p = pool.property::<gst::Structure>("stats");
+    let stats: Vec<(gst::Structure, gst::Structure)> = cameras
+        .iter()
+        .map(|c| {
+            (
+                c.pool.property::<gst::Structure>("stats"),
+                c.reseq.property::<gst::Structure>("stats"),
+            )
+        })
+        .collect();
+    let pool_stats = cameras[0].pool.property::<gst::Structure>("pool-stats");
     pipeline.set_state(gst::State::Null)?;
     result?;
 
-    let get = |s: &gst::Structure, f: &str| s.get::<u64>(f).unwrap_or(0);
-    let log = log.lock().unwrap();
     println!("summary over {seconds:.1} s:");
+    let mut problems = Vec::new();
+    let mut labels = std::collections::BTreeMap::<String, u64>::new();
+    for (camera, (p, r)) in cameras.iter().zip(&stats) {
+        let (line, mut wrong) = account(camera, p, r);
+        println!("{line}");
+        problems.append(&mut wrong);
+        for (label, count) in &camera.log.lock().unwrap().labels {
+            *labels.entry(label.clone()).or_default() += count;
+        }
+    }
+    let total = |f: fn(&(gst::Structure, gst::Structure)) -> u64| stats.iter().map(f).sum::<u64>();
     println!(
         "  frames: in {}  out {}  dropped {} (leaked {}, failed {}, timeout {}, dropped {})",
-        get(&p, "in"),
-        get(&r, "pushed"),
-        get(&p, "dropped"),
-        get(&p, "dropped-leaked"),
-        get(&p, "dropped-failed"),
-        get(&p, "dropped-timeout"),
-        get(&p, "dropped-dropped"),
+        total(|(p, _)| get(p, "in")),
+        total(|(_, r)| get(r, "pushed")),
+        total(|(p, _)| get(p, "dropped")),
+        total(|(p, _)| get(p, "dropped-leaked")),
+        total(|(p, _)| get(p, "dropped-failed")),
+        total(|(p, _)| get(p, "dropped-timeout")),
+        total(|(p, _)| get(p, "dropped-dropped")),
     );
     println!(
         "  given up on by the resequencer: {} (arrived after their deadline: {})",
-        get(&r, "skipped"),
-        get(&r, "late")
+        total(|(_, r)| get(r, "skipped")),
+        total(|(_, r)| get(r, "late"))
     );
     println!(
         "  reorder: {} frames arrived early; depth max {} frames, held up to {} ms",
-        get(&r, "reordered"),
-        get(&r, "max-depth"),
-        get(&r, "max-hold") / 1_000_000
+        total(|(_, r)| get(r, "reordered")),
+        stats
+            .iter()
+            .map(|(_, r)| get(r, "max-depth"))
+            .max()
+            .unwrap_or(0),
+        stats
+            .iter()
+            .map(|(_, r)| get(r, "max-hold"))
+            .max()
+            .unwrap_or(0)
+            / 1_000_000
     );
-    println!(
-        "  end-to-end latency: p50 {} ms, p99 {} ms, max {} ms",
-        get(&r, "latency-p50") / 1_000_000,
-        get(&r, "latency-p99") / 1_000_000,
-        get(&r, "latency-max") / 1_000_000
-    );
-    if let Ok(workers) = p.get::<gst::Array>("worker-stats") {
+    for (camera, (_, r)) in cameras.iter().zip(&stats) {
+        let who = if n == 1 {
+            String::new()
+        } else {
+            format!(" ({})", camera.name)
+        };
+        println!(
+            "  end-to-end latency{who}: p50 {} ms, p99 {} ms, max {} ms",
+            get(r, "latency-p50") / 1_000_000,
+            get(r, "latency-p99") / 1_000_000,
+            get(r, "latency-max") / 1_000_000
+        );
+    }
+    if let Ok(workers) = pool_stats.get::<gst::Array>("worker-stats") {
         let per_worker: Vec<String> = workers
             .iter()
             .filter_map(|w| w.get::<gst::Structure>().ok())
@@ -354,68 +586,41 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .collect();
         println!("  per-worker throughput: {}", per_worker.join(", "));
     }
-    println!("  labels at the sink: {:?}", log.labels);
+    if n > 1
+        && let Ok(members) = pool_stats.get::<gst::Array>("members")
+    {
+        let shares: Vec<String> = members
+            .iter()
+            .filter_map(|m| m.get::<gst::Structure>().ok())
+            .map(|m| {
+                format!(
+                    "{} {:.0}%",
+                    m.get::<String>("element").unwrap_or_default(),
+                    100.0 * m.get::<f64>("share").unwrap_or(0.0)
+                )
+            })
+            .collect();
+        println!(
+            "  shared pool `demo`: {} workers; share of their time: {}",
+            get(&pool_stats, "workers"),
+            shares.join(", ")
+        );
+    }
+    println!("  labels at the sink: {labels:?}");
     let size = std::fs::metadata(&options.output).map_or(0, |m| m.len());
     println!("  written: {} ({} KiB)", options.output, size / 1024);
     if let Some(path) = &options.snapshot {
-        let sample = log
-            .snapshot
+        let sample = encoded
+            .lock()
+            .unwrap()
+            .1
             .clone()
             .ok_or("the run ended before the snapshot frame")?;
         write_png(&sample, path)?;
-        println!("  snapshot (the first frame from {SNAPSHOT_FRAME} on): {path}");
-    }
-
-    // Every frame the source made is accounted for: the pool pushed it or dropped it (and
-    // then told the resequencer with a gap); the resequencer got every frame the pool pushed
-    // and pushed each one, unless it had given up on it (its deadline passed: `skipped`,
-    // then `late` when it came); the sink saw every frame the resequencer pushed, in order,
-    // each with its analysis.
-    let mut problems = Vec::new();
-    if get(&p, "in") != get(&p, "pushed") + get(&p, "dropped") {
-        problems.push("the pool's ledger does not balance (in != pushed + dropped)".to_string());
-    }
-    if get(&r, "in") != get(&p, "pushed") {
-        problems.push(format!(
-            "the resequencer got {} of the {} frames the pool pushed",
-            get(&r, "in"),
-            get(&p, "pushed")
-        ));
-    }
-    if get(&r, "in") != get(&r, "pushed") + get(&r, "late") {
-        problems.push(format!(
-            "the resequencer got {} frames but pushed {} and dropped {} as late",
-            get(&r, "in"),
-            get(&r, "pushed"),
-            get(&r, "late")
-        ));
-    }
-    for field in ["duplicates", "invalid"] {
-        if get(&r, field) > 0 {
-            problems.push(format!(
-                "the resequencer counted {} {field}",
-                get(&r, field)
-            ));
-        }
-    }
-    // A gap for a frame already given up on is stale.
-    if get(&r, "gaps") + get(&r, "stale-gaps") != get(&p, "dropped") {
-        problems.push(format!(
-            "{} frames dropped by the pool but {} named by gaps",
-            get(&p, "dropped"),
-            get(&r, "gaps") + get(&r, "stale-gaps")
-        ));
-    }
-    if log.frames != get(&r, "pushed") || log.out_of_order > 0 {
-        problems.push(format!(
-            "the sink saw {} frames ({} out of order) of {} pushed",
-            log.frames,
-            log.out_of_order,
-            get(&r, "pushed")
-        ));
-    }
-    if log.labels.values().sum::<u64>() != log.frames {
-        problems.push("a frame reached the sink without its analysis".to_string());
+        println!(
+            "  snapshot (frame {} of the video): {path}",
+            SNAPSHOT_FRAME + 1
+        );
     }
     if !problems.is_empty() {
         return Err(format!("not every frame is accounted for: {}", problems.join("; ")).into());

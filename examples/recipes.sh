@@ -3,7 +3,7 @@
 # this script in CI). Needs the plugin on GST_PLUGIN_PATH (meson devenv, or the folder of
 # libgstordered.so).
 #
-#   examples/recipes.sh [live|file|rtp|servers]...      (default: all)
+#   examples/recipes.sh [live|file|rtp|shared|servers]...      (default: all)
 #
 # `servers` needs SERVERS (comma-separated grpc:// or http:// URLs of Open Inference
 # Protocol servers) and MODEL (the model's name; default `frames`, the test model in
@@ -62,6 +62,19 @@ rtp() {
   wait "$sender" 2>/dev/null || true
 }
 
+# Eight live cameras in one gst-launch-1.0 line, on one shared pool of four workers (not
+# eight pools of four): each camera keeps its own queue, order and stats.
+shared() {
+  local cams=()
+  for i in 0 1 2 3 4 5 6 7; do
+    cams+=(videotestsrc is-live=true num-buffers=60 pattern=ball
+      ! video/x-raw,width=160,height=120,framerate=30/1
+      ! enrichpool name=pool$i shared-pool=cams workers=4 $S
+      ! resequencer name=reseq$i latency=1000000000 $S ! fakesink)
+  done
+  launch "${cams[@]}"
+}
+
 # Remote enrichment on inference servers, frames in order, with the overlay.
 servers() {
   if [[ -z ${SERVERS:-} ]]; then
@@ -75,10 +88,10 @@ servers() {
 }
 
 recipes=("$@")
-((${#recipes[@]})) || recipes=(live file rtp servers)
+((${#recipes[@]})) || recipes=(live file rtp shared servers)
 for recipe in "${recipes[@]}"; do
   case $recipe in
-    live | file | rtp | servers) echo "== $recipe"; "$recipe" ;;
+    live | file | rtp | shared | servers) echo "== $recipe"; "$recipe" ;;
     *) echo "unknown recipe $recipe" >&2; exit 2 ;;
   esac
 done

@@ -67,12 +67,17 @@ fn decode(path: &std::path::Path, format: &str) -> Vec<gst::Sample> {
 /// Whether the top-left corner (where the overlay writes `#seq label wN` on black) has
 /// bright text pixels: videotestsrc's ball pattern is black there.
 fn has_caption(sample: &gst::Sample) -> bool {
+    has_caption_at(sample, 0, 0)
+}
+
+/// Whether the tile whose top-left corner is at (`x0`, `y0`) has its caption.
+fn has_caption_at(sample: &gst::Sample, x0: usize, y0: usize) -> bool {
     let info = gst_video::VideoInfo::from_caps(sample.caps().unwrap()).unwrap();
     let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(sample.buffer().unwrap(), &info)
         .unwrap();
     let stride = frame.plane_stride()[0] as usize;
     let luma = frame.plane_data(0).unwrap();
-    (4..14).any(|y| (4..100).any(|x| luma[y * stride + x] > 200))
+    (y0 + 4..y0 + 14).any(|y| (x0 + 4..x0 + 100).any(|x| luma[y * stride + x] > 200))
 }
 
 #[test]
@@ -103,6 +108,54 @@ fn the_main_job_writes_an_mp4_with_the_overlay_and_a_snapshot() {
     assert!(has_caption(&snapshot[0]));
     let _ = std::fs::remove_file(&mp4);
     let _ = std::fs::remove_file(&png);
+}
+
+#[test]
+fn the_main_job_with_four_cameras_writes_a_mosaic_and_accounts_for_each() {
+    gst::init().unwrap();
+    let mp4 = scratch("demo4.mp4");
+    let mut cmd = example("demo");
+    cmd.args([
+        "--streams",
+        "4",
+        "--seconds",
+        "4",
+        "--no-window",
+        "--output",
+    ])
+    .arg(&mp4);
+    let stdout = run(cmd);
+    assert!(stdout.contains("order: ok, ledger: ok"), "{stdout}");
+    for cam in 0..4 {
+        // Each camera's frames named: reached the sink, dropped by the pool, or late.
+        let line = stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("cam{cam}: in ")))
+            .unwrap_or_else(|| panic!("no summary line for cam{cam}: {stdout}"));
+        assert!(
+            line.contains("reached the sink") && line.contains("late"),
+            "{line}"
+        );
+    }
+    assert!(
+        stdout.contains("shared pool `demo`: 12 workers"),
+        "{stdout}"
+    );
+    // A 2×2 mosaic of 640×360 tiles, every tile with its caption.
+    let frames = decode(&mp4, "I420");
+    assert!(frames.len() >= 60, "{} frames", frames.len());
+    let info = gst_video::VideoInfo::from_caps(frames[0].caps().unwrap()).unwrap();
+    assert_eq!((info.width(), info.height()), (1280, 720));
+    // (Not the last frames: the cameras reach EOS one after the other, and the mosaic's
+    // last frames may miss the tiles of those that ended first.)
+    let middle = &frames[frames.len() / 2];
+    for (x, y) in [(0, 0), (640, 0), (0, 360), (640, 360)] {
+        assert!(
+            has_caption_at(middle, x, y),
+            "no caption in the tile at {x},{y}"
+        );
+    }
+    let _ = std::fs::remove_file(&mp4);
 }
 
 #[test]
@@ -185,5 +238,56 @@ fn the_gst_launch_recipes_run_with_and_without_servers() {
             // would have been dropped, a gap).
             assert_eq!(stat("enrichpool-stats", "remote-sent"), 60, "{what}");
         }
+    }
+    // Eight cameras on one shared pool: each pool's and each resequencer's last message
+    // says 60 in, 60 out, nothing lost; the pool's four workers served them all.
+    let shared = stdout
+        .split("== ")
+        .find(|s| s.starts_with("shared"))
+        .unwrap_or_else(|| panic!("no shared recipe in {stdout}"));
+    let whole = |structure: &str, from: &str| {
+        shared
+            .lines()
+            .filter(|l| {
+                l.contains(&format!(
+                    "(element): {structure}, in=(guint64)60, pushed=(guint64)60, "
+                )) && l.contains(from)
+            })
+            .count()
+    };
+    assert_eq!(
+        whole("enrichpool-stats", "dropped=(guint64)0,"),
+        8,
+        "{shared}"
+    );
+    assert_eq!(
+        whole("resequencer-stats", "skipped=(guint64)0, late=(guint64)0,"),
+        8,
+        "{shared}"
+    );
+    assert!(
+        shared
+            .lines()
+            .filter(|l| l.contains("enrichpool-stats"))
+            .all(|l| l.contains("workers=(guint64)4,")),
+        "{shared}"
+    );
+}
+
+#[test]
+fn cameras_come_and_go_on_one_shared_pool() {
+    let mut cmd = example("cameras");
+    cmd.arg("6");
+    let stdout = run(cmd);
+    assert!(
+        stdout.contains("6 cameras on one shared pool: every one in order"),
+        "{stdout}"
+    );
+    // The pool's side as cameras joined and left: four workers throughout.
+    for cameras in [3, 6, 3] {
+        assert!(
+            stdout.contains(&format!("pool `cameras`: 4 workers, {cameras} cameras")),
+            "{stdout}"
+        );
     }
 }

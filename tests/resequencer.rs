@@ -711,11 +711,8 @@ fn sticky_events_queued_at_a_flush_are_kept_for_after_it() {
     assert_eq!(stat(&h, "flushed"), 1);
 }
 
-#[test]
-fn frames_in_order_are_pushed_by_the_streaming_thread_itself() {
-    // The fast path: with nothing held, the task idle and the frame the next one, the chain
-    // pushes it at once, on the thread that brought it — no hand-off to the task.
-    let (mut h, _) = harness(&[]);
+/// The threads that pushed on the resequencer's src pad, in order.
+fn record_pushers(h: &Harness) -> Arc<Mutex<Vec<std::thread::ThreadId>>> {
     let pushers = Arc::new(Mutex::new(Vec::new()));
     let seen = pushers.clone();
     h.element().unwrap().static_pad("src").unwrap().add_probe(
@@ -725,6 +722,36 @@ fn frames_in_order_are_pushed_by_the_streaming_thread_itself() {
             gst::PadProbeReturn::Ok
         },
     );
+    pushers
+}
+
+#[test]
+fn in_a_live_stream_the_task_pushes_never_the_thread_that_brought_the_frame() {
+    // Live: a synced sink holds a push until its running time, and the thread that brought
+    // the frame (a worker of a pool shared with other streams) must not wait for it.
+    let (mut h, _) = harness(&[]);
+    h.set_live(true);
+    let pushers = record_pushers(&h);
+    let me = std::thread::current().id();
+    for seq in 0..50 {
+        h.push(frame(seq)).unwrap();
+        assert_eq!(pull_seqs(&mut h, 1), vec![seq]);
+    }
+    let pushers = pushers.lock().unwrap().clone();
+    assert_eq!(pushers.len(), 50);
+    assert!(
+        pushers.iter().all(|&t| t != me),
+        "a live frame was pushed by the chain"
+    );
+}
+
+#[test]
+fn frames_in_order_are_pushed_by_the_streaming_thread_itself() {
+    // The fast path (not live): with nothing held, the task idle and the frame the next one,
+    // the chain pushes it at once, on the thread that brought it — no hand-off to the task.
+    let (mut h, _) = harness(&[]);
+    h.set_live(false);
+    let pushers = record_pushers(&h);
     let me = std::thread::current().id();
     for seq in 0..200 {
         h.push(frame(seq)).unwrap();

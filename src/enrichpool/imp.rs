@@ -13,29 +13,39 @@
 //! return before it resets the flow result and goes downstream, so nothing from before the
 //! flush leaves after it and no FLUSHING from before it sticks.
 //!
+//! Sharing: with `shared-pool` set, the element is one member of a pool shared by name
+//! (`shared`): its frames run on the shared workers and servers, in its own queue, with its
+//! own order, events, flushes and ledger.
+//!
+//! Files: this one is the element's glue (properties, pads, events, states); the per-frame
+//! steps and the way out are in `steps`, the settings in `settings`, the stats structures
+//! in `stats`.
+//!
 //! Locks: `settings` and `state` are each only held briefly and never together; neither is
 //! held while calling into the pool, which has its own lock. The shared `Enricher` keeps
 //! its own small locks for the handler and the last flow result.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, MutexGuard, RwLock};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use std::time::Duration;
 
 use gst::glib;
-use gst::glib::translate::{IntoGlib, ToGlibPtrMut};
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 
-use super::overlay;
-use super::remote::{self, Remote};
-use super::{Handler, Job, Verdict};
-use crate::glue::{FlowCell, StatsTimer, lock, post_stats, read, write};
-use crate::meta::{Enrichment, Gap, GapReason, InFlightQuery, SeqMeta};
-use crate::pool::{
-    self, LATENCY_WINDOW, Limits, Loss, Pool, PoolConfig, PoolStats, Report, Submitted, Tag, Work,
-};
+use super::Handler;
+use super::settings::*;
+use super::shared::{self, SharedPool};
+use super::stats::{RemoteStats, pool_stats_structure, processing_latency, stats_structure};
+use super::steps::{Enricher, Frame, Reported};
+use crate::glue::{StatsTimer, lock, read, write};
+use crate::meta::{Gap, GapReason, InFlightQuery, SeqMeta};
+use crate::pool::{Loss, Pool, PoolStats, Submitted, Tag};
 
-static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+/// How long stopping waits for workers busy with a frame before leaving them behind.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
+pub(super) static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
         "enrichpool",
         gst::DebugColorFlags::empty(),
@@ -43,606 +53,10 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     )
 });
 
-/// What a full queue does.
-#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum)]
-#[repr(u32)]
-#[enum_type(name = "GstEnrichPoolLeaky")]
-pub enum Leaky {
-    #[enum_value(name = "None: upstream waits for room (backpressure)", nick = "none")]
-    None = 0,
-    #[enum_value(name = "Upstream: the new frame is dropped", nick = "upstream")]
-    Upstream = 1,
-    #[enum_value(
-        name = "Downstream: the oldest queued frame is dropped",
-        nick = "downstream"
-    )]
-    Downstream = 2,
-}
-
-/// What a failed attempt leads to.
-#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum)]
-#[repr(u32)]
-#[enum_type(name = "GstEnrichPoolOnError")]
-pub enum OnError {
-    #[enum_value(
-        name = "Retry: up to `retries` more attempts, then a gap",
-        nick = "retry"
-    )]
-    Retry = 0,
-    #[enum_value(name = "Drop: the frame becomes a gap at once", nick = "drop")]
-    Drop = 1,
-    #[enum_value(
-        name = "Fail: the frame becomes a gap and an error is posted",
-        nick = "fail"
-    )]
-    Fail = 2,
-}
-
-const DEFAULT_MAX_SIZE_BUFFERS: u32 = 30;
-const DEFAULT_IDLE_TIMEOUT: u64 = 5_000_000_000;
-const DEFAULT_RETRIES: u32 = 2;
-/// How long stopping waits for workers busy with a frame before leaving them behind.
-const STOP_GRACE: Duration = Duration::from_secs(2);
-const DEFAULT_REQUEST_TIMEOUT: u64 = 5_000_000_000;
-const DEFAULT_MAX_RESPONSE_BYTES: u64 = 64 << 20;
-
-fn default_workers() -> u32 {
-    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
-}
-
-#[derive(Clone)]
-struct Settings {
-    workers: u32,
-    max_workers: u32,
-    idle_timeout: u64,
-    max_size_buffers: u32,
-    max_size_bytes: u64,
-    max_size_time: u64,
-    leaky: Leaky,
-    timeout: u64,
-    on_error: OnError,
-    retries: u32,
-    latency: i64,
-    overlay: bool,
-    stats_interval: u64,
-    servers: String,
-    model: String,
-    model_version: String,
-    request_timeout: u64,
-    hedge_after: u64,
-    max_in_flight_per_server: u32,
-    /// Never logged, never in stats, not readable as a property.
-    auth_token: Option<String>,
-    /// A file holding the token, read at start (its content never logged).
-    auth_token_file: Option<String>,
-    max_response_bytes: u64,
-    interval: u32,
-    only_label: Option<String>,
-    tls_ca_file: Option<String>,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            workers: default_workers(),
-            max_workers: 0,
-            idle_timeout: DEFAULT_IDLE_TIMEOUT,
-            max_size_buffers: DEFAULT_MAX_SIZE_BUFFERS,
-            max_size_bytes: 0,
-            max_size_time: 0,
-            leaky: Leaky::None,
-            timeout: 0,
-            on_error: OnError::Retry,
-            retries: DEFAULT_RETRIES,
-            latency: -1,
-            overlay: false,
-            stats_interval: 0,
-            servers: String::new(),
-            model: String::new(),
-            model_version: String::new(),
-            request_timeout: DEFAULT_REQUEST_TIMEOUT,
-            hedge_after: 0,
-            max_in_flight_per_server: 0,
-            auth_token: None,
-            auth_token_file: None,
-            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
-            interval: 1,
-            only_label: None,
-            tls_ca_file: None,
-        }
-    }
-}
-
-impl Settings {
-    fn pool_config(&self) -> PoolConfig {
-        PoolConfig {
-            workers: self.workers.max(1) as usize,
-            max_workers: self.max_workers as usize,
-            idle_timeout: Duration::from_nanos(self.idle_timeout),
-            limits: Limits {
-                max_buffers: self.max_size_buffers as u64,
-                max_bytes: self.max_size_bytes,
-                max_time: self.max_size_time,
-            },
-            leaky: match self.leaky {
-                Leaky::None => pool::Leaky::None,
-                Leaky::Upstream => pool::Leaky::Upstream,
-                Leaky::Downstream => pool::Leaky::Downstream,
-            },
-            timeout: (self.timeout > 0).then(|| Duration::from_nanos(self.timeout)),
-            on_error: match self.on_error {
-                OnError::Retry => pool::OnError::Retry,
-                OnError::Drop => pool::OnError::Drop,
-                OnError::Fail => pool::OnError::Fail,
-            },
-            retries: self.retries,
-        }
-    }
-
-    /// The token from `auth-token` or `auth-token-file`.
-    fn token(&self) -> Result<Option<String>, String> {
-        match (&self.auth_token, &self.auth_token_file) {
-            (Some(_), Some(_)) => Err("set auth-token or auth-token-file, not both".into()),
-            (Some(token), None) => Ok(Some(token.clone())),
-            (None, Some(path)) => read_token_file(path).map(Some),
-            (None, None) => Ok(None),
-        }
-    }
-
-    /// The remote step, or `None` without `servers`. Errors are configuration errors.
-    fn remote(&self) -> Result<Option<Remote>, String> {
-        let servers = crate::remote::Endpoint::parse_list(&self.servers)?;
-        if servers.is_empty() {
-            return Ok(None);
-        }
-        let extra_roots_pem = match &self.tls_ca_file {
-            Some(path) => Some(
-                std::fs::read(path)
-                    .map_err(|err| format!("reading tls-ca-file `{path}`: {err}"))?,
-            ),
-            None => None,
-        };
-        let set = crate::remote::ServerSet::start(crate::remote::Config {
-            servers,
-            model: self.model.clone(),
-            model_version: self.model_version.clone(),
-            request_timeout: Duration::from_nanos(self.request_timeout),
-            hedge_after: (self.hedge_after > 0).then(|| Duration::from_nanos(self.hedge_after)),
-            max_in_flight: self.max_in_flight_per_server as usize,
-            auth_token: self.token()?,
-            max_response_bytes: self.max_response_bytes.try_into().unwrap_or(usize::MAX),
-            extra_roots_pem,
-        })?;
-        Ok(Some(Remote {
-            set,
-            interval: self.interval.max(1) as u64,
-            only_label: self.only_label.clone(),
-            sent: AtomicU64::new(0),
-            skipped: AtomicU64::new(0),
-        }))
-    }
-}
-
-/// The most a token file may hold.
-const MAX_TOKEN_FILE_BYTES: u64 = 64 * 1024;
-
-/// Reads a token file: its content, without surrounding whitespace. Opened once, then checked
-/// and read through that one handle: it must be a regular file that other users can neither
-/// read nor write, not empty, at most 64 KiB of UTF-8. No error message holds any of its
-/// content.
-fn read_token_file(path: &str) -> Result<String, String> {
-    use std::io::Read;
-    use std::os::unix::fs::PermissionsExt;
-
-    let reading = |err: std::io::Error| format!("reading auth-token-file `{path}`: {err}");
-    let file = std::fs::File::open(path).map_err(reading)?;
-    let meta = file.metadata().map_err(reading)?;
-    if !meta.is_file() {
-        return Err(format!("auth-token-file `{path}` is not a regular file"));
-    }
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o006 != 0 {
-        return Err(format!(
-            "auth-token-file `{path}` is open to every user (mode {mode:o}); make it \
-             private (chmod 600)"
-        ));
-    }
-    if meta.len() > MAX_TOKEN_FILE_BYTES {
-        return Err(format!(
-            "auth-token-file `{path}` is larger than {MAX_TOKEN_FILE_BYTES} bytes"
-        ));
-    }
-    let mut bytes = Vec::new();
-    file.take(MAX_TOKEN_FILE_BYTES)
-        .read_to_end(&mut bytes)
-        .map_err(reading)?;
-    let token = String::from_utf8(bytes)
-        .map_err(|_| format!("auth-token-file `{path}` is not UTF-8 text"))?;
-    let token = token.trim();
-    if token.is_empty() {
-        return Err(format!("auth-token-file `{path}` is empty"));
-    }
-    Ok(token.to_string())
-}
-
-/// The structure a frame's steps fill, named by a quark interned once.
-/// (A copy of a template: making one by name would intern the name under GLib's global
-/// quark lock, per frame.)
-fn empty_outputs() -> gst::Structure {
-    static TEMPLATE: LazyLock<gst::Structure> =
-        LazyLock::new(|| gst::Structure::new_empty("outputs"));
-    TEMPLATE.clone()
-}
-
-impl Frame {
-    fn outputs(&mut self) -> &mut gst::Structure {
-        self.outputs.get_or_insert_with(empty_outputs)
-    }
-}
-
-/// A frame in the pool, with the results its handler attached.
-pub(super) struct Frame {
-    buffer: gst::Buffer,
-    /// Made when a step runs: a frame nothing touches costs no structure.
-    outputs: Option<gst::Structure>,
-    seq: u64,
-    /// The caps' video info, for remote requests and detections.
-    video: Option<Arc<gst_video::VideoInfo>>,
-    /// Servers that failed this frame; later attempts go elsewhere first.
-    avoid: Vec<usize>,
-    /// The server that answered.
-    server: String,
-    /// Whether any enrichment ran (false: the frame passes untouched, no meta).
-    enriched: bool,
-    /// Whether the remote step takes this frame, decided at its first attempt.
-    remote_wanted: Option<bool>,
-    /// The remote step answered; a retry (the handler failed) does not ask again.
-    remote_done: bool,
-}
-
-/// The processing latency last announced with a LATENCY message.
-#[derive(Debug, Default)]
-struct Reported {
-    ns: u64,
-    /// Frames delivered since.
-    frames_since: u64,
-}
-
-/// The pool's view of the element: runs the handler, pushes results and gaps.
-pub(super) struct Enricher {
-    element: glib::WeakRef<super::EnrichPool>,
-    srcpad: gst::Pad,
-    /// Read by every worker per frame, set rarely: readers do not wait on each other.
-    handler: RwLock<Option<Arc<Handler>>>,
-    /// The last result of pushing downstream, returned upstream by the chain.
-    flow: FlowCell,
-    /// Processing latency last announced (LATENCY message), in ns.
-    reported_latency: Mutex<Reported>,
-    /// A frame was delivered since the start: the latency figure is measured.
-    measured: AtomicBool,
-    /// The remote step while running with `servers`.
-    remote: RwLock<Option<Arc<Remote>>>,
-    /// The `overlay` property, read per frame.
-    overlay: AtomicBool,
-    /// Frames that could not be drawn on (not video, a format without 8-bit components).
-    overlay_skipped: AtomicU64,
-}
-
-impl Enricher {
-    /// Emits `process(buffer, worker, outputs)`, reading back what the handlers put into
-    /// `outputs`. `None` when no handler is connected.
-    fn emit_process(
-        &self,
-        element: &super::EnrichPool,
-        frame: &mut Frame,
-        worker: u32,
-    ) -> Option<bool> {
-        static PROCESS: LazyLock<glib::subclass::SignalId> = LazyLock::new(|| {
-            glib::subclass::SignalId::lookup("process", super::EnrichPool::static_type())
-                .expect("the process signal is registered with the type")
-        });
-        let signal = *PROCESS;
-        if !glib::signal::signal_has_handler_pending(element, signal, None, false) {
-            return None;
-        }
-        // Emitted with our own GValues, so that handlers (Python's among them) can fill the
-        // `outputs` structure in place; glib's emit helpers would hand them a copy.
-        let mut args = [
-            element.to_value(),
-            frame.buffer.to_value(),
-            worker.to_value(),
-            frame.outputs().to_value(),
-        ];
-        let mut ret = glib::Value::from_type(glib::Type::BOOL);
-        unsafe {
-            glib::gobject_ffi::g_signal_emitv(
-                args.as_mut_ptr() as *const glib::gobject_ffi::GValue,
-                signal.into_glib(),
-                0,
-                ret.to_glib_none_mut().0,
-            );
-        }
-        if let Ok(outputs) = args[3].get::<gst::Structure>() {
-            frame.outputs = Some(outputs);
-        }
-        Some(ret.get::<bool>().unwrap_or(false))
-    }
-}
-
-impl Work for Enricher {
-    type Job = Frame;
-    type Event = gst::Event;
-
-    fn process(&self, frame: &mut Frame, worker: u32, attempt: u32) -> pool::Verdict {
-        let Some(element) = self.element.upgrade() else {
-            return pool::Verdict::Fail("element is gone".into());
-        };
-        let remote = read(&self.remote).clone();
-        let wanted = remote.as_ref().is_some_and(|remote| {
-            *frame
-                .remote_wanted
-                .get_or_insert_with(|| remote.wants(frame.seq, &frame.buffer))
-        });
-        if let Some(remote) = remote.filter(|_| wanted && !frame.remote_done) {
-            if let Err(message) = Self::ask_servers(&remote, frame) {
-                return pool::Verdict::Fail(message);
-            }
-            frame.remote_done = true;
-            frame.enriched = true;
-        }
-        let handler = read(&self.handler).clone();
-        let verdict = if let Some(handler) = handler {
-            frame.enriched = true;
-            let mut job = Job {
-                buffer: frame.buffer.make_mut(),
-                worker,
-                attempt,
-                outputs: frame.outputs.get_or_insert_with(empty_outputs),
-            };
-            match handler(&mut job) {
-                Ok(Verdict::Keep) => pool::Verdict::Keep,
-                Ok(Verdict::Drop) => pool::Verdict::Drop,
-                Err(message) => pool::Verdict::Fail(message),
-            }
-        } else {
-            match self.emit_process(&element, frame, worker) {
-                Some(true) => {
-                    frame.enriched = true;
-                    pool::Verdict::Keep
-                }
-                None => pool::Verdict::Keep,
-                Some(false) => pool::Verdict::Drop,
-            }
-        };
-        if matches!(verdict, pool::Verdict::Keep) && self.overlay.load(Ordering::Relaxed) {
-            self.draw_overlay(frame, worker);
-        }
-        verdict
-    }
-
-    fn deliver(&self, frame: Frame, tag: Tag, report: Report) {
-        let Frame {
-            mut buffer,
-            outputs,
-            server,
-            enriched,
-            ..
-        } = frame;
-        if !enriched {
-            self.push(buffer, tag, report);
-            return;
-        }
-        let enrichment = Enrichment {
-            worker: report.worker,
-            server,
-            attempts: report.attempts,
-            processing_time: report.processing_time.as_nanos() as u64,
-            outputs: outputs.unwrap_or_else(empty_outputs),
-        };
-        if let Err(err) = enrichment.add(buffer.make_mut()) {
-            gst::warning!(
-                CAT,
-                obj = self.srcpad,
-                "frame {}: {err}; outputs not attached",
-                tag.seq
-            );
-            let bare = Enrichment {
-                outputs: empty_outputs(),
-                ..enrichment
-            };
-            let _ = bare.add(buffer.make_mut());
-        }
-        self.push(buffer, tag, report);
-    }
-
-    fn lost(&self, first: Tag, count: u64, reason: Loss) {
-        let reason = match reason {
-            Loss::Leaked => GapReason::Leaked,
-            Loss::Failed => GapReason::Failed,
-            Loss::Timeout => GapReason::Timeout,
-            Loss::Dropped => GapReason::Dropped,
-        };
-        gst::debug!(
-            CAT,
-            obj = self.srcpad,
-            "frames {}..{} of epoch {} lost: {}",
-            first.seq,
-            first.seq.saturating_add(count),
-            first.epoch,
-            reason.as_str()
-        );
-        let gap = Gap {
-            seq: first.seq,
-            count,
-            epoch: first.epoch,
-            reason,
-        };
-        self.srcpad.push_event(gap.to_event());
-    }
-
-    fn forward(&self, event: gst::Event) {
-        gst::log!(CAT, obj = self.srcpad, "forwarding {event:?}");
-        if event.type_() == gst::EventType::Eos
-            && let Some(element) = self.element.upgrade()
-            && element.imp().settings().stats_interval > 0
-        {
-            // Every frame before EOS has left: the last message covers the whole stream.
-            post_stats(&element, element.imp().stats());
-        }
-        if !self.srcpad.push_event(event) {
-            gst::debug!(CAT, obj = self.srcpad, "downstream refused an event");
-        }
-    }
-
-    fn fatal(&self, tag: Tag, message: &str) {
-        if let Some(element) = self.element.upgrade() {
-            gst::element_error!(
-                element,
-                gst::StreamError::Failed,
-                ("Enrichment of frame {} failed: {}", tag.seq, message),
-                ["on-error=fail"]
-            );
-        }
-        self.set_flow(Err(gst::FlowError::Error));
-    }
-
-    fn warn(&self, message: &str) {
-        if let Some(element) = self.element.upgrade() {
-            gst::element_warning!(element, gst::CoreError::Thread, ("{}", message));
-        }
-    }
-}
-
-impl Enricher {
-    fn push(&self, buffer: gst::Buffer, tag: Tag, report: Report) {
-        // Announced before the frame goes: the pipeline may reconfigure before it arrives.
-        self.maybe_report_latency(report.recent_latency);
-        let res = self.srcpad.push(buffer);
-        if let Err(err) = res {
-            gst::debug!(
-                CAT,
-                obj = self.srcpad,
-                "push of frame {} returned {err:?}",
-                tag.seq
-            );
-        }
-        // Recorded before the EOS check: either this sees EOS, or the EOS handler sees this.
-        self.set_flow(res);
-        if let Err(err) = res {
-            self.post_flow_error_after_eos(err);
-        }
-    }
-
-    /// A fatal flow error (NOT_LINKED, or worse than EOS) once EOS was received: upstream no
-    /// longer calls the chain to see it, so it is posted, once per stream, as `queue` does.
-    fn post_flow_error_after_eos(&self, err: gst::FlowError) {
-        if matches!(err, gst::FlowError::Flushing | gst::FlowError::Eos) {
-            return;
-        }
-        let Some(element) = self.element.upgrade() else {
-            return;
-        };
-        let after_eos = {
-            let mut state = element.imp().state();
-            let post = state.eos && !state.error_posted;
-            state.error_posted |= post;
-            post
-        };
-        if after_eos {
-            gst::element_error!(
-                element,
-                gst::StreamError::Failed,
-                ("Internal data stream error."),
-                ["streaming stopped, reason {:?}", err]
-            );
-        }
-    }
-
-    /// Records the result of a push for the chain to return. An error that stops the stream
-    /// (not FLUSHING, EOS or NOT_LINKED, which can pass) is kept until a flush or restart.
-    fn set_flow(&self, res: Result<gst::FlowSuccess, gst::FlowError>) {
-        self.flow.set_unless_fatal(res);
-    }
-
-    /// Draws the frame's results into it; frames that cannot be drawn on pass as they are,
-    /// counted (`overlay-skipped`) and warned about once.
-    fn draw_overlay(&self, frame: &mut Frame, worker: u32) {
-        let result = match &frame.video {
-            Some(video) => overlay::draw(frame.buffer.make_mut(), video, worker),
-            None => Err("the caps are not raw video".into()),
-        };
-        if let Err(err) = result
-            && self.overlay_skipped.fetch_add(1, Ordering::Relaxed) == 0
-            && let Some(element) = self.element.upgrade()
-        {
-            gst::element_warning!(
-                element,
-                gst::StreamError::Format,
-                ("overlay: {}; such frames pass undrawn", err),
-                ["counted in stats as overlay-skipped; this warning is posted once"]
-            );
-        }
-    }
-
-    /// One request for the frame (with hedging, if set), its answer put on the frame.
-    fn ask_servers(remote: &Remote, frame: &mut Frame) -> Result<(), String> {
-        let video = frame
-            .video
-            .clone()
-            .ok_or("remote enrichment needs video/x-raw caps")?;
-        let image = remote::image(&frame.buffer, &video, frame.seq.to_string())?;
-        let answer = remote
-            .set
-            .infer(image, &mut frame.avoid)
-            .map_err(|err| err.to_string())?;
-        remote::apply(
-            &answer,
-            frame.buffer.make_mut(),
-            frame.outputs.get_or_insert_with(empty_outputs),
-            Some(&video),
-        );
-        frame.server = answer.server;
-        Ok(())
-    }
-
-    /// With `latency=-1`, posts a LATENCY message when the pool's latency figure (see
-    /// `PoolStats::latency`) moved by more than a quarter of what was last reported, either
-    /// way, and by more than 1 ms (changes below a millisecond matter to no sink).
-    fn maybe_report_latency(&self, recent: Duration) {
-        let ns = recent.as_nanos() as u64;
-        // The first frame delivered: a resequencer downstream learns (through the in-flight
-        // query the pipeline's recalculation makes it ask) that the figure now covers it.
-        let first = !self.measured.swap(true, Ordering::AcqRel);
-        let mut reported = lock(&self.reported_latency);
-        reported.frames_since += 1;
-        let last = reported.ns;
-        let change = ns.abs_diff(last);
-        let moved = change > last / 4 && change > 1_000_000;
-        // Up at once (frames would come late); down only once a window of frames has passed
-        // since the last report, so that a figure hovering between two levels does not make
-        // the pipeline recalculate its latency over and over.
-        let settled = ns > last || reported.frames_since >= LATENCY_WINDOW as u64;
-        if !(first || (moved && settled)) {
-            return;
-        }
-        let Some(element) = self.element.upgrade() else {
-            return;
-        };
-        if lock(&element.imp().settings).latency >= 0 {
-            return;
-        }
-        *reported = Reported {
-            ns,
-            frames_since: 0,
-        };
-        drop(reported);
-        gst::debug!(CAT, obj = element, "processing latency now {ns} ns");
-        let _ = element.post_message(gst::message::Latency::builder().src(&element).build());
-    }
-}
-
 struct State {
     pool: Option<Arc<Pool<Enricher>>>,
+    /// The shared pool `pool` is a member of (`shared-pool` set).
+    shared: Option<Arc<SharedPool>>,
     /// EOS was received: frames are refused until a flush or a new stream.
     eos: bool,
     /// A flow error after EOS was posted (once per stream).
@@ -664,6 +78,7 @@ impl Default for State {
     fn default() -> Self {
         State {
             pool: None,
+            shared: None,
             eos: false,
             error_posted: false,
             sticky_after_flush: Vec::new(),
@@ -686,89 +101,17 @@ pub struct EnrichPool {
     enricher: Arc<Enricher>,
 }
 
-/// The remote part of `stats`.
-#[derive(Clone)]
-struct RemoteStats {
-    sent: u64,
-    skipped: u64,
-    hedges: u64,
-    servers: gst::Array,
-}
-
-impl RemoteStats {
-    fn of(remote: &Remote) -> RemoteStats {
-        RemoteStats {
-            sent: remote.sent.load(Ordering::Relaxed),
-            skipped: remote.skipped.load(Ordering::Relaxed),
-            hedges: remote.set.hedges(),
-            servers: remote.server_stats(),
-        }
-    }
-}
-
-fn stats_structure(
-    stats: &PoolStats,
-    settings: &Settings,
-    remote: Option<&RemoteStats>,
-    overlay_skipped: u64,
-) -> gst::Structure {
-    let dropped = stats.leaked + stats.failed + stats.timeout + stats.dropped;
-    let workers = gst::Array::new(stats.per_worker.iter().enumerate().map(|(n, w)| {
-        gst::Structure::builder("worker")
-            .field("worker", n as u32)
-            .field("processed", w.processed)
-            .field("busy", w.busy.as_nanos() as u64)
-            .field("errors", w.errors)
-            .build()
-            .to_send_value()
-    }));
-    gst::Structure::builder("enrichpool-stats")
-        .field("in", stats.submitted)
-        .field("pushed", stats.delivered)
-        .field("dropped", dropped)
-        .field("dropped-leaked", stats.leaked)
-        .field("dropped-failed", stats.failed)
-        .field("dropped-timeout", stats.timeout)
-        .field("dropped-dropped", stats.dropped)
-        .field("flushed", stats.flushed)
-        .field("retries", stats.retries)
-        .field("queued", stats.queued)
-        .field("max-queued", stats.max_queued)
-        .field("in-flight", stats.in_flight)
-        .field("waiting", stats.waiting)
-        .field("workers", stats.workers)
-        .field("stuck", stats.stuck)
-        .field("spawn-failures", stats.spawn_failures)
-        .field("latency", processing_latency(stats, settings))
-        .field("worker-stats", workers)
-        .field("remote-sent", remote.map_or(0, |r| r.sent))
-        .field("remote-skipped", remote.map_or(0, |r| r.skipped))
-        .field("hedges", remote.map_or(0, |r| r.hedges))
-        .field("overlay-skipped", overlay_skipped)
-        .field(
-            "servers",
-            remote.map_or_else(
-                || gst::Array::new::<glib::SendValue>([]),
-                |r| r.servers.clone(),
-            ),
-        )
-        .build()
-}
-
-/// The latency this element adds: the property, or the pool's recent latency (the largest
-/// queue wait plus processing of the last frames delivered; frames that timed out or were
-/// flushed do not count).
-fn processing_latency(stats: &PoolStats, settings: &Settings) -> u64 {
-    if settings.latency >= 0 {
-        settings.latency as u64
-    } else {
-        stats.latency.as_nanos() as u64
-    }
-}
-
 impl EnrichPool {
-    fn settings(&self) -> Settings {
+    pub(super) fn settings(&self) -> Settings {
         lock(&self.settings).clone()
+    }
+
+    /// Whether a flow error after EOS is to be posted now: once per stream.
+    pub(super) fn take_error_after_eos(&self) -> bool {
+        let mut state = self.state();
+        let post = state.eos && !state.error_posted;
+        state.error_posted |= post;
+        post
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -783,11 +126,12 @@ impl EnrichPool {
         *write(&self.enricher.handler) = handler;
     }
 
-    /// Requests in progress give up: their frames are being flushed anyway.
+    /// This element's requests in progress give up: their frames are being flushed anyway.
+    /// (Those of other members of a shared pool go on.)
     fn cancel_requests(&self) {
         let remote = read(&self.enricher.remote).clone();
         if let Some(remote) = remote {
-            remote.set.cancel();
+            remote.canceller.cancel();
         }
     }
 
@@ -799,13 +143,44 @@ impl EnrichPool {
         }
     }
 
-    fn stats(&self) -> gst::Structure {
+    pub(super) fn stats(&self) -> gst::Structure {
         stats_structure(
             &self.current_stats(),
             &self.settings(),
             self.remote_stats().as_ref(),
             self.enricher.overlay_skipped.load(Ordering::Relaxed),
         )
+    }
+
+    /// `pool-stats`: the workers and servers this element's frames run on (shared or not)
+    /// and every member's share.
+    fn pool_stats(&self) -> gst::Structure {
+        let (pool, shared) = {
+            let state = self.state();
+            (state.pool.clone(), state.shared.clone())
+        };
+        let Some(pool) = pool else {
+            return pool_stats_structure(
+                &self.settings().pool.shared_pool,
+                &Default::default(),
+                &|_| String::new(),
+                None,
+            );
+        };
+        let crew = pool.crew().stats();
+        let remote = self.remote_stats();
+        match shared {
+            Some(shared) => pool_stats_structure(
+                &shared.name,
+                &crew,
+                &|member| shared.member_name(member),
+                remote.as_ref(),
+            ),
+            None => {
+                let name = self.obj().name().to_string();
+                pool_stats_structure("", &crew, &|_| name.clone(), remote.as_ref())
+            }
+        }
     }
 
     fn current_stats(&self) -> PoolStats {
@@ -862,17 +237,7 @@ impl EnrichPool {
         };
 
         let bytes = buffer.size() as u64;
-        let frame = Frame {
-            buffer,
-            outputs: None,
-            seq: tag.seq,
-            video,
-            avoid: Vec::new(),
-            server: String::new(),
-            enriched: false,
-            remote_wanted: None,
-            remote_done: false,
-        };
+        let frame = Frame::new(buffer, tag.seq, video);
         match pool.submit(frame, tag, bytes, running_time) {
             Submitted::Queued { .. } | Submitted::Leaked => self.enricher.flow.get(),
             Submitted::Stopped => Err(gst::FlowError::Flushing),
@@ -1083,32 +448,67 @@ impl EnrichPool {
     fn disorder(&self) -> u64 {
         match self.pool() {
             Some(pool) => pool.disorder(),
-            None => self.settings().pool_config().disorder(),
+            None => self.settings().pool.disorder(),
         }
     }
 
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         let settings = self.settings();
-        let remote = settings.remote().map_err(|err| {
-            gst::error_msg!(
-                gst::ResourceError::Settings,
-                ("Remote enrichment is misconfigured: {}", err)
-            )
-        })?;
-        *write(&self.enricher.remote) = remote.map(Arc::new);
+        let name = settings.pool.shared_pool.clone();
+        let (pool, shared) = if name.is_empty() {
+            let set = settings.remote.start_set().map_err(|err| {
+                gst::error_msg!(
+                    gst::ResourceError::Settings,
+                    ("Remote enrichment is misconfigured: {}", err)
+                )
+            })?;
+            *write(&self.enricher.remote) = set.map(|set| Arc::new(settings.remote.step(set)));
+            let pool =
+                Pool::start(self.enricher.clone(), settings.pool.private()).map_err(|err| {
+                    gst::error_msg!(
+                        gst::ResourceError::NoSpaceLeft,
+                        ("Could not start the worker pool: {}", err)
+                    )
+                })?;
+            (pool, None)
+        } else {
+            let (shared, warnings) = shared::acquire(&name, &settings).map_err(|err| {
+                gst::error_msg!(
+                    gst::ResourceError::Settings,
+                    ("Could not join shared pool `{}`: {}", name, err)
+                )
+            })?;
+            for warning in warnings {
+                gst::element_imp_warning!(self, gst::ResourceError::Settings, ("{}", warning));
+            }
+            *write(&self.enricher.remote) = shared
+                .set
+                .clone()
+                .map(|set| Arc::new(settings.remote.step(set)));
+            let pool = match shared
+                .crew
+                .join(self.enricher.clone(), settings.pool.member())
+            {
+                Ok(pool) => pool,
+                Err(err) => {
+                    shared::release(&shared, Duration::ZERO);
+                    return Err(gst::error_msg!(
+                        gst::ResourceError::NoSpaceLeft,
+                        ("Could not join shared pool `{}`: {}", name, err)
+                    ));
+                }
+            };
+            shared.name_member(pool.member(), self.obj().name().to_string());
+            (pool, Some(shared))
+        };
         self.enricher.overlay_skipped.store(0, Ordering::Relaxed);
-        let pool = Pool::start(self.enricher.clone(), settings.pool_config()).map_err(|err| {
-            gst::error_msg!(
-                gst::ResourceError::NoSpaceLeft,
-                ("Could not start the worker pool: {}", err)
-            )
-        })?;
         self.enricher.flow.set(Ok(gst::FlowSuccess::Ok));
         *lock(&self.enricher.reported_latency) = Reported::default();
         self.enricher.measured.store(false, Ordering::Release);
         let mut state = self.state();
         *state = State {
             pool: Some(Arc::new(pool)),
+            shared,
             stats_timer: std::mem::take(&mut state.stats_timer),
             ..State::default()
         };
@@ -1118,19 +518,30 @@ impl EnrichPool {
     }
 
     fn stop(&self) {
-        // Workers waiting on servers give up; none starts a new request.
-        if let Some(remote) = read(&self.enricher.remote).clone() {
-            remote.set.close();
-        }
+        // This element's requests give up; a private set takes no new ones either.
+        self.cancel_requests();
         // One critical section: a stats-interval change in between would restart the timer.
-        let pool = {
+        let (pool, shared) = {
             let mut state = self.state();
             state.stats_timer.stop();
-            state.pool.take()
+            (state.pool.take(), state.shared.take())
         };
+        if shared.is_none()
+            && let Some(remote) = read(&self.enricher.remote).clone()
+        {
+            remote.set.close();
+        }
         if let Some(pool) = pool {
             // Whoever else still holds the pool (a query, the stats timer) finds it stopped.
             let left = pool.stop(STOP_GRACE);
+            let left = match &shared {
+                Some(shared) => {
+                    shared.forget_member(pool.member());
+                    // The last member stops the shared workers.
+                    left + shared::release(shared, STOP_GRACE)
+                }
+                None => left,
+            };
             if left > 0 {
                 gst::element_imp_warning!(
                     self,
@@ -1156,7 +567,7 @@ impl EnrichPool {
         // Read under the state lock: a concurrent change of stats-interval restarts the
         // timer after this, with its own value, and so has the last word.
         let interval = if state.pool.is_some() {
-            self.settings().stats_interval
+            self.settings().stats_interval.nseconds()
         } else {
             0
         };
@@ -1222,17 +633,7 @@ impl ObjectSubclass for EnrichPool {
             })
             .flags(gst::PadFlags::PROXY_CAPS)
             .build();
-        let enricher = Arc::new(Enricher {
-            element: glib::WeakRef::new(),
-            srcpad: srcpad.clone(),
-            handler: RwLock::new(None),
-            flow: FlowCell::new(),
-            reported_latency: Mutex::new(Reported::default()),
-            measured: AtomicBool::new(false),
-            remote: RwLock::new(None),
-            overlay: AtomicBool::new(false),
-            overlay_skipped: AtomicU64::new(0),
-        });
+        let enricher = Arc::new(Enricher::new(srcpad.clone()));
         EnrichPool {
             sinkpad,
             srcpad,
@@ -1247,9 +648,26 @@ impl ObjectImpl for EnrichPool {
     fn properties() -> &'static [glib::ParamSpec] {
         static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
             vec![
+                glib::ParamSpecString::builder("shared-pool")
+                    .nick("Shared pool")
+                    .blurb(
+                        "Run this element's frames on the pool of this name, shared by every \
+                         enrichpool of the process that names it (in one pipeline or several): \
+                         one set of workers (workers, max-workers, idle-timeout), one set of \
+                         servers (servers … batch-timeout, max-in-flight-per-server bounding \
+                         all members together), taken in round-robin weighted by `priority`. \
+                         Each member keeps its own queue and bounds (max-size-*, leaky, \
+                         max-in-flight), policies (timeout, on-error, retries), handler, \
+                         sequence, events, flushes and stats. The first member to start \
+                         creates the pool with its settings; a member whose shared settings \
+                         differ gets a warning naming both values (other servers or model: an \
+                         error); the last to stop stops it (empty = a private pool)",
+                    )
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecUInt::builder("workers")
                     .nick("Workers")
-                    .blurb("Worker threads started, and kept at least (default: the number of CPU cores)")
+                    .blurb("Worker threads started, and kept at least (default: the number of CPU cores; with shared-pool, the pool's)")
                     .minimum(1)
                     .maximum(1024)
                     .default_value(default_workers())
@@ -1270,7 +688,7 @@ impl ObjectImpl for EnrichPool {
                     .nick("Idle timeout")
                     .blurb("Workers above `workers` retire after being idle this long, in nanoseconds")
                     .minimum(1_000_000)
-                    .default_value(DEFAULT_IDLE_TIMEOUT)
+                    .default_value(DEFAULT_IDLE_TIMEOUT.nseconds())
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecUInt::builder("max-size-buffers")
@@ -1338,6 +756,30 @@ impl ObjectImpl for EnrichPool {
                     .default_value(DEFAULT_RETRIES)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecUInt::builder("max-in-flight")
+                    .nick("Max. in flight")
+                    .blurb(
+                        "The most of this element's frames processed at once (0 = as many as \
+                         there are workers); with shared-pool, what one member may take of the \
+                         shared workers",
+                    )
+                    .maximum(1024)
+                    .default_value(DEFAULT_MAX_IN_FLIGHT)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("priority")
+                    .nick("Priority")
+                    .blurb(
+                        "With shared-pool: this member's weight in the round-robin over the \
+                         members' queues: it takes up to this many frames per turn, so under \
+                         overload its share of the workers is its priority over the sum of \
+                         the busy members' priorities",
+                    )
+                    .minimum(1)
+                    .maximum(1000)
+                    .default_value(DEFAULT_PRIORITY)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecInt64::builder("latency")
                     .nick("Latency")
                     .blurb(
@@ -1392,7 +834,7 @@ impl ObjectImpl for EnrichPool {
                          does not answer in time is taken out of the set and probed back in",
                     )
                     .minimum(1_000_000)
-                    .default_value(DEFAULT_REQUEST_TIMEOUT)
+                    .default_value(DEFAULT_REQUEST_TIMEOUT.nseconds())
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecUInt64::builder("hedge-after")
@@ -1454,6 +896,40 @@ impl ObjectImpl for EnrichPool {
                     )
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecUInt::builder("batch-size")
+                    .nick("Batch size")
+                    .blurb(
+                        "Send up to this many frames of equal shape (from any member of a \
+                         shared pool) in one request, along the model's batch dimension (its \
+                         input declares -1 as first dimension; without one, a value above 1 \
+                         fails at the first request); each frame gets its own slice of every \
+                         output. Workers wait for a batch to fill: give the pool at least \
+                         twice this many workers",
+                    )
+                    .minimum(1)
+                    .maximum(1024)
+                    .default_value(DEFAULT_BATCH_SIZE)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt64::builder("batch-timeout")
+                    .nick("Batch timeout")
+                    .blurb("The longest a frame waits for its batch to fill, in nanoseconds")
+                    .default_value(DEFAULT_BATCH_TIMEOUT.nseconds())
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoxed::builder::<gst::Structure>("pool-stats")
+                    .nick("Pool statistics")
+                    .blurb(
+                        "enrichpool-pool-stats: the workers this element's frames run on \
+                         (shared or not) and their members: shared-pool (name, empty when \
+                         private), members (per member: element, priority, max-in-flight, \
+                         queued, in-flight, processed, pushed, throughput frames/s since it \
+                         joined, share of the workers' busy time), workers, idle, stuck, \
+                         blocked (workers replaced while blocked in a push), threads, \
+                         spawn-failures, worker-stats, hedges, batches, batched-frames and servers",
+                    )
+                    .read_only()
+                    .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
                     .blurb(
@@ -1461,9 +937,12 @@ impl ObjectImpl for EnrichPool {
                          dropped-timeout, dropped-dropped, flushed, retries, queued, max-queued, \
                          in-flight, waiting (finished, waiting for their turn to be pushed), \
                          workers, stuck (threads in handlers that did not return after timeout), \
-                         spawn-failures (frames or threads), latency (ns: what the element adds \
+                         spawn-failures (frames or threads), blocked-pushes (pushes a shared \
+                         pool gave up on after 200 ms, their worker replaced), latency (ns: what the element adds \
                          to the LATENCY query, see `latency`), worker-stats (per worker: \
-                         worker, processed, busy ns, errors), overlay-skipped, remote-sent, remote-skipped, hedges \
+                         worker, processed, busy ns, errors), overlay-skipped, remote-sent, remote-skipped, hedges, \
+                         batches and batched-frames (requests that carried batches, and their frames; the \
+                         shared pool's with shared-pool) \
                          and servers (per server: url, healthy, in-flight, requests, errors, \
                          latency-p50 and latency-p99 ns over the last 1024 answers, last-error)",
                     )
@@ -1498,17 +977,31 @@ impl ObjectImpl for EnrichPool {
 
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
         let mut s = lock(&self.settings);
+        let ns = |value: &glib::Value| {
+            gst::ClockTime::from_nseconds(value.get().expect("type checked upstream"))
+        };
+        let text = |value: &glib::Value| {
+            value
+                .get::<Option<String>>()
+                .expect("type checked upstream")
+                .filter(|t| !t.is_empty())
+        };
         match pspec.name() {
-            "workers" => s.workers = value.get().expect("type checked upstream"),
-            "max-workers" => s.max_workers = value.get().expect("type checked upstream"),
-            "idle-timeout" => s.idle_timeout = value.get().expect("type checked upstream"),
-            "max-size-buffers" => s.max_size_buffers = value.get().expect("type checked upstream"),
-            "max-size-bytes" => s.max_size_bytes = value.get().expect("type checked upstream"),
-            "max-size-time" => s.max_size_time = value.get().expect("type checked upstream"),
-            "leaky" => s.leaky = value.get().expect("type checked upstream"),
-            "timeout" => s.timeout = value.get().expect("type checked upstream"),
-            "on-error" => s.on_error = value.get().expect("type checked upstream"),
-            "retries" => s.retries = value.get().expect("type checked upstream"),
+            "shared-pool" => s.pool.shared_pool = text(value).unwrap_or_default(),
+            "workers" => s.pool.workers = value.get().expect("type checked upstream"),
+            "max-workers" => s.pool.max_workers = value.get().expect("type checked upstream"),
+            "idle-timeout" => s.pool.idle_timeout = ns(value),
+            "max-size-buffers" => {
+                s.pool.max_size_buffers = value.get().expect("type checked upstream")
+            }
+            "max-size-bytes" => s.pool.max_size_bytes = value.get().expect("type checked upstream"),
+            "max-size-time" => s.pool.max_size_time = ns(value),
+            "leaky" => s.pool.leaky = value.get().expect("type checked upstream"),
+            "timeout" => s.pool.timeout = ns(value),
+            "on-error" => s.pool.on_error = value.get().expect("type checked upstream"),
+            "retries" => s.pool.retries = value.get().expect("type checked upstream"),
+            "max-in-flight" => s.pool.max_in_flight = value.get().expect("type checked upstream"),
+            "priority" => s.pool.priority = value.get().expect("type checked upstream"),
             "latency" => {
                 s.latency = value.get().expect("type checked upstream");
                 drop(s);
@@ -1520,59 +1013,26 @@ impl ObjectImpl for EnrichPool {
                 s.overlay = value.get().expect("type checked upstream");
                 self.enricher.overlay.store(s.overlay, Ordering::Relaxed);
             }
-            "servers" => {
-                s.servers = value
-                    .get::<Option<String>>()
-                    .expect("type checked upstream")
-                    .unwrap_or_default()
-            }
-            "model" => {
-                s.model = value
-                    .get::<Option<String>>()
-                    .expect("type checked upstream")
-                    .unwrap_or_default()
-            }
-            "model-version" => {
-                s.model_version = value
-                    .get::<Option<String>>()
-                    .expect("type checked upstream")
-                    .unwrap_or_default()
-            }
-            "request-timeout" => s.request_timeout = value.get().expect("type checked upstream"),
-            "hedge-after" => s.hedge_after = value.get().expect("type checked upstream"),
+            "servers" => s.remote.servers = text(value).unwrap_or_default(),
+            "model" => s.remote.model = text(value).unwrap_or_default(),
+            "model-version" => s.remote.model_version = text(value).unwrap_or_default(),
+            "request-timeout" => s.remote.request_timeout = ns(value),
+            "hedge-after" => s.remote.hedge_after = ns(value),
             "max-in-flight-per-server" => {
-                s.max_in_flight_per_server = value.get().expect("type checked upstream")
+                s.remote.max_in_flight_per_server = value.get().expect("type checked upstream")
             }
-            "auth-token" => {
-                s.auth_token = value
-                    .get::<Option<String>>()
-                    .expect("type checked upstream")
-                    .filter(|t| !t.is_empty())
-            }
-            "auth-token-file" => {
-                s.auth_token_file = value
-                    .get::<Option<String>>()
-                    .expect("type checked upstream")
-                    .filter(|p| !p.is_empty())
-            }
+            "auth-token" => s.remote.auth_token = text(value),
+            "auth-token-file" => s.remote.auth_token_file = text(value),
             "max-response-bytes" => {
-                s.max_response_bytes = value.get().expect("type checked upstream")
+                s.remote.max_response_bytes = value.get().expect("type checked upstream")
             }
-            "interval" => s.interval = value.get().expect("type checked upstream"),
-            "only-label" => {
-                s.only_label = value
-                    .get::<Option<String>>()
-                    .expect("type checked upstream")
-                    .filter(|l| !l.is_empty())
-            }
-            "tls-ca-file" => {
-                s.tls_ca_file = value
-                    .get::<Option<String>>()
-                    .expect("type checked upstream")
-                    .filter(|l| !l.is_empty())
-            }
+            "interval" => s.remote.interval = value.get().expect("type checked upstream"),
+            "only-label" => s.remote.only_label = text(value),
+            "tls-ca-file" => s.remote.tls_ca_file = text(value),
+            "batch-size" => s.remote.batch_size = value.get().expect("type checked upstream"),
+            "batch-timeout" => s.remote.batch_timeout = ns(value),
             "stats-interval" => {
-                s.stats_interval = value.get().expect("type checked upstream");
+                s.stats_interval = ns(value);
                 drop(s);
                 self.restart_stats_timer();
             }
@@ -1583,31 +1043,37 @@ impl ObjectImpl for EnrichPool {
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
         let s = self.settings();
         match pspec.name() {
-            "workers" => s.workers.to_value(),
-            "max-workers" => s.max_workers.to_value(),
-            "idle-timeout" => s.idle_timeout.to_value(),
-            "max-size-buffers" => s.max_size_buffers.to_value(),
-            "max-size-bytes" => s.max_size_bytes.to_value(),
-            "max-size-time" => s.max_size_time.to_value(),
-            "leaky" => s.leaky.to_value(),
-            "timeout" => s.timeout.to_value(),
-            "on-error" => s.on_error.to_value(),
-            "retries" => s.retries.to_value(),
+            "shared-pool" => s.pool.shared_pool.to_value(),
+            "workers" => s.pool.workers.to_value(),
+            "max-workers" => s.pool.max_workers.to_value(),
+            "idle-timeout" => s.pool.idle_timeout.nseconds().to_value(),
+            "max-size-buffers" => s.pool.max_size_buffers.to_value(),
+            "max-size-bytes" => s.pool.max_size_bytes.to_value(),
+            "max-size-time" => s.pool.max_size_time.nseconds().to_value(),
+            "leaky" => s.pool.leaky.to_value(),
+            "timeout" => s.pool.timeout.nseconds().to_value(),
+            "on-error" => s.pool.on_error.to_value(),
+            "retries" => s.pool.retries.to_value(),
+            "max-in-flight" => s.pool.max_in_flight.to_value(),
+            "priority" => s.pool.priority.to_value(),
             "latency" => s.latency.to_value(),
             "overlay" => s.overlay.to_value(),
-            "servers" => s.servers.to_value(),
-            "model" => s.model.to_value(),
-            "model-version" => s.model_version.to_value(),
-            "request-timeout" => s.request_timeout.to_value(),
-            "hedge-after" => s.hedge_after.to_value(),
-            "max-in-flight-per-server" => s.max_in_flight_per_server.to_value(),
-            "max-response-bytes" => s.max_response_bytes.to_value(),
-            "interval" => s.interval.to_value(),
-            "only-label" => s.only_label.to_value(),
-            "tls-ca-file" => s.tls_ca_file.to_value(),
-            "auth-token-file" => s.auth_token_file.to_value(),
+            "servers" => s.remote.servers.to_value(),
+            "model" => s.remote.model.to_value(),
+            "model-version" => s.remote.model_version.to_value(),
+            "request-timeout" => s.remote.request_timeout.nseconds().to_value(),
+            "hedge-after" => s.remote.hedge_after.nseconds().to_value(),
+            "max-in-flight-per-server" => s.remote.max_in_flight_per_server.to_value(),
+            "max-response-bytes" => s.remote.max_response_bytes.to_value(),
+            "interval" => s.remote.interval.to_value(),
+            "only-label" => s.remote.only_label.to_value(),
+            "tls-ca-file" => s.remote.tls_ca_file.to_value(),
+            "auth-token-file" => s.remote.auth_token_file.to_value(),
+            "batch-size" => s.remote.batch_size.to_value(),
+            "batch-timeout" => s.remote.batch_timeout.nseconds().to_value(),
             "stats" => self.stats().to_value(),
-            "stats-interval" => s.stats_interval.to_value(),
+            "pool-stats" => self.pool_stats().to_value(),
+            "stats-interval" => s.stats_interval.nseconds().to_value(),
             other => unreachable!("unknown property {other}"),
         }
     }

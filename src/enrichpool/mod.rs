@@ -10,8 +10,12 @@ use gst::subclass::prelude::*;
 mod imp;
 mod overlay;
 mod remote;
+mod settings;
+mod shared;
+mod stats;
+mod steps;
 
-pub use imp::{Leaky, OnError};
+pub use settings::{Leaky, OnError};
 
 glib::wrapper! {
     /// The `enrichpool` element.

@@ -1,17 +1,21 @@
 //! The enrichpool's remote step: frames to `crate::remote`'s server set, answers into
 //! `EnrichmentMeta` fields and `GstVideoRegionOfInterestMeta`s.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use gst::glib;
 use gst_video::prelude::VideoFrameExt;
 
 use crate::meta::FrameAnalysis;
-use crate::remote::{Answer, Data, Image, ServerSet, Tensor};
+use crate::remote::{Answer, Canceller, Data, Image, ServerSet, Tensor};
 
 /// The remote step of one running element.
 pub(super) struct Remote {
-    pub set: ServerSet,
+    /// Its own, or its shared pool's.
+    pub set: Arc<ServerSet>,
+    /// Cancels this element's requests alone (a flush), not those of others sharing `set`.
+    pub canceller: Arc<Canceller>,
     /// Send every Nth frame (by sequence number).
     pub interval: u64,
     /// Send only frames whose FrameAnalysisMeta has this label.

@@ -11,6 +11,10 @@
 //! - the counters balance: submitted = delivered + lost + flushed + queued + in flight +
 //!   waiting.
 //!
+//! The same schedules run on a shared crew with three members (ops go to one member each;
+//! a member hung or failing beside the others): each member's log is checked alone, and
+//! must keep every promise above whatever the others do.
+//!
 //! `cargo test` runs a fixed number of seeds; `ORDERED_SOAK_CASES=N` runs N (the soak).
 
 use std::collections::{BTreeMap, HashMap};
@@ -19,6 +23,7 @@ use std::sync::mpsc;
 use proptest::prelude::*;
 
 use super::*;
+use std::time::Instant;
 
 /// How a job ends when the schedule releases it.
 #[derive(Clone, Copy, Debug)]
@@ -39,6 +44,8 @@ enum Op {
     Event,
     UpstreamGap(u64),
     Flush,
+    /// The member leaves its crew (stops) while the others go on (shared crews only).
+    Leave,
     /// Let the workers and the watchdog run a little.
     Yield,
 }
@@ -51,13 +58,17 @@ enum Out {
     Event(u32),
     /// `resume` returned after the n-th flush.
     Flushed(u32),
+    /// `stop` returned: the member left its crew.
+    Left,
 }
 
+/// Jobs waiting for their end, by member and tag (shared by the members of a case).
+type Running = Arc<Mutex<BTreeMap<(usize, Tag), mpsc::Sender<End>>>>;
+
 struct Model {
+    member: usize,
     log: Mutex<Vec<Out>>,
-    /// Jobs waiting for their end, by tag.
-    running: Mutex<BTreeMap<Tag, mpsc::Sender<End>>>,
-    started: Condvar,
+    running: Running,
 }
 
 impl Work for Model {
@@ -70,8 +81,7 @@ impl Work for Model {
             return Verdict::Fail("again".into());
         }
         let (tx, rx) = mpsc::channel();
-        self.running.lock().unwrap().insert(*job, tx);
-        self.started.notify_all();
+        self.running.lock().unwrap().insert((self.member, *job), tx);
         match rx.recv() {
             Ok(End::Keep) => Verdict::Keep,
             Ok(End::Drop) => Verdict::Drop,
@@ -113,6 +123,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (1u64..4).prop_map(Op::UpstreamGap),
         1 => Just(Op::Flush),
         2 => Just(Op::Yield),
+        1 => Just(Op::Leave),
     ]
 }
 
@@ -170,46 +181,55 @@ fn quiet_scripted_panics() {
     });
 }
 
-/// A case: runs the schedule, finishes every job still running, and checks the log.
-fn run(config: PoolConfig, ops: &[Op]) {
+/// A case: runs the schedule on a private pool (`members` 1) or on `members` members of a
+/// shared crew, finishes every job still running, and checks each member's log.
+fn run(config: PoolConfig, members: usize, ops: &[(usize, Op)]) {
     quiet_scripted_panics();
     if std::env::var_os("ORDERED_MODEL_TRACE").is_some() {
         eprintln!("case: {config:?} {ops:?}");
     }
-    let model = Arc::new(Model {
-        log: Mutex::default(),
-        running: Mutex::default(),
-        started: Condvar::new(),
-    });
-    let pool = Pool::start(model.clone(), config).unwrap();
+    let running: Running = Arc::default();
+    let crew = (members > 1).then(|| Crew::start(config.crew(), true).unwrap());
+    let mut runs: Vec<MemberRun> = (0..members)
+        .map(|member| {
+            let model = Arc::new(Model {
+                member,
+                log: Mutex::default(),
+                running: running.clone(),
+            });
+            let pool = match &crew {
+                Some(crew) => crew.join(model.clone(), config.member()).unwrap(),
+                None => Pool::start(model.clone(), config).unwrap(),
+            };
+            MemberRun::new(model, pool)
+        })
+        .collect();
     let hangs = config.timeout.is_some();
-    let mut epoch = 0u32;
-    let mut seq = 0u64;
-    let mut events = 0u32;
-    let mut flushes = 0u32;
-    // Per job: the index of the epoch-and-events position it was submitted at.
-    let mut submitted: Vec<(Tag, u32)> = Vec::new();
-    let mut upstream_gaps: Vec<(Tag, u64, u32)> = Vec::new();
-    // Events in order, with the number of jobs submitted before each.
-    let mut event_at: HashMap<u32, usize> = HashMap::new();
-    let mut flushed_before: Vec<(u32, usize)> = Vec::new();
     let mut hung: Vec<mpsc::Sender<End>> = Vec::new();
 
-    for op in ops {
+    for &(member, ref op) in ops {
+        let m = &mut runs[member % members];
+        if m.left && !matches!(op, Op::Finish(..) | Op::Yield) {
+            // Its element is gone: nothing more comes to it.
+            continue;
+        }
         match *op {
             Op::Submit => {
-                let tag = Tag { epoch, seq };
-                seq += 1;
+                let tag = Tag {
+                    epoch: m.epoch,
+                    seq: m.seq,
+                };
+                m.seq += 1;
                 // A bound with Leaky::None could block the schedule; configs avoid it.
-                pool.submit(tag, tag, 1, None);
-                submitted.push((tag, flushes));
+                m.pool.submit(tag, tag, 1, None);
+                m.submitted.push((tag, m.flushes));
             }
             Op::Finish(n, end) => {
-                let mut running = model.running.lock().unwrap();
-                let Some(&tag) = running.keys().nth(n % running.len().max(1)) else {
+                let mut running = running.lock().unwrap();
+                let Some(&key) = running.keys().nth(n % running.len().max(1)) else {
                     continue;
                 };
-                let tx = running.remove(&tag).unwrap();
+                let tx = running.remove(&key).unwrap();
                 drop(running);
                 match end {
                     End::Hang if hangs => hung.push(tx),
@@ -222,60 +242,140 @@ fn run(config: PoolConfig, ops: &[Op]) {
                 }
             }
             Op::Event => {
-                if pool.event(events) {
-                    event_at.insert(events, submitted.len());
+                if m.pool.event(m.events) {
+                    m.event_at.insert(m.events, m.submitted.len());
                 }
-                events += 1;
+                m.events += 1;
             }
             Op::UpstreamGap(count) => {
-                let first = Tag { epoch, seq };
-                seq += count;
-                if pool.lost(first, count, Loss::Failed) {
-                    upstream_gaps.push((first, count, flushes));
+                let first = Tag {
+                    epoch: m.epoch,
+                    seq: m.seq,
+                };
+                m.seq += count;
+                if m.pool.lost(first, count, Loss::Failed) {
+                    m.upstream_gaps.push((first, count, m.flushes));
                 }
             }
             Op::Flush => {
-                let _ = pool.flush();
-                pool.resume();
-                flushes += 1;
-                model.log.lock().unwrap().push(Out::Flushed(flushes));
-                flushed_before.push((flushes, submitted.len()));
-                epoch += 1;
-                seq = 0;
+                let _ = m.pool.flush();
+                m.pool.resume();
+                m.flushes += 1;
+                m.model.log.lock().unwrap().push(Out::Flushed(m.flushes));
+                m.epoch += 1;
+                m.seq = 0;
             }
+            Op::Leave if members > 1 && !m.left => {
+                // Its jobs still running wait for the schedule: not waited for.
+                m.pool.stop(Duration::ZERO);
+                m.left = true;
+                m.model.log.lock().unwrap().push(Out::Left);
+            }
+            Op::Leave => {}
             Op::Yield => std::thread::sleep(Duration::from_micros(300)),
         }
     }
     // Let everything still running end; hung jobs end only after the watchdog gave up.
     let until = Instant::now() + Duration::from_secs(30);
     loop {
-        let next: Vec<_> = std::mem::take(&mut *model.running.lock().unwrap())
+        let next: Vec<_> = std::mem::take(&mut *running.lock().unwrap())
             .into_values()
             .collect();
         for tx in next {
             let _ = tx.send(End::Keep);
         }
-        let quiet = pool.wait_for(Duration::from_millis(20), |s| {
-            s.queued + s.in_flight + s.waiting == 0
+        let quiet = runs.iter().filter(|m| !m.left).all(|m| {
+            m.pool.wait_for(Duration::from_millis(20), |s| {
+                s.queued + s.in_flight + s.waiting == 0
+            })
         });
-        if quiet && model.running.lock().unwrap().is_empty() {
+        if quiet && running.lock().unwrap().is_empty() {
             // Nothing outstanding: whatever is left (losses, events) goes out at once.
-            assert!(pool.when_idle(|| ()).is_some());
+            for m in runs.iter().filter(|m| !m.left) {
+                assert!(m.pool.when_idle(|| ()).is_some());
+            }
             break;
         }
         assert!(
             Instant::now() < until,
             "the pool never became idle: {:?}",
-            pool.stats()
+            runs.iter().map(|m| m.pool.stats()).collect::<Vec<_>>()
         );
     }
-    let stats = pool.stats();
+    let stats: Vec<PoolStats> = runs.iter().map(|m| m.pool.stats()).collect();
     for tx in hung {
         let _ = tx.send(End::Keep);
     }
-    pool.stop(Duration::from_secs(10));
-    let log = model.log.lock().unwrap().clone();
-    check(&log, &submitted, &upstream_gaps, &event_at, flushes, &stats);
+    for m in &runs {
+        m.pool.stop(Duration::from_secs(10));
+    }
+    if let Some(crew) = crew {
+        crew.stop(Duration::from_secs(10));
+    }
+    for (m, stats) in runs.iter().zip(&stats) {
+        let log = m.model.log.lock().unwrap().clone();
+        if m.left {
+            check_left(&log);
+        } else {
+            check(
+                &log,
+                &m.submitted,
+                &m.upstream_gaps,
+                &m.event_at,
+                m.flushes,
+                stats,
+            );
+        }
+    }
+}
+
+/// A member that left: nothing output twice, nothing output after it left.
+fn check_left(log: &[Out]) {
+    let left = log.iter().position(|o| *o == Out::Left).expect("the mark");
+    assert!(
+        log[left + 1..].is_empty(),
+        "output after the member left: {log:?}"
+    );
+    let mut seen = std::collections::HashSet::new();
+    for o in &log[..left] {
+        if let Out::Frame(tag) = o {
+            assert!(seen.insert(*tag), "{tag:?} twice: {log:?}");
+        }
+    }
+}
+
+/// One member's side of a case: its pool and what the schedule did to it.
+struct MemberRun {
+    model: Arc<Model>,
+    pool: Pool<Model>,
+    epoch: u32,
+    seq: u64,
+    events: u32,
+    flushes: u32,
+    /// Per job: the flushes before it.
+    submitted: Vec<(Tag, u32)>,
+    upstream_gaps: Vec<(Tag, u64, u32)>,
+    /// Events in order, with the number of jobs submitted before each.
+    event_at: HashMap<u32, usize>,
+    /// It left its crew.
+    left: bool,
+}
+
+impl MemberRun {
+    fn new(model: Arc<Model>, pool: Pool<Model>) -> MemberRun {
+        MemberRun {
+            model,
+            pool,
+            epoch: 0,
+            seq: 0,
+            events: 0,
+            flushes: 0,
+            submitted: Vec::new(),
+            upstream_gaps: Vec::new(),
+            event_at: HashMap::new(),
+            left: false,
+        }
+    }
 }
 
 fn check(
@@ -310,6 +410,7 @@ fn check(
             Out::Flushed(n) => {
                 flush_marks.insert(n, i);
             }
+            Out::Left => unreachable!("checked by check_left"),
         }
     }
     // Nothing from before a flush after the flush returned (a tag's epoch counts flushes).
@@ -405,10 +506,30 @@ proptest! {
         config in config(),
         ops in prop::collection::vec(op(), 1..120),
     ) {
-        // A schedule that hangs is a failure too (a deadlock), not a stuck test run.
+        let ops: Vec<(usize, Op)> = ops.into_iter().map(|op| (0, op)).collect();
+        run_case(config, 1, ops)?;
+    }
+
+    #[test]
+    fn random_schedules_on_a_shared_crew_keep_every_members_promises(
+        config in config(),
+        ops in prop::collection::vec((0usize..3, op()), 1..160),
+    ) {
+        run_case(config, 3, ops)?;
+    }
+}
+
+/// Runs a case on its own thread: a schedule that hangs is a failure too (a deadlock), not
+/// a stuck test run.
+fn run_case(
+    config: PoolConfig,
+    members: usize,
+    ops: Vec<(usize, Op)>,
+) -> Result<(), proptest::test_runner::TestCaseError> {
+    {
         let (tx, rx) = mpsc::channel();
         let case = std::thread::spawn(move || {
-            run(config, &ops);
+            run(config, members, &ops);
             let _ = tx.send(());
         });
         match rx.recv_timeout(Duration::from_secs(60)) {
@@ -419,8 +540,12 @@ proptest! {
                 }
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                prop_assert!(false, "the schedule did not finish within 60 s (a deadlock)");
+                prop_assert!(
+                    false,
+                    "the schedule did not finish within 60 s (a deadlock)"
+                );
             }
         }
     }
+    Ok(())
 }

@@ -3,7 +3,10 @@
 
 use std::sync::mpsc;
 
+use super::core::{FAIL_SPAWNS, RecentLatency};
 use super::*;
+use std::sync::Condvar;
+use std::time::Instant;
 
 type Behaviour = Box<dyn Fn(u64, u32) -> Verdict + Send + Sync>;
 type GateRef = Arc<(Mutex<bool>, Condvar)>;
@@ -689,7 +692,7 @@ fn stop_while_every_worker_is_busy_returns() {
     open();
     // Both return from the handler into a stopped pool: their results go nowhere.
     let until = Instant::now() + BOUND;
-    while pool.shared.lock().threads > 0 {
+    while pool.shared().lock().threads > 0 {
         assert!(Instant::now() < until, "the left-behind workers exit");
         std::thread::yield_now();
     }
@@ -706,7 +709,7 @@ fn stop_joins_workers_even_while_others_hold_the_pool() {
     let other_holder = pool.clone();
     submit(&pool, 0);
     assert_eq!(pool.stop(BOUND), 0);
-    assert_eq!(pool.shared.lock().threads, 0, "every worker joined");
+    assert_eq!(pool.shared().lock().threads, 0, "every worker joined");
     assert_eq!(other_holder.submit(1, tag(1), 1, None), Submitted::Stopped);
     assert!(!other_holder.wait_idle());
 }

@@ -12,6 +12,7 @@
 use std::fmt;
 use std::time::Duration;
 
+mod batch;
 mod grpc;
 mod proto;
 mod rest;
@@ -21,7 +22,7 @@ mod tensor;
 mod tests;
 
 pub use prost::bytes::Bytes;
-pub use set::{Answer, Image, ServerFigures, ServerSet, request_for};
+pub use set::{Answer, Canceller, Image, ServerFigures, ServerSet, request_for};
 pub use tensor::{Data, Tensor};
 
 /// How a server is reached.
@@ -117,6 +118,11 @@ pub struct Config {
     pub max_response_bytes: usize,
     /// PEM certificates trusted besides the usual web roots (for `grpcs://`, `https://`).
     pub extra_roots_pem: Option<Vec<u8>>,
+    /// Frames of equal shape sent together in one request, along the model's batch
+    /// dimension (1 = one frame per request).
+    pub batch_size: usize,
+    /// The longest a frame waits for a batch to fill.
+    pub batch_timeout: Duration,
 }
 
 impl fmt::Debug for Config {
@@ -130,6 +136,8 @@ impl fmt::Debug for Config {
             .field("max_in_flight", &self.max_in_flight)
             .field("auth_token", &self.auth_token.as_ref().map(|_| "<set>"))
             .field("max_response_bytes", &self.max_response_bytes)
+            .field("batch_size", &self.batch_size)
+            .field("batch_timeout", &self.batch_timeout)
             .finish()
     }
 }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
+use super::batch::{self, Batcher};
 use super::grpc::GrpcClient;
 use super::rest::RestClient;
 use super::{
@@ -91,7 +92,7 @@ impl Server {
     }
 }
 
-struct Inner {
+pub(super) struct Inner {
     config: Config,
     servers: Vec<Server>,
     /// Notified whenever a server's health or in-flight count changes.
@@ -101,6 +102,22 @@ struct Inner {
     /// Bumped by [`ServerSet::cancel`]; requests started before give up.
     generation: AtomicU64,
     cancel: Notify,
+}
+
+/// Cancels the requests of one user of a shared set (one element: its flush or stop), and
+/// not the others'.
+#[derive(Debug, Default)]
+pub struct Canceller {
+    generation: AtomicU64,
+    notify: Notify,
+}
+
+impl Canceller {
+    /// Makes every request started with this canceller give up at once.
+    pub fn cancel(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.notify.notify_waiters();
+    }
 }
 
 /// A server's figures for `stats`.
@@ -203,6 +220,62 @@ enum Pick {
 }
 
 impl Inner {
+    /// Returns when the set is cancelled or closed since `generation`, or `canceller` has
+    /// cancelled since `own`.
+    async fn cancelled(&self, generation: u64, canceller: Option<&Canceller>, own: Option<u64>) {
+        loop {
+            let notified = self.cancel.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let mut mine = std::pin::pin!(canceller.map(|c| c.notify.notified()));
+            // Registered before the generations are read: a cancel in between is not missed.
+            if let Some(n) = mine.as_mut().as_pin_mut() {
+                n.enable();
+            }
+            if self.generation.load(Ordering::Acquire) != generation
+                || self.stopping.load(Ordering::Acquire)
+                || canceller
+                    .zip(own)
+                    .is_some_and(|(c, g)| c.generation.load(Ordering::Acquire) != g)
+            {
+                return;
+            }
+            let mine = async {
+                match mine.as_mut().as_pin_mut() {
+                    Some(n) => n.await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = notified => {}
+                _ = mine => {}
+            }
+        }
+    }
+
+    /// One request for a batch of frames (no hedging: a batch is one request), on the
+    /// healthy server with the fewest requests in flight.
+    pub(super) async fn infer_batch(
+        &self,
+        images: Vec<Image>,
+        size: usize,
+    ) -> Result<Answer, Error> {
+        if self.stopping.load(Ordering::Acquire) {
+            return Err(Error::new(ErrorKind::Cancelled, "the server set is closed"));
+        }
+        let deadline = tokio::time::Instant::now() + self.config.request_timeout;
+        let slot = self.acquire(&[], deadline).await?;
+        let index = slot.index;
+        let model = self.servers[index]
+            .state()
+            .model
+            .clone()
+            .unwrap_or_default();
+        let request = batch::batch_request(images, &model, size)?;
+        let response = self.send(slot, &request).await?;
+        Ok(self.answer(index, response, false))
+    }
+
     /// Claims a slot on the healthy server with the fewest requests in flight, preferring
     /// those not in `avoid`; never one in `exclude`.
     fn pick(&self, avoid: &[usize], exclude: Option<usize>) -> Pick {
@@ -474,6 +547,8 @@ pub(super) fn probe_backoff(strikes: u32, failures: u32) -> Option<Duration> {
 pub struct ServerSet {
     inner: Arc<Inner>,
     runtime: Option<tokio::runtime::Runtime>,
+    /// With `batch_size` above 1.
+    batcher: Option<Arc<Batcher>>,
 }
 
 impl ServerSet {
@@ -545,9 +620,16 @@ impl ServerSet {
         for index in 0..inner.servers.len() {
             runtime.spawn(inner.clone().probe_loop(index));
         }
+        let batcher = (inner.config.batch_size > 1).then(|| {
+            Arc::new(Batcher::new(
+                inner.config.batch_size,
+                inner.config.batch_timeout,
+            ))
+        });
         Ok(ServerSet {
             inner,
             runtime: Some(runtime),
+            batcher,
         })
     }
 
@@ -559,30 +641,63 @@ impl ServerSet {
     /// error or `request-timeout`. A server that failed is added to `avoid`, which the next
     /// attempt for the same frame passes back to be steered elsewhere.
     pub fn infer(&self, image: Image, avoid: &mut Vec<usize>) -> Result<Answer, Error> {
+        self.infer_cancellable(image, avoid, None)
+    }
+
+    /// [`ServerSet::infer`], also given up when `canceller` cancels. With `batch_size`
+    /// above 1 the frame goes in a batch of frames of its shape (see [`batch`]).
+    pub fn infer_cancellable(
+        &self,
+        image: Image,
+        avoid: &mut Vec<usize>,
+        canceller: Option<&Canceller>,
+    ) -> Result<Answer, Error> {
         let inner = &self.inner;
         let generation = inner.generation.load(Ordering::Acquire);
+        let own = canceller.map(|c| c.generation.load(Ordering::Acquire));
         if inner.stopping.load(Ordering::Acquire) {
             return Err(Error::new(ErrorKind::Cancelled, "the server set is closed"));
         }
-        self.runtime().block_on(async {
-            let cancelled = async {
-                loop {
-                    let notified = inner.cancel.notified();
-                    tokio::pin!(notified);
-                    notified.as_mut().enable();
-                    if inner.generation.load(Ordering::Acquire) != generation
-                        || inner.stopping.load(Ordering::Acquire)
-                    {
-                        return;
-                    }
-                    notified.await;
+        let cancelled = || Error::new(ErrorKind::Cancelled, "cancelled (flush or stop)");
+        if let Some(batcher) = &self.batcher {
+            let reply = batcher.join(inner, self.runtime(), image);
+            return self.runtime().block_on(async {
+                tokio::select! {
+                    answer = reply => answer.unwrap_or_else(|_| Err(cancelled())),
+                    _ = inner.cancelled(generation, canceller, own) => Err(cancelled()),
                 }
-            };
+            });
+        }
+        self.runtime().block_on(async {
             tokio::select! {
                 result = inner.infer(image, avoid) => result,
-                _ = cancelled => Err(Error::new(ErrorKind::Cancelled, "cancelled (flush or stop)")),
+                _ = inner.cancelled(generation, canceller, own) => Err(cancelled()),
             }
         })
+    }
+
+    /// Batches sent and the frames they carried (0, 0 without batching).
+    pub fn batch_figures(&self) -> (u64, u64) {
+        self.batcher.as_ref().map_or((0, 0), |b| b.figures())
+    }
+
+    /// With `batch_size` above 1: waits up to `wait` for a healthy server and checks that its
+    /// model has a batch dimension. `Err` (with the model's input shape) when it has none;
+    /// `Ok` when it has, or no server answered in time (then each request checks).
+    pub fn check_batching(&self, wait: Duration) -> Result<(), String> {
+        let size = self.inner.config.batch_size;
+        if size <= 1 || !self.wait_healthy(wait) {
+            return Ok(());
+        }
+        for server in &self.inner.servers {
+            let model = server.state().model.clone();
+            if let Some(model) = model
+                && !batch::has_batch_dimension(&model)
+            {
+                return Err(batch::no_batch_dimension(&model, size));
+            }
+        }
+        Ok(())
     }
 
     /// Makes every request in progress give up at once (a flush, a stop); the requests'

@@ -33,6 +33,18 @@ impl Data {
         self.len() == 0
     }
 
+    /// The elements in `range` (which must lie within), of the same kind.
+    pub fn slice(&self, range: std::ops::Range<usize>) -> Data {
+        match self {
+            Data::Bool(v) => Data::Bool(v[range].to_vec()),
+            Data::U8(v) => Data::U8(v.slice(range)),
+            Data::Int(v) => Data::Int(v[range].to_vec()),
+            Data::UInt(v) => Data::UInt(v[range].to_vec()),
+            Data::Float(v) => Data::Float(v[range].to_vec()),
+            Data::Bytes(v) => Data::Bytes(v[range].to_vec()),
+        }
+    }
+
     /// The elements as numbers, where they are numbers.
     pub fn as_f64(&self) -> Option<Vec<f64>> {
         Some(match self {

@@ -278,6 +278,8 @@ fn a_set_with_every_server_down_reports_no_server_quickly() {
         auth_token: Some("secret-token".into()),
         max_response_bytes: 1 << 20,
         extra_roots_pem: None,
+        batch_size: 1,
+        batch_timeout: Duration::from_millis(5),
     })
     .unwrap();
     let image = Image {
@@ -317,6 +319,8 @@ fn bad_configuration_is_refused_at_start() {
         auth_token: None,
         max_response_bytes: 1 << 20,
         extra_roots_pem: Some(b"not a certificate".to_vec()),
+        batch_size: 1,
+        batch_timeout: Duration::from_millis(5),
     };
     assert!(
         ServerSet::start(config("", "m"))

@@ -603,15 +603,22 @@ impl Resequencer {
                     }
                     // The fast path: with the task idle (waiting on the condition variable,
                     // not on a deadline), this thread pushes what is due itself — no
-                    // hand-off, no wake-up.
-                    let (mut state, res) =
-                        if state.task_waiting && !state.chain_pushing && state.flow.is_ok() {
-                            self.push_from_chain(state, now, clocked)
-                        } else {
-                            state.wake_task(&self.cond);
-                            let res = state.flow;
-                            (state, res)
-                        };
+                    // hand-off, no wake-up. Not in a live stream: there a synced sink holds
+                    // a push until its running time, and the thread that called this chain
+                    // (a worker of a pool shared with other streams, a live source) must not
+                    // wait on the clock for it.
+                    let live = self.upstream_live.load(Ordering::Acquire);
+                    let (mut state, res) = if !live
+                        && state.task_waiting
+                        && !state.chain_pushing
+                        && state.flow.is_ok()
+                    {
+                        self.push_from_chain(state, now, clocked)
+                    } else {
+                        state.wake_task(&self.cond);
+                        let res = state.flow;
+                        (state, res)
+                    };
                     if now.is_none() && state.window.depth() > 0 {
                         // This frame came into an empty window unclocked and is held: its
                         // hold starts now (a few µs late), for `max-hold`.

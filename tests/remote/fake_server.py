@@ -15,7 +15,13 @@ Both transports answer readiness and model metadata like a healthy server; infer
 - refuse: refuses every inference request (REST: 400, gRPC: INVALID_ARGUMENT);
 - slow: answers each request after 10 s unless the client gives it up first (gRPC: the call
   is cancelled; REST: the connection is closed), which it notices within 10 ms; counts
-  requests started, cancelled and answered, told by `GET /counts` as JSON.
+  requests started, cancelled and answered, told by `GET /counts` as JSON;
+- count: answers each request after 20 ms, counting the requests in progress at once
+  (`concurrent`, and the most: `max-concurrent`) and `answered`;
+- batch: a model with a batch dimension (input `[-1, -1, -1, -1]`) run by one model
+  instance, one request at a time: each costs 10 ms + 1 ms per frame, and answers per frame
+  `sum` (UINT64 `[N]`: the sum of that frame's bytes) and `batch` (INT64 `[N]`: N); counts
+  `answered`, `frames` and `max-batch`.
 Prints `ready` once both listen on 127.0.0.1.
 """
 
@@ -46,8 +52,42 @@ METADATA = {
 
 BIG = "x" * (2 << 20)
 SLOW_S = 10.0
-COUNTS = {"started": 0, "cancelled": 0, "answered": 0, "auth": []}
+COUNTS = {"started": 0, "cancelled": 0, "answered": 0, "auth": [],
+          "concurrent": 0, "max-concurrent": 0, "frames": 0, "max-batch": 0}
 COUNTS_LOCK = threading.Lock()
+# The one model instance of `batch`.
+MODEL_LOCK = threading.Lock()
+if MODE == "batch":
+    METADATA["inputs"][0]["shape"] = [-1, -1, -1, -1]
+
+
+def counted(run):
+    """Runs `run()` counted as a request in progress (mode `count`)."""
+    with COUNTS_LOCK:
+        COUNTS["concurrent"] += 1
+        COUNTS["max-concurrent"] = max(COUNTS["max-concurrent"], COUNTS["concurrent"])
+    try:
+        return run()
+    finally:
+        with COUNTS_LOCK:
+            COUNTS["concurrent"] -= 1
+            COUNTS["answered"] += 1
+
+
+def batch_answer(request_id, shape, data):
+    """Mode `batch`: per frame, the sum of its bytes; one request at a time."""
+    n = shape[0]
+    per = len(data) // n
+    with MODEL_LOCK:
+        time.sleep(0.010 + 0.001 * n)
+    sums = [sum(data[i * per:(i + 1) * per]) for i in range(n)]
+    with COUNTS_LOCK:
+        COUNTS["answered"] += 1
+        COUNTS["frames"] += n
+        COUNTS["max-batch"] = max(COUNTS["max-batch"], n)
+    return {"id": request_id, "outputs": [
+        {"name": "sum", "datatype": "UINT64", "shape": [n], "data": sums},
+        {"name": "batch", "datatype": "INT64", "shape": [n], "data": [n] * n}]}
 
 
 def count(what):
@@ -127,6 +167,13 @@ class Rest(BaseHTTPRequestHandler):
         if MODE == "slow" and not wait_unless_gone(self.client_gone):
             self.close_connection = True
             return
+        if MODE == "count":
+            counted(lambda: time.sleep(0.020))
+        if MODE == "batch":
+            tensor = request["inputs"][0]
+            self.reply(200, json.dumps(
+                batch_answer(request["id"], tensor["shape"], bytes(tensor["data"]))).encode())
+            return
         self.reply(200, json.dumps(answer(request["id"], self.headers.get("Authorization"))).encode())
 
     def client_gone(self):
@@ -177,7 +224,7 @@ class Grpc(pb_grpc.GRPCInferenceServiceServicer):
         return pb.ModelMetadataResponse(
             name="frames", platform="fake",
             inputs=[pb.ModelMetadataResponse.TensorMetadata(
-                name="frame", datatype="UINT8", shape=[-1, -1, -1])])
+                name="frame", datatype="UINT8", shape=METADATA["inputs"][0]["shape"])])
 
     def ModelInfer(self, request, context):
         if MODE == "refuse":
@@ -190,6 +237,21 @@ class Grpc(pb_grpc.GRPCInferenceServiceServicer):
                 raw_output_contents=[b"\x01\x02\x03"])
         if MODE == "slow" and not wait_unless_gone(lambda: not context.is_active()):
             return pb.ModelInferResponse()
+        if MODE == "count":
+            counted(lambda: time.sleep(0.020))
+        if MODE == "batch":
+            reply = batch_answer(request.id, list(request.inputs[0].shape),
+                                 request.raw_input_contents[0])
+            outputs = []
+            for out in reply["outputs"]:
+                tensor = pb.ModelInferResponse.InferOutputTensor(
+                    name=out["name"], datatype=out["datatype"], shape=out["shape"])
+                if out["datatype"] == "UINT64":
+                    tensor.contents.uint64_contents.extend(out["data"])
+                else:
+                    tensor.contents.int64_contents.extend(out["data"])
+                outputs.append(tensor)
+            return pb.ModelInferResponse(model_name="frames", id=reply["id"], outputs=outputs)
         auth = dict(context.invocation_metadata()).get("authorization")
         reply = answer(request.id, auth)
         out = reply["outputs"][0]

@@ -1,0 +1,423 @@
+//! The per-frame step chain of `enrichpool`, run on the pool's workers: the remote request,
+//! the Rust handler or `process` signal, and the overlay; and the way out: results pushed
+//! with their `EnrichmentMeta`, losses as `ordered-gap` events, the LATENCY messages.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, RwLock};
+use std::time::Duration;
+
+use gst::glib;
+use gst::glib::translate::{IntoGlib, ToGlibPtrMut};
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+
+use super::imp::CAT;
+use super::overlay;
+use super::remote::{self, Remote};
+use super::{Handler, Job, Verdict};
+use crate::glue::{FlowCell, lock, post_stats, read};
+use crate::meta::{Enrichment, Gap, GapReason};
+use crate::pool::{self, LATENCY_WINDOW, Loss, Report, Tag, Work};
+
+/// The structure a frame's steps fill, named by a quark interned once.
+/// (A copy of a template: making one by name would intern the name under GLib's global
+/// quark lock, per frame.)
+pub(super) fn empty_outputs() -> gst::Structure {
+    static TEMPLATE: LazyLock<gst::Structure> =
+        LazyLock::new(|| gst::Structure::new_empty("outputs"));
+    TEMPLATE.clone()
+}
+
+impl Frame {
+    fn outputs(&mut self) -> &mut gst::Structure {
+        self.outputs.get_or_insert_with(empty_outputs)
+    }
+}
+
+/// A frame in the pool, with the results its handler attached.
+pub(super) struct Frame {
+    buffer: gst::Buffer,
+    /// Made when a step runs: a frame nothing touches costs no structure.
+    outputs: Option<gst::Structure>,
+    seq: u64,
+    /// The caps' video info, for remote requests and detections.
+    video: Option<Arc<gst_video::VideoInfo>>,
+    /// Servers that failed this frame; later attempts go elsewhere first.
+    avoid: Vec<usize>,
+    /// The server that answered.
+    server: String,
+    /// Whether any enrichment ran (false: the frame passes untouched, no meta).
+    enriched: bool,
+    /// Whether the remote step takes this frame, decided at its first attempt.
+    remote_wanted: Option<bool>,
+    /// The remote step answered; a retry (the handler failed) does not ask again.
+    remote_done: bool,
+}
+
+impl Frame {
+    pub fn new(buffer: gst::Buffer, seq: u64, video: Option<Arc<gst_video::VideoInfo>>) -> Frame {
+        Frame {
+            buffer,
+            outputs: None,
+            seq,
+            video,
+            avoid: Vec::new(),
+            server: String::new(),
+            enriched: false,
+            remote_wanted: None,
+            remote_done: false,
+        }
+    }
+}
+
+/// The processing latency last announced with a LATENCY message.
+#[derive(Debug, Default)]
+pub(super) struct Reported {
+    ns: u64,
+    /// Frames delivered since.
+    frames_since: u64,
+}
+
+/// The pool's view of the element: runs the handler, pushes results and gaps.
+pub(super) struct Enricher {
+    pub element: glib::WeakRef<super::EnrichPool>,
+    pub srcpad: gst::Pad,
+    /// Read by every worker per frame, set rarely: readers do not wait on each other.
+    pub handler: RwLock<Option<Arc<Handler>>>,
+    /// The last result of pushing downstream, returned upstream by the chain.
+    pub flow: FlowCell,
+    /// Processing latency last announced (LATENCY message), in ns.
+    pub reported_latency: Mutex<Reported>,
+    /// A frame was delivered since the start: the latency figure is measured.
+    pub measured: AtomicBool,
+    /// The remote step while running with `servers`.
+    pub remote: RwLock<Option<Arc<Remote>>>,
+    /// The `overlay` property, read per frame.
+    pub overlay: AtomicBool,
+    /// Frames that could not be drawn on (not video, a format without 8-bit components).
+    pub overlay_skipped: AtomicU64,
+}
+
+impl Enricher {
+    pub fn new(srcpad: gst::Pad) -> Enricher {
+        Enricher {
+            element: glib::WeakRef::new(),
+            srcpad,
+            handler: RwLock::new(None),
+            flow: FlowCell::new(),
+            reported_latency: Mutex::new(Reported::default()),
+            measured: AtomicBool::new(false),
+            remote: RwLock::new(None),
+            overlay: AtomicBool::new(false),
+            overlay_skipped: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Enricher {
+    /// Emits `process(buffer, worker, outputs)`, reading back what the handlers put into
+    /// `outputs`. `None` when no handler is connected.
+    fn emit_process(
+        &self,
+        element: &super::EnrichPool,
+        frame: &mut Frame,
+        worker: u32,
+    ) -> Option<bool> {
+        static PROCESS: LazyLock<glib::subclass::SignalId> = LazyLock::new(|| {
+            glib::subclass::SignalId::lookup("process", super::EnrichPool::static_type())
+                .expect("the process signal is registered with the type")
+        });
+        let signal = *PROCESS;
+        if !glib::signal::signal_has_handler_pending(element, signal, None, false) {
+            return None;
+        }
+        // Emitted with our own GValues, so that handlers (Python's among them) can fill the
+        // `outputs` structure in place; glib's emit helpers would hand them a copy.
+        let mut args = [
+            element.to_value(),
+            frame.buffer.to_value(),
+            worker.to_value(),
+            frame.outputs().to_value(),
+        ];
+        let mut ret = glib::Value::from_type(glib::Type::BOOL);
+        unsafe {
+            glib::gobject_ffi::g_signal_emitv(
+                args.as_mut_ptr() as *const glib::gobject_ffi::GValue,
+                signal.into_glib(),
+                0,
+                ret.to_glib_none_mut().0,
+            );
+        }
+        if let Ok(outputs) = args[3].get::<gst::Structure>() {
+            frame.outputs = Some(outputs);
+        }
+        Some(ret.get::<bool>().unwrap_or(false))
+    }
+}
+
+impl Work for Enricher {
+    type Job = Frame;
+    type Event = gst::Event;
+
+    fn process(&self, frame: &mut Frame, worker: u32, attempt: u32) -> pool::Verdict {
+        let Some(element) = self.element.upgrade() else {
+            return pool::Verdict::Fail("element is gone".into());
+        };
+        let remote = read(&self.remote).clone();
+        let wanted = remote.as_ref().is_some_and(|remote| {
+            *frame
+                .remote_wanted
+                .get_or_insert_with(|| remote.wants(frame.seq, &frame.buffer))
+        });
+        if let Some(remote) = remote.filter(|_| wanted && !frame.remote_done) {
+            if let Err(message) = Self::ask_servers(&remote, frame) {
+                return pool::Verdict::Fail(message);
+            }
+            frame.remote_done = true;
+            frame.enriched = true;
+        }
+        let handler = read(&self.handler).clone();
+        let verdict = if let Some(handler) = handler {
+            frame.enriched = true;
+            let mut job = Job {
+                buffer: frame.buffer.make_mut(),
+                worker,
+                attempt,
+                outputs: frame.outputs.get_or_insert_with(empty_outputs),
+            };
+            match handler(&mut job) {
+                Ok(Verdict::Keep) => pool::Verdict::Keep,
+                Ok(Verdict::Drop) => pool::Verdict::Drop,
+                Err(message) => pool::Verdict::Fail(message),
+            }
+        } else {
+            match self.emit_process(&element, frame, worker) {
+                Some(true) => {
+                    frame.enriched = true;
+                    pool::Verdict::Keep
+                }
+                None => pool::Verdict::Keep,
+                Some(false) => pool::Verdict::Drop,
+            }
+        };
+        if matches!(verdict, pool::Verdict::Keep) && self.overlay.load(Ordering::Relaxed) {
+            self.draw_overlay(frame, worker);
+        }
+        verdict
+    }
+
+    fn deliver(&self, frame: Frame, tag: Tag, report: Report) {
+        let Frame {
+            mut buffer,
+            outputs,
+            server,
+            enriched,
+            ..
+        } = frame;
+        if !enriched {
+            self.push(buffer, tag, report);
+            return;
+        }
+        let enrichment = Enrichment {
+            worker: report.worker,
+            server,
+            attempts: report.attempts,
+            processing_time: report.processing_time.as_nanos() as u64,
+            outputs: outputs.unwrap_or_else(empty_outputs),
+        };
+        if let Err(err) = enrichment.add(buffer.make_mut()) {
+            gst::warning!(
+                CAT,
+                obj = self.srcpad,
+                "frame {}: {err}; outputs not attached",
+                tag.seq
+            );
+            let bare = Enrichment {
+                outputs: empty_outputs(),
+                ..enrichment
+            };
+            let _ = bare.add(buffer.make_mut());
+        }
+        self.push(buffer, tag, report);
+    }
+
+    fn lost(&self, first: Tag, count: u64, reason: Loss) {
+        let reason = match reason {
+            Loss::Leaked => GapReason::Leaked,
+            Loss::Failed => GapReason::Failed,
+            Loss::Timeout => GapReason::Timeout,
+            Loss::Dropped => GapReason::Dropped,
+        };
+        gst::debug!(
+            CAT,
+            obj = self.srcpad,
+            "frames {}..{} of epoch {} lost: {}",
+            first.seq,
+            first.seq.saturating_add(count),
+            first.epoch,
+            reason.as_str()
+        );
+        let gap = Gap {
+            seq: first.seq,
+            count,
+            epoch: first.epoch,
+            reason,
+        };
+        self.srcpad.push_event(gap.to_event());
+    }
+
+    fn forward(&self, event: gst::Event) {
+        gst::log!(CAT, obj = self.srcpad, "forwarding {event:?}");
+        if event.type_() == gst::EventType::Eos
+            && let Some(element) = self.element.upgrade()
+            && element.imp().settings().stats_interval > gst::ClockTime::ZERO
+        {
+            // Every frame before EOS has left: the last message covers the whole stream.
+            post_stats(&element, element.imp().stats());
+        }
+        if !self.srcpad.push_event(event) {
+            gst::debug!(CAT, obj = self.srcpad, "downstream refused an event");
+        }
+    }
+
+    fn fatal(&self, tag: Tag, message: &str) {
+        if let Some(element) = self.element.upgrade() {
+            gst::element_error!(
+                element,
+                gst::StreamError::Failed,
+                ("Enrichment of frame {} failed: {}", tag.seq, message),
+                ["on-error=fail"]
+            );
+        }
+        self.set_flow(Err(gst::FlowError::Error));
+    }
+
+    fn warn(&self, message: &str) {
+        if let Some(element) = self.element.upgrade() {
+            gst::element_warning!(element, gst::CoreError::Thread, ("{}", message));
+        }
+    }
+}
+
+impl Enricher {
+    fn push(&self, buffer: gst::Buffer, tag: Tag, report: Report) {
+        // Announced before the frame goes: the pipeline may reconfigure before it arrives.
+        self.maybe_report_latency(report.recent_latency);
+        let res = self.srcpad.push(buffer);
+        if let Err(err) = res {
+            gst::debug!(
+                CAT,
+                obj = self.srcpad,
+                "push of frame {} returned {err:?}",
+                tag.seq
+            );
+        }
+        // Recorded before the EOS check: either this sees EOS, or the EOS handler sees this.
+        self.set_flow(res);
+        if let Err(err) = res {
+            self.post_flow_error_after_eos(err);
+        }
+    }
+
+    /// A fatal flow error (NOT_LINKED, or worse than EOS) once EOS was received: upstream no
+    /// longer calls the chain to see it, so it is posted, once per stream, as `queue` does.
+    pub fn post_flow_error_after_eos(&self, err: gst::FlowError) {
+        if matches!(err, gst::FlowError::Flushing | gst::FlowError::Eos) {
+            return;
+        }
+        let Some(element) = self.element.upgrade() else {
+            return;
+        };
+        let after_eos = element.imp().take_error_after_eos();
+        if after_eos {
+            gst::element_error!(
+                element,
+                gst::StreamError::Failed,
+                ("Internal data stream error."),
+                ["streaming stopped, reason {:?}", err]
+            );
+        }
+    }
+
+    /// Records the result of a push for the chain to return. An error that stops the stream
+    /// (not FLUSHING, EOS or NOT_LINKED, which can pass) is kept until a flush or restart.
+    fn set_flow(&self, res: Result<gst::FlowSuccess, gst::FlowError>) {
+        self.flow.set_unless_fatal(res);
+    }
+
+    /// Draws the frame's results into it; frames that cannot be drawn on pass as they are,
+    /// counted (`overlay-skipped`) and warned about once.
+    fn draw_overlay(&self, frame: &mut Frame, worker: u32) {
+        let result = match &frame.video {
+            Some(video) => overlay::draw(frame.buffer.make_mut(), video, worker),
+            None => Err("the caps are not raw video".into()),
+        };
+        if let Err(err) = result
+            && self.overlay_skipped.fetch_add(1, Ordering::Relaxed) == 0
+            && let Some(element) = self.element.upgrade()
+        {
+            gst::element_warning!(
+                element,
+                gst::StreamError::Format,
+                ("overlay: {}; such frames pass undrawn", err),
+                ["counted in stats as overlay-skipped; this warning is posted once"]
+            );
+        }
+    }
+
+    /// One request for the frame (with hedging, if set), its answer put on the frame.
+    fn ask_servers(remote: &Remote, frame: &mut Frame) -> Result<(), String> {
+        let video = frame
+            .video
+            .clone()
+            .ok_or("remote enrichment needs video/x-raw caps")?;
+        let image = remote::image(&frame.buffer, &video, frame.seq.to_string())?;
+        let answer = remote
+            .set
+            .infer_cancellable(image, &mut frame.avoid, Some(&remote.canceller))
+            .map_err(|err| err.to_string())?;
+        remote::apply(
+            &answer,
+            frame.buffer.make_mut(),
+            frame.outputs.get_or_insert_with(empty_outputs),
+            Some(&video),
+        );
+        frame.server = answer.server;
+        Ok(())
+    }
+
+    /// With `latency=-1`, posts a LATENCY message when the pool's latency figure (see
+    /// `PoolStats::latency`) moved by more than a quarter of what was last reported, either
+    /// way, and by more than 1 ms (changes below a millisecond matter to no sink).
+    fn maybe_report_latency(&self, recent: Duration) {
+        let ns = recent.as_nanos() as u64;
+        // The first frame delivered: a resequencer downstream learns (through the in-flight
+        // query the pipeline's recalculation makes it ask) that the figure now covers it.
+        let first = !self.measured.swap(true, Ordering::AcqRel);
+        let mut reported = lock(&self.reported_latency);
+        reported.frames_since += 1;
+        let last = reported.ns;
+        let change = ns.abs_diff(last);
+        let moved = change > last / 4 && change > 1_000_000;
+        // Up at once (frames would come late); down only once a window of frames has passed
+        // since the last report, so that a figure hovering between two levels does not make
+        // the pipeline recalculate its latency over and over.
+        let settled = ns > last || reported.frames_since >= LATENCY_WINDOW as u64;
+        if !(first || (moved && settled)) {
+            return;
+        }
+        let Some(element) = self.element.upgrade() else {
+            return;
+        };
+        if element.imp().settings().latency >= 0 {
+            return;
+        }
+        *reported = Reported {
+            ns,
+            frames_since: 0,
+        };
+        drop(reported);
+        gst::debug!(CAT, obj = element, "processing latency now {ns} ns");
+        let _ = element.post_message(gst::message::Latency::builder().src(&element).build());
+    }
+}
