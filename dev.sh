@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # gst-ordered developer entry point.
 #
-#   ./dev.sh demo [--seconds N] [--output F.mp4] [--snapshot F.png] [--no-window]
+#   ./dev.sh demo [--streams N] [--seconds N] [--output F.mp4] [--snapshot F.png] [--no-window]
 #                                 run the main job: a live pipeline through the three
 #                                 elements into demo.mp4 (and a window when there is a display)
 #   ./dev.sh test                 run the whole test suite (what CI runs)

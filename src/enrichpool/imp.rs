@@ -237,7 +237,11 @@ impl EnrichPool {
         };
 
         let bytes = buffer.size() as u64;
-        let frame = Frame::new(buffer, tag.seq, video);
+        // Read before the frame is queued: a flush from now on cancels its requests.
+        let cancel_from = read(&self.enricher.remote)
+            .as_ref()
+            .map_or(0, |r| r.canceller.generation());
+        let frame = Frame::new(buffer, tag.seq, video, cancel_from);
         match pool.submit(frame, tag, bytes, running_time) {
             Submitted::Queued { .. } | Submitted::Leaked => self.enricher.flow.get(),
             Submitted::Stopped => Err(gst::FlowError::Flushing),
@@ -491,6 +495,7 @@ impl EnrichPool {
             {
                 Ok(pool) => pool,
                 Err(err) => {
+                    write(&self.enricher.remote).take();
                     shared::release(&shared, Duration::ZERO);
                     return Err(gst::error_msg!(
                         gst::ResourceError::NoSpaceLeft,

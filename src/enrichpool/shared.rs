@@ -48,29 +48,17 @@ struct Entry {
 
 static REGISTRY: LazyLock<Mutex<HashMap<String, Entry>>> = LazyLock::new(Default::default);
 
+/// A member's pool, with the settings of the member that differ from the pool's.
+type Joined = Result<(Arc<SharedPool>, Vec<String>), String>;
+
 /// The shared pool `name`, created with `settings` if it does not exist yet; with the
 /// differences between `settings` and the pool's, to warn about. `Err` when `settings`
-/// cannot share it (other servers or model), or the pool cannot be created.
-pub(super) fn acquire(
-    name: &str,
-    settings: &Settings,
-) -> Result<(Arc<SharedPool>, Vec<String>), String> {
-    let mut registry = lock(&REGISTRY);
-    if let Some(entry) = registry.get_mut(name) {
-        let pool = &entry.pool;
-        let mut differences = settings.pool.crew_differences(&pool.pool);
-        differences.extend(settings.remote.differences(&pool.remote)?);
-        let warnings = differences
-            .into_iter()
-            .map(|(property, theirs, ours)| {
-                format!(
-                    "{property}={ours} differs from shared pool `{name}`'s {property}={theirs}; \
-                     the pool's value is used (set it alike on every member)"
-                )
-            })
-            .collect();
-        entry.members += 1;
-        return Ok((pool.clone(), warnings));
+/// cannot share it (other servers or model), or the pool cannot be created. The registry is
+/// not held while a pool starts (it may wait for a server): if another member created the
+/// same pool meanwhile, that one is joined and this one stopped.
+pub(super) fn acquire(name: &str, settings: &Settings) -> Joined {
+    if let Some(joined) = join_existing(name, settings) {
+        return joined;
     }
     let crew = Crew::start(settings.pool.crew(), true)?;
     let set = match settings.remote.start_set() {
@@ -88,14 +76,52 @@ pub(super) fn acquire(
         remote: settings.remote.clone(),
         names: Mutex::new(HashMap::new()),
     });
-    registry.insert(
-        name.to_string(),
-        Entry {
-            pool: pool.clone(),
-            members: 1,
-        },
-    );
-    Ok((pool, Vec::new()))
+    let raced = {
+        let mut registry = lock(&REGISTRY);
+        if registry.contains_key(name) {
+            true
+        } else {
+            registry.insert(
+                name.to_string(),
+                Entry {
+                    pool: pool.clone(),
+                    members: 1,
+                },
+            );
+            false
+        }
+    };
+    if !raced {
+        return Ok((pool, Vec::new()));
+    }
+    if let Some(set) = &pool.set {
+        set.close();
+    }
+    pool.crew.stop(Duration::ZERO);
+    join_existing(name, settings).unwrap_or_else(|| acquire(name, settings))
+}
+
+/// Joins the shared pool `name` if it exists.
+fn join_existing(name: &str, settings: &Settings) -> Option<Joined> {
+    let mut registry = lock(&REGISTRY);
+    let entry = registry.get_mut(name)?;
+    let pool = &entry.pool;
+    let mut differences = settings.pool.crew_differences(&pool.pool);
+    match settings.remote.differences(&pool.remote) {
+        Ok(more) => differences.extend(more),
+        Err(err) => return Some(Err(err)),
+    }
+    let warnings = differences
+        .into_iter()
+        .map(|(property, theirs, ours)| {
+            format!(
+                "{property}={ours} differs from shared pool `{name}`'s {property}={theirs}; \
+                 the pool's value is used (set it alike on every member)"
+            )
+        })
+        .collect();
+    entry.members += 1;
+    Some(Ok((pool.clone(), warnings)))
 }
 
 /// A member is done with `pool`. The last one stops its workers (waiting up to `grace` for

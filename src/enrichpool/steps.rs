@@ -52,11 +52,20 @@ pub(super) struct Frame {
     remote_wanted: Option<bool>,
     /// The remote step answered; a retry (the handler failed) does not ask again.
     remote_done: bool,
+    /// The generation of the element's request canceller when the frame came in: a flush
+    /// after that cancels its requests, even one not started yet.
+    cancel_from: u64,
 }
 
 impl Frame {
-    pub fn new(buffer: gst::Buffer, seq: u64, video: Option<Arc<gst_video::VideoInfo>>) -> Frame {
+    pub fn new(
+        buffer: gst::Buffer,
+        seq: u64,
+        video: Option<Arc<gst_video::VideoInfo>>,
+        cancel_from: u64,
+    ) -> Frame {
         Frame {
+            cancel_from,
             buffer,
             outputs: None,
             seq,
@@ -374,7 +383,11 @@ impl Enricher {
         let image = remote::image(&frame.buffer, &video, frame.seq.to_string())?;
         let answer = remote
             .set
-            .infer_cancellable(image, &mut frame.avoid, Some(&remote.canceller))
+            .infer_cancellable(
+                image,
+                &mut frame.avoid,
+                Some((&remote.canceller, frame.cancel_from)),
+            )
             .map_err(|err| err.to_string())?;
         remote::apply(
             &answer,

@@ -423,8 +423,17 @@ impl<W: Work> State<W> {
             .expect("a member stays while its handle or a job of it exists")
     }
 
+    /// How many threads stuck in timed-out jobs the crew replaces: as many as its most
+    /// workers; in a shared crew, that many per member (and one more share), so that one
+    /// member's hung handler cannot use up the replacements the others need (a member with a
+    /// stuck thread takes no more jobs, so it holds at most what it ran before).
     fn max_stuck(&self) -> usize {
-        self.config.most_workers()
+        let most = self.config.most_workers();
+        if self.shared {
+            most * (1 + self.members.len())
+        } else {
+            most
+        }
     }
 
     /// Puts the member in the round-robin if it has jobs to take.
@@ -1188,8 +1197,12 @@ impl<W: Work> Shared<W> {
             }
         };
         m.refresh_gauges();
-        // Under its `max-in-flight` again: it may have jobs to take.
+        // Under its `max-in-flight` again: it may have jobs to take, which an idle worker
+        // takes while this one outputs.
         state.list(member);
+        if !state.covered() {
+            self.wake_one(&mut state);
+        }
         if let Some(message) = fatal {
             // Reported before the loss can go out, so that whoever sees the gap sees the
             // error too. A flush waits for it (`resume`): it belongs before the flush.
@@ -1240,7 +1253,8 @@ impl<W: Work> Shared<W> {
     /// fresh thread takes its place. Returns whether the worker goes on.
     fn leave_if_panicked(self: &Arc<Self>, state: &mut State<W>, panicked: bool) -> bool {
         if !panicked {
-            return !state.stopping;
+            // On a stop too: `next_job` counts it out.
+            return true;
         }
         state.live -= 1;
         if !state.stopping {
@@ -1360,7 +1374,10 @@ impl<W: Work> Shared<W> {
                 let ids: Vec<MemberId> = state.members.keys().copied().collect();
                 let no_workers = state.live == 0;
                 for member in ids {
-                    let m = state.member(member);
+                    // Outputs below let go of the lock: a member may be gone by now.
+                    let Some(m) = state.members.get_mut(&member) else {
+                        continue;
+                    };
                     let Some(timeout) = m.config.timeout.filter(|_| no_workers || m.quarantined())
                     else {
                         continue;
@@ -1381,8 +1398,7 @@ impl<W: Work> Shared<W> {
                         state = self.hand_output_as(state, member, true);
                         state.notify(member);
                     }
-                    let m = state.member(member);
-                    if let Some(front) = m.queue.front() {
+                    if let Some(front) = state.members.get(&member).and_then(|m| m.queue.front()) {
                         let d = front.item.submitted + timeout;
                         next = Some(next.map_or(d, |n| n.min(d)));
                     }
@@ -1444,10 +1460,13 @@ struct Done<J> {
 /// What members do: the calls behind [`super::Pool`] and [`super::Crew`].
 impl<W: Work> Shared<W> {
     /// A new member on the crew; `None` once the crew is stopping.
-    pub(super) fn join(&self, work: Arc<W>, config: MemberConfig) -> Option<MemberId> {
+    pub(super) fn join(&self, work: Arc<W>, config: MemberConfig) -> Result<MemberId, String> {
         let mut state = self.lock();
         if state.stopping {
-            return None;
+            return Err("the worker pool is stopping".into());
+        }
+        if !state.shared && !state.members.is_empty() {
+            return Err("a private pool's crew takes no other member".into());
         }
         let id = state.next_member;
         state.next_member += 1;
@@ -1455,7 +1474,7 @@ impl<W: Work> Shared<W> {
         state
             .members
             .insert(id, Member::new(work, config, quarantine));
-        Some(id)
+        Ok(id)
     }
 
     pub(super) fn submit(
@@ -1476,7 +1495,8 @@ impl<W: Work> Shared<W> {
                 return Submitted::Stopped;
             };
             if m.flushing || m.removed || stopping {
-                drop(state);
+                // A producer that waited past its member's leave lets it go.
+                self.forget_if_done(&mut state, id);
                 return Submitted::Stopped;
             }
             let waiting = m.waiting();
@@ -1547,9 +1567,25 @@ impl<W: Work> Shared<W> {
         }
         // Wake an idle worker unless enough are already on their way to the queues.
         if !state.covered() && !self.wake_one(&mut state) {
-            // Nobody idle: grow while the queues stay deeper than the workers.
-            if state.takable() > state.live && state.live < state.config.max_workers {
+            // Nobody idle: grow while the queues stay deeper than the workers (not past the
+            // cap on stuck threads: a hung handler would take every new one).
+            if state.takable() > state.live
+                && state.live < state.config.max_workers
+                && state.stuck <= state.max_stuck()
+            {
                 self.spawn_worker(&mut state);
+            }
+        }
+        // No worker will take it (all stuck, or its member held back): it times out where it
+        // waits, and the watchdog must wake for that.
+        let no_workers = state.live == 0;
+        let m = state.member(id);
+        if let Some(timeout) = m.config.timeout
+            && (no_workers || m.quarantined())
+        {
+            let at = Instant::now() + timeout;
+            if state.watchdog_at.is_none_or(|w| at < w) {
+                self.watchdog.notify_one();
             }
         }
         state = self.hand_output(state, id);
@@ -1597,6 +1633,7 @@ impl<W: Work> Shared<W> {
                 return false;
             };
             if m.flushing || m.removed || stopping {
+                self.forget_if_done(&mut state, id);
                 return false;
             }
             if m.is_idle() {
@@ -1686,6 +1723,7 @@ impl<W: Work> Shared<W> {
         }
         state.member(id).flushing = false;
         state.list(id);
+        self.forget_if_done(&mut state, id);
     }
 
     /// The member leaves: its jobs are discarded, its waiters woken, and this waits up to
@@ -1760,11 +1798,17 @@ impl<W: Work> Shared<W> {
         };
         drop(discarded);
         self.watchdog.notify_one();
-        if let Some(w) = watchdog {
-            let _ = w.join();
-        }
-        // Workers busy with a job return when it does; wait for them up to the grace.
+        // Workers busy with a job return when it does; wait for them (and for the watchdog,
+        // which may be outputting for a crew without workers) up to the grace.
         let until = Instant::now() + grace;
+        if let Some(w) = watchdog {
+            while !w.is_finished() && Instant::now() < until {
+                std::thread::park_timeout(Duration::from_millis(1));
+            }
+            if w.is_finished() {
+                let _ = w.join();
+            }
+        }
         let mut state = self.lock();
         while state.threads > 0 {
             let now = Instant::now();
@@ -1804,10 +1848,12 @@ impl<W: Work> Shared<W> {
         let mut state = self.lock();
         loop {
             if condition(&state.stats(id)) {
+                self.forget_if_done(&mut state, id);
                 return true;
             }
             let now = Instant::now();
             if now >= until {
+                self.forget_if_done(&mut state, id);
                 return false;
             }
             // Crew gauges change without the member's waiters being told: look again

@@ -373,3 +373,78 @@ fn under_overload_every_member_gets_its_share() {
     assert!(jain >= 0.999, "Jain's index {jain} over {counts:?}");
     assert!(counts.iter().all(|&c| c >= 98.0), "{counts:?}");
 }
+
+#[test]
+fn a_freed_max_in_flight_slot_is_taken_while_the_finishing_worker_pushes() {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let downstream = gate();
+    let (tx, rx) = mpsc::channel();
+    let narrow = Arc::new(Stream {
+        blocked: Some(downstream.clone()),
+        started: Mutex::new(Some(tx)),
+        ..Stream::new("narrow", &log)
+    });
+    // Not shared: no worker replaced after a blocked push, which would take the job too.
+    let crew = Crew::start(
+        CrewConfig {
+            workers: 2,
+            max_workers: 0,
+            idle_timeout: Duration::from_secs(3600),
+        },
+        false,
+    )
+    .unwrap();
+    let p = crew.join(narrow, member(|c| c.max_in_flight = 1)).unwrap();
+    submit(&p, 0);
+    submit(&p, 1);
+    // Job 0 runs alone (max-in-flight 1); its worker then pushes it and stays in the push
+    // (downstream blocked). Job 1 is takable from the moment job 0 finished: the idle
+    // worker takes it.
+    assert_eq!(rx.recv_timeout(BOUND).unwrap(), ("narrow", 0));
+    assert_eq!(
+        rx.recv_timeout(BOUND)
+            .expect("the other worker took the next job"),
+        ("narrow", 1)
+    );
+    open(&downstream);
+    assert!(p.wait_for(BOUND, |s| s.delivered == 2));
+}
+
+#[test]
+fn with_every_worker_stuck_a_waiting_producer_gets_in_as_queued_jobs_time_out() {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let never = gate();
+    let hung = Arc::new(Stream {
+        hang: Some(never.clone()),
+        ..Stream::new("hung", &log)
+    });
+    // A private pool of one worker, bounded, waiting for room (no leak): every handler
+    // hangs, so after the cap of stuck threads nobody takes a job; queued jobs must time out
+    // where they wait, or the producer waits for ever.
+    let pool = Pool::start(
+        hung.clone(),
+        PoolConfig {
+            workers: 1,
+            timeout: Some(Duration::from_millis(5)),
+            limits: Limits {
+                max_buffers: 4,
+                ..Limits::default()
+            },
+            ..PoolConfig::default()
+        },
+    )
+    .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let producer = std::thread::spawn(move || {
+        for job in 0..30 {
+            submit(&pool, job);
+        }
+        let _ = tx.send(());
+        pool
+    });
+    rx.recv_timeout(BOUND)
+        .expect("the producer got every job in");
+    let pool = producer.join().unwrap();
+    assert!(pool.wait_for(BOUND, |s| s.timeout == 30));
+    open(&never);
+}

@@ -407,7 +407,7 @@ impl<W: Work> Crew<W> {
         Ok(())
     }
 
-    /// A new member with its own queue and policies.
+    /// A new member with its own queue and policies. A crew started private takes one.
     pub fn join(self: &Arc<Self>, work: Arc<W>, config: MemberConfig) -> Result<Pool<W>, String> {
         let needs_watchdog = {
             let state = self.shared.lock();
@@ -416,10 +416,7 @@ impl<W: Work> Crew<W> {
         if needs_watchdog {
             self.start_watchdog()?;
         }
-        let id = self
-            .shared
-            .join(work, config)
-            .ok_or_else(|| "the worker pool is stopping".to_string())?;
+        let id = self.shared.join(work, config)?;
         self.shared.wake_watchdog();
         Ok(Pool {
             crew: self.clone(),

@@ -113,6 +113,12 @@ pub struct Canceller {
 }
 
 impl Canceller {
+    /// What a request made now belongs to: requests of this generation or older give up at
+    /// the next [`Canceller::cancel`].
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
     /// Makes every request started with this canceller give up at once.
     pub fn cancel(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
@@ -644,17 +650,20 @@ impl ServerSet {
         self.infer_cancellable(image, avoid, None)
     }
 
-    /// [`ServerSet::infer`], also given up when `canceller` cancels. With `batch_size`
-    /// above 1 the frame goes in a batch of frames of its shape (see [`batch`]).
+    /// [`ServerSet::infer`], also given up when `canceller` has cancelled since the given
+    /// generation (read when the frame came in: a cancel between then and now counts). With
+    /// `batch_size` above 1 the frame goes in a batch of frames of its shape (see
+    /// [`batch`]).
     pub fn infer_cancellable(
         &self,
         image: Image,
         avoid: &mut Vec<usize>,
-        canceller: Option<&Canceller>,
+        canceller: Option<(&Canceller, u64)>,
     ) -> Result<Answer, Error> {
         let inner = &self.inner;
         let generation = inner.generation.load(Ordering::Acquire);
-        let own = canceller.map(|c| c.generation.load(Ordering::Acquire));
+        let own = canceller.map(|c| c.1);
+        let canceller = canceller.map(|c| c.0);
         if inner.stopping.load(Ordering::Acquire) {
             return Err(Error::new(ErrorKind::Cancelled, "the server set is closed"));
         }
