@@ -253,3 +253,47 @@ fn a_member_blocked_downstream_does_not_hold_the_shared_workers() {
         fine.stop();
     });
 }
+
+#[test]
+fn a_member_that_fails_or_ends_early_leaves_the_others_untouched() {
+    init();
+    within(LIMIT, || {
+        // One camera's handler fails with on-error=fail: its pipeline errors out. Another
+        // ends after 10 frames. The third runs its 120 frames to the end, in order.
+        let failing = Camera::new(120, false, "shared-pool=faults workers=2 on-error=fail");
+        failing.pool.set_handler(|job| {
+            let seq = gstordered::meta::SeqMeta::read(job.buffer)
+                .unwrap()
+                .unwrap()
+                .seq;
+            if seq == 20 {
+                return Err("a broken model".into());
+            }
+            Ok(Verdict::Keep)
+        });
+        let short = Camera::new(10, false, "shared-pool=faults workers=2");
+        let long = Camera::new(120, false, "shared-pool=faults workers=2");
+        for c in [&short, &long] {
+            record_threads(c, &Threads::default());
+        }
+        for c in [&failing, &short, &long] {
+            c.start();
+        }
+        let bus = failing.pipeline.bus().unwrap();
+        let error = bus
+            .timed_pop_filtered(EOS_WITHIN, &[gst::MessageType::Error])
+            .expect("the failing camera's error");
+        let gst::MessageView::Error(e) = error.view() else {
+            unreachable!()
+        };
+        assert!(e.error().to_string().contains("a broken model"), "{e:?}");
+        failing.stop();
+        short.wait_eos(EOS_WITHIN);
+        assert_eq!(short.seqs(), (0..10).collect::<Vec<_>>());
+        long.wait_eos(EOS_WITHIN);
+        assert_eq!(long.seqs(), (0..120).collect::<Vec<_>>());
+        assert_eq!(long.stat("dropped"), 0);
+        short.stop();
+        long.stop();
+    });
+}
