@@ -158,6 +158,40 @@ fn batches_gather_frames_of_several_streams_and_each_frame_gets_its_own_answer()
 }
 
 #[test]
+fn a_frame_never_waits_for_a_batch_to_fill_longer_than_batch_timeout() {
+    init();
+    within(LIMIT, || {
+        let server = FakeServer::start("batch");
+        // Two workers can never gather a batch of eight: every batch leaves on its timeout,
+        // and every frame still comes back, in order, with its own answer.
+        let camera = Camera::new(
+            12,
+            false,
+            &format!(
+                "workers=2 servers={} model=frames batch-size=8 batch-timeout=20000000",
+                server.grpc_url()
+            ),
+        );
+        let seen = record_outputs(&camera);
+        // (A batch waiting to be full would never leave: the test would not end.)
+        camera.start();
+        camera.wait_eos(EOS_WITHIN);
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(
+            seen.iter().map(|s| s.0).collect::<Vec<_>>(),
+            (0..12).collect::<Vec<_>>()
+        );
+        assert!(
+            seen.iter()
+                .all(|&(_, own, sum, batch)| own == sum && batch <= 2)
+        );
+        let counts = counts(&server);
+        assert!(counts["max-batch"].as_u64().unwrap() <= 2, "{counts}");
+        camera.stop();
+    });
+}
+
+#[test]
 fn batch_size_with_a_model_without_a_batch_dimension_fails_at_start() {
     init();
     within(LIMIT, || {
