@@ -41,7 +41,7 @@ pub(super) fn stats_structure(
 ) -> gst::Structure {
     let dropped = stats.leaked + stats.failed + stats.timeout + stats.dropped;
     let workers = worker_array(&stats.per_worker);
-    gst::Structure::builder("enrichpool-stats")
+    let builder = gst::Structure::builder("enrichpool-stats")
         .field("in", stats.submitted)
         .field("pushed", stats.delivered)
         .field("dropped", dropped)
@@ -63,10 +63,19 @@ pub(super) fn stats_structure(
         .field("worker-stats", workers)
         .field("remote-sent", remote.map_or(0, |r| r.sent))
         .field("remote-skipped", remote.map_or(0, |r| r.skipped))
+        .field("overlay-skipped", overlay_skipped);
+    with_servers(builder, remote).build()
+}
+
+/// The server set's fields, in both structures: hedges, batches, batched-frames, servers.
+fn with_servers(
+    builder: gst::structure::Builder,
+    remote: Option<&RemoteStats>,
+) -> gst::structure::Builder {
+    builder
         .field("hedges", remote.map_or(0, |r| r.hedges))
         .field("batches", remote.map_or(0, |r| r.batches))
         .field("batched-frames", remote.map_or(0, |r| r.batched_frames))
-        .field("overlay-skipped", overlay_skipped)
         .field(
             "servers",
             remote.map_or_else(
@@ -74,7 +83,6 @@ pub(super) fn stats_structure(
                 |r| r.servers.clone(),
             ),
         )
-        .build()
 }
 
 /// The latency this element adds: the property, or the pool's recent latency (the largest
@@ -123,7 +131,7 @@ pub(super) fn pool_stats_structure(
             .build()
             .to_send_value()
     }));
-    gst::Structure::builder("enrichpool-pool-stats")
+    let builder = gst::Structure::builder("enrichpool-pool-stats")
         .field("shared-pool", name)
         .field("members", members)
         .field("workers", crew.workers)
@@ -132,16 +140,6 @@ pub(super) fn pool_stats_structure(
         .field("blocked", crew.blocked)
         .field("threads", crew.threads)
         .field("spawn-failures", crew.spawn_failures)
-        .field("worker-stats", worker_array(&crew.per_worker))
-        .field("hedges", remote.map_or(0, |r| r.hedges))
-        .field("batches", remote.map_or(0, |r| r.batches))
-        .field("batched-frames", remote.map_or(0, |r| r.batched_frames))
-        .field(
-            "servers",
-            remote.map_or_else(
-                || gst::Array::new::<glib::SendValue>([]),
-                |r| r.servers.clone(),
-            ),
-        )
-        .build()
+        .field("worker-stats", worker_array(&crew.per_worker));
+    with_servers(builder, remote).build()
 }
