@@ -467,17 +467,12 @@ fn latency() {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| a != "--bench")
-        .collect();
-    if args.iter().any(|a| a == "--memory-child") {
+    if std::env::args().any(|a| a == "--memory-child") {
         memory_child();
         return;
     }
     init();
-    let all = args.is_empty();
-    let want = |name: &str| all || args.iter().any(|a| a == name);
+    let want = common::wanted();
     if want("scaling") {
         scaling();
     }

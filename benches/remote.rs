@@ -163,11 +163,7 @@ fn overhead() {
 
 fn main() {
     init();
-    let which: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let wants = |name: &str| which.is_empty() || which.iter().any(|w| w == name);
+    let wants = common::wanted();
     if wants("scaling") {
         scaling();
     }

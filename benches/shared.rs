@@ -274,11 +274,7 @@ fn batching(rounds: usize) {
 
 fn main() {
     init();
-    let which: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let run = |name: &str| which.is_empty() || which.iter().any(|w| w == name);
+    let run = common::wanted();
     if run("threads") {
         threads(4);
     }

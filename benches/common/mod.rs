@@ -61,6 +61,16 @@ pub fn wait_eos(pipeline: &gst::Pipeline, limit_s: u64) {
     }
 }
 
+/// Whether the bench's arguments ask for `name`: the arguments that are not options (cargo
+/// passes `--bench`) name the parts to run; none, all of them.
+pub fn wanted() -> impl Fn(&str) -> bool {
+    let names: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    move |name| names.is_empty() || names.iter().any(|n| n == name)
+}
+
 /// The values one case gave, one per round.
 #[derive(Clone, Debug, Default)]
 pub struct Rounds(pub Vec<f64>);

@@ -182,31 +182,39 @@ impl PoolSettings {
     }
 
     /// The crew settings in which `self` (a member joining) differs from the pool's
-    /// (`pool`), as `(property, the pool's value, this member's)`.
-    pub fn crew_differences(&self, pool: &PoolSettings) -> Vec<(&'static str, String, String)> {
-        let mut out = Vec::new();
-        let mut check = |name, a: String, b: String| {
-            if a != b {
-                out.push((name, a, b));
-            }
-        };
-        check(
-            "workers",
-            pool.workers.to_string(),
-            self.workers.to_string(),
-        );
-        check(
-            "max-workers",
-            pool.max_workers.to_string(),
-            self.max_workers.to_string(),
-        );
-        check(
-            "idle-timeout",
-            pool.idle_timeout.nseconds().to_string(),
-            self.idle_timeout.nseconds().to_string(),
-        );
+    /// (`pool`).
+    pub fn crew_differences(&self, pool: &PoolSettings) -> Differences {
+        let mut out = Differences::new();
+        differ(&mut out, "workers", pool, self, |s| s.workers.to_string());
+        differ(&mut out, "max-workers", pool, self, |s| {
+            s.max_workers.to_string()
+        });
+        differ(&mut out, "idle-timeout", pool, self, |s| ns(s.idle_timeout));
         out
     }
+}
+
+/// Settings in which a member joining a shared pool differs from the pool, as `(property,
+/// the pool's value, the member's)`.
+pub(super) type Differences = Vec<(&'static str, String, String)>;
+
+/// Adds `name` to `out` when `value` of the pool's settings and of the member's differ.
+fn differ<S>(
+    out: &mut Differences,
+    name: &'static str,
+    pool: &S,
+    member: &S,
+    value: impl Fn(&S) -> String,
+) {
+    let (theirs, ours) = (value(pool), value(member));
+    if theirs != ours {
+        out.push((name, theirs, ours));
+    }
+}
+
+/// A duration as its property shows it, in nanoseconds.
+fn ns(t: gst::ClockTime) -> String {
+    t.nseconds().to_string()
 }
 
 /// The remote step's settings (shared under `shared-pool`, but for `interval` and
@@ -309,10 +317,7 @@ impl RemoteSettings {
     /// Where `self` (a member joining) differs from the shared pool's remote settings
     /// (`pool`): `Err` for what cannot be shared (other servers or another model), else
     /// the differences the pool's values win, as `(property, pool's, member's)`.
-    pub fn differences(
-        &self,
-        pool: &RemoteSettings,
-    ) -> Result<Vec<(&'static str, String, String)>, String> {
+    pub fn differences(&self, pool: &RemoteSettings) -> Result<Differences, String> {
         if self.servers.trim() != pool.servers.trim() || self.model != pool.model {
             return Err(format!(
                 "servers `{}` and model `{}` differ from the shared pool's (servers `{}`, model \
@@ -320,73 +325,38 @@ impl RemoteSettings {
                 self.servers, self.model, pool.servers, pool.model
             ));
         }
-        let mut out = Vec::new();
-        let mut check = |name, a: String, b: String| {
-            if a != b {
-                out.push((name, a, b));
-            }
-        };
-        check(
-            "model-version",
-            pool.model_version.clone(),
-            self.model_version.clone(),
-        );
-        check(
-            "request-timeout",
-            pool.request_timeout.nseconds().to_string(),
-            self.request_timeout.nseconds().to_string(),
-        );
-        check(
-            "hedge-after",
-            pool.hedge_after.nseconds().to_string(),
-            self.hedge_after.nseconds().to_string(),
-        );
-        check(
-            "max-in-flight-per-server",
-            pool.max_in_flight_per_server.to_string(),
-            self.max_in_flight_per_server.to_string(),
-        );
-        check(
-            "max-response-bytes",
-            pool.max_response_bytes.to_string(),
-            self.max_response_bytes.to_string(),
-        );
-        check(
-            "tls-ca-file",
-            pool.tls_ca_file.clone().unwrap_or_default(),
-            self.tls_ca_file.clone().unwrap_or_default(),
-        );
-        check(
-            "auth-token-file",
-            pool.auth_token_file.clone().unwrap_or_default(),
-            self.auth_token_file.clone().unwrap_or_default(),
-        );
-        check(
-            "auth-token",
+        let mut out = Differences::new();
+        let text = |t: &Option<String>| t.clone().unwrap_or_default();
+        differ(&mut out, "model-version", pool, self, |s| {
+            s.model_version.clone()
+        });
+        differ(&mut out, "request-timeout", pool, self, |s| {
+            ns(s.request_timeout)
+        });
+        differ(&mut out, "hedge-after", pool, self, |s| ns(s.hedge_after));
+        differ(&mut out, "max-in-flight-per-server", pool, self, |s| {
+            s.max_in_flight_per_server.to_string()
+        });
+        differ(&mut out, "max-response-bytes", pool, self, |s| {
+            s.max_response_bytes.to_string()
+        });
+        differ(&mut out, "tls-ca-file", pool, self, |s| {
+            text(&s.tls_ca_file)
+        });
+        differ(&mut out, "auth-token-file", pool, self, |s| {
+            text(&s.auth_token_file)
+        });
+        if self.auth_token != pool.auth_token {
             // The values themselves are never shown.
-            pool.auth_token
-                .as_ref()
-                .map_or("(unset)", |_| "(set)")
-                .to_string(),
-            if self.auth_token == pool.auth_token {
-                pool.auth_token
-                    .as_ref()
-                    .map_or("(unset)", |_| "(set)")
-                    .to_string()
-            } else {
-                "(another)".to_string()
-            },
-        );
-        check(
-            "batch-size",
-            pool.batch_size.to_string(),
-            self.batch_size.to_string(),
-        );
-        check(
-            "batch-timeout",
-            pool.batch_timeout.nseconds().to_string(),
-            self.batch_timeout.nseconds().to_string(),
-        );
+            let theirs = pool.auth_token.as_ref().map_or("(unset)", |_| "(set)");
+            out.push(("auth-token", theirs.into(), "(another)".into()));
+        }
+        differ(&mut out, "batch-size", pool, self, |s| {
+            s.batch_size.to_string()
+        });
+        differ(&mut out, "batch-timeout", pool, self, |s| {
+            ns(s.batch_timeout)
+        });
         Ok(out)
     }
 }

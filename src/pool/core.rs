@@ -236,6 +236,11 @@ impl<W: Work> Member<W> {
         }
     }
 
+    /// Whether it takes jobs, events and gaps: not flushing, leaving or stopped.
+    fn takes_input(&self, stopping: bool) -> bool {
+        !(self.flushing || self.removed || stopping)
+    }
+
     /// Held back: a thread is stuck in one of its jobs (shared crews).
     fn quarantined(&self) -> bool {
         self.quarantine && self.stuck > 0
@@ -337,7 +342,7 @@ impl<W: Work> Member<W> {
 
     /// Output is waiting and nobody is outputting it.
     fn needs_pusher(&self, stopping: bool) -> bool {
-        !self.pushing && !self.flushing && !self.removed && !stopping && self.order.has_output()
+        !self.pushing && self.takes_input(stopping) && self.order.has_output()
     }
 
     /// Wakes whoever waits on the member's `room`. A producer waiting for a full queue is
@@ -386,7 +391,6 @@ pub(super) struct State<W: Work> {
     warnings: Vec<(Option<MemberId>, String)>,
     spawn_failures: u64,
     per_worker: Vec<WorkerStats>,
-    started: Instant,
     /// `stop` waits on `exits` for threads to return.
     exit_waiters: usize,
 }
@@ -415,7 +419,6 @@ impl<W: Work> State<W> {
             warnings: Vec::new(),
             spawn_failures: 0,
             per_worker: Vec::new(),
-            started: Instant::now(),
             exit_waiters: 0,
         }
     }
@@ -582,10 +585,6 @@ impl<W: Work> State<W> {
         self.members
             .get(&id)
             .map_or(2 * most as u64, |m| m.config.disorder(most))
-    }
-
-    pub(super) fn started(&self) -> Instant {
-        self.started
     }
 }
 
@@ -811,7 +810,7 @@ impl<W: Work> Shared<W> {
         loop {
             let stopping = state.stopping;
             let m = state.member(id);
-            if m.flushing || m.removed || stopping {
+            if !m.takes_input(stopping) {
                 break;
             }
             let Some(mut next) = m.order.next() else {
@@ -1292,10 +1291,6 @@ impl<W: Work> Shared<W> {
     /// Whether the crew runs a watchdog: shared, or a member with a timeout.
     pub(super) fn needs_watchdog(state: &State<W>, config: &MemberConfig) -> bool {
         state.shared || config.timeout.is_some()
-    }
-
-    pub(super) fn wake_watchdog(&self) {
-        self.watchdog.notify_one();
     }
 }
 

@@ -417,7 +417,6 @@ impl<W: Work> Crew<W> {
             self.start_watchdog()?;
         }
         let id = self.shared.join(work, config)?;
-        self.shared.wake_watchdog();
         Ok(Pool {
             crew: self.clone(),
             id,
@@ -429,16 +428,6 @@ impl<W: Work> Crew<W> {
     /// The crew's workers and its members' shares.
     pub fn stats(&self) -> CrewStats {
         self.shared.lock().crew_stats()
-    }
-
-    /// The crew's sizes.
-    pub fn config(&self) -> CrewConfig {
-        self.shared.lock().config
-    }
-
-    /// When the crew started.
-    pub fn started(&self) -> std::time::Instant {
-        self.shared.lock().started()
     }
 
     /// Stops the crew: every member's queued jobs are discarded, waiters woken, and workers

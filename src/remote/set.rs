@@ -226,9 +226,10 @@ enum Pick {
 }
 
 impl Inner {
-    /// Returns when the set is cancelled or closed since `generation`, or `canceller` has
-    /// cancelled since `own`.
-    async fn cancelled(&self, generation: u64, canceller: Option<&Canceller>, own: Option<u64>) {
+    /// Returns when the set is cancelled or closed since `generation`, or the canceller has
+    /// cancelled since the generation given with it.
+    async fn cancelled(&self, generation: u64, canceller: Option<(&Canceller, u64)>) {
+        let (own, canceller) = (canceller.map(|c| c.1), canceller.map(|c| c.0));
         loop {
             let notified = self.cancel.notified();
             tokio::pin!(notified);
@@ -272,12 +273,7 @@ impl Inner {
         let deadline = tokio::time::Instant::now() + self.config.request_timeout;
         let slot = self.acquire(&[], deadline).await?;
         let index = slot.index;
-        let model = self.servers[index]
-            .state()
-            .model
-            .clone()
-            .unwrap_or_default();
-        let request = batch::batch_request(images, &model, size)?;
+        let request = batch::batch_request(images, &self.model(index), size)?;
         let response = self.send(slot, &request).await?;
         Ok(self.answer(index, response, false))
     }
@@ -481,12 +477,16 @@ impl Inner {
     }
 
     fn request_for(&self, index: usize, image: Image) -> Result<Request, Error> {
-        let model = self.servers[index]
+        request_for(image, &self.model(index))
+    }
+
+    /// The model's metadata as server `index` last gave it (empty before its first probe).
+    fn model(&self, index: usize) -> Arc<ModelInfo> {
+        self.servers[index]
             .state()
             .model
             .clone()
-            .unwrap_or_default();
-        request_for(image, &model)
+            .unwrap_or_default()
     }
 
     async fn probe_loop(self: Arc<Self>, index: usize) {
@@ -662,8 +662,6 @@ impl ServerSet {
     ) -> Result<Answer, Error> {
         let inner = &self.inner;
         let generation = inner.generation.load(Ordering::Acquire);
-        let own = canceller.map(|c| c.1);
-        let canceller = canceller.map(|c| c.0);
         if inner.stopping.load(Ordering::Acquire) {
             return Err(Error::new(ErrorKind::Cancelled, "the server set is closed"));
         }
@@ -673,14 +671,14 @@ impl ServerSet {
             return self.runtime().block_on(async {
                 tokio::select! {
                     answer = reply => answer.unwrap_or_else(|_| Err(cancelled())),
-                    _ = inner.cancelled(generation, canceller, own) => Err(cancelled()),
+                    _ = inner.cancelled(generation, canceller) => Err(cancelled()),
                 }
             });
         }
         self.runtime().block_on(async {
             tokio::select! {
                 result = inner.infer(image, avoid) => result,
-                _ = inner.cancelled(generation, canceller, own) => Err(cancelled()),
+                _ = inner.cancelled(generation, canceller) => Err(cancelled()),
             }
         })
     }

@@ -48,7 +48,7 @@ impl<W: Work> Shared<W> {
             let Some(m) = state.members.get_mut(&id) else {
                 return Submitted::Stopped;
             };
-            if m.flushing || m.removed || stopping {
+            if !m.takes_input(stopping) {
                 // A producer that waited past its member's leave lets it go.
                 self.forget_if_done(&mut state, id);
                 return Submitted::Stopped;
@@ -148,32 +148,25 @@ impl<W: Work> Shared<W> {
         Submitted::Queued { leaked }
     }
 
-    pub(in crate::pool) fn event(&self, id: MemberId, event: W::Event) -> bool {
+    /// Runs `f` on the member if it takes input now, then makes sure its output gets a
+    /// pusher; whether it took it.
+    fn to_member(&self, id: MemberId, f: impl FnOnce(&mut Member<W>)) -> bool {
         let mut state = self.lock();
         let stopping = state.stopping;
-        let Some(m) = state.members.get_mut(&id) else {
-            return false;
-        };
-        if m.flushing || m.removed || stopping {
-            return false;
+        match state.members.get_mut(&id) {
+            Some(m) if m.takes_input(stopping) => f(m),
+            _ => return false,
         }
-        m.order.event(event);
         drop(self.hand_output(state, id));
         true
     }
 
+    pub(in crate::pool) fn event(&self, id: MemberId, event: W::Event) -> bool {
+        self.to_member(id, |m| m.order.event(event))
+    }
+
     pub(in crate::pool) fn lost(&self, id: MemberId, first: Tag, count: u64, reason: Loss) -> bool {
-        let mut state = self.lock();
-        let stopping = state.stopping;
-        let Some(m) = state.members.get_mut(&id) else {
-            return false;
-        };
-        if m.flushing || m.removed || stopping {
-            return false;
-        }
-        m.order.lost(first, count, reason);
-        drop(self.hand_output(state, id));
-        true
+        self.to_member(id, |m| m.order.lost(first, count, reason))
     }
 
     /// Waits until the member has output everything submitted so far, then makes the caller
@@ -186,7 +179,7 @@ impl<W: Work> Shared<W> {
             let Some(m) = state.members.get_mut(&id) else {
                 return false;
             };
-            if m.flushing || m.removed || stopping {
+            if !m.takes_input(stopping) {
                 self.forget_if_done(&mut state, id);
                 return false;
             }
