@@ -32,10 +32,12 @@ PACKAGES=(
   libvulkan1
   mesa-vulkan-drivers
 )
+# Only for `test`: tests/bounded.sh takes a backtrace with gdb when a test binary crashes.
+TEST_PACKAGES=(gdb)
 
 deps() {
   local missing=()
-  for p in "${PACKAGES[@]}"; do
+  for p in "${PACKAGES[@]}" "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
   if ((${#missing[@]})); then
@@ -75,7 +77,7 @@ demo() {
 }
 
 test_all() {
-  deps
+  deps "${TEST_PACKAGES[@]}"
   local build=build
   echo "==> meson setup + compile (builds libgstordered.so through cargo)"
   # --prefix=/usr: where Debian's GStreamer looks for plugins (README, "Building, installing").

@@ -17,7 +17,7 @@
 //! each, but fetches texels a vector at a time. Storage buffers here only take results, once
 //! per strip or block row.
 
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, LazyLock, Mutex, mpsc};
 use std::time::Duration;
 
 use super::{Backend, Layout, Measurements, Plane, block_grid};
@@ -134,8 +134,8 @@ pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Names of the wgpu adapters this machine offers (Vulkan), for diagnostics.
 pub fn adapters() -> Vec<String> {
-    let instance = instance();
-    pollster::block_on(instance.enumerate_adapters(wgpu::Backends::VULKAN))
+    let _opening = OPENING.lock().unwrap_or_else(|p| p.into_inner());
+    pollster::block_on(INSTANCE.enumerate_adapters(wgpu::Backends::VULKAN))
         .into_iter()
         .map(|a| {
             let info = a.get_info();
@@ -144,11 +144,22 @@ pub fn adapters() -> Vec<String> {
         .collect()
 }
 
-fn instance() -> wgpu::Instance {
+/// The process's one wgpu instance (one Vulkan instance), made when a backend or the list
+/// of adapters is first wanted and kept until the process ends.
+///
+/// One instance, and adapters and devices opened one at a time ([`OPENING`]): the Vulkan
+/// loader loads and initialises its drivers when an instance is created, and instances
+/// created on several threads at once can crash the process (wgpu issue 5930). Elements
+/// reach `PLAYING` on several threads at once, and so do tests; a lock costs nothing here,
+/// as a backend is opened once per element start.
+static INSTANCE: LazyLock<wgpu::Instance> = LazyLock::new(|| {
     let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
     desc.backends = wgpu::Backends::VULKAN;
     wgpu::Instance::new(desc)
-}
+});
+
+/// Held while adapters are listed or one is opened with its device (see [`INSTANCE`]).
+static OPENING: Mutex<()> = Mutex::new(());
 
 fn layout_entry(binding: u32, ty: wgpu::BindingType) -> wgpu::BindGroupLayoutEntry {
     wgpu::BindGroupLayoutEntry {
@@ -236,8 +247,8 @@ impl GpuBackend {
     /// [`GpuBackend::new`] with the work cut as given instead of as suits the adapter (tests
     /// run the GPU's cut on lavapipe).
     pub(crate) fn with_tuning(tuning: Option<Tuning>) -> Result<GpuBackend, String> {
-        let instance = instance();
-        let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
+        let opening = OPENING.lock().unwrap_or_else(|p| p.into_inner());
+        let adapter = pollster::block_on(INSTANCE.request_adapter(&wgpu::RequestAdapterOptions {
             power_preference: wgpu::PowerPreference::HighPerformance,
             force_fallback_adapter: false,
             compatible_surface: None,
@@ -252,6 +263,7 @@ impl GpuBackend {
             ..Default::default()
         }))
         .map_err(|e| format!("wgpu device on {}: {e}", info.name))?;
+        drop(opening);
         let errors = Arc::new(Mutex::new(Vec::new()));
         let sink = errors.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {

@@ -449,3 +449,27 @@ fn rgb_luma_weights() {
     assert_eq!(rgb_luma(0, 255, 0), 149);
     assert_eq!(rgb_luma(0, 0, 255), 29);
 }
+
+#[test]
+fn backends_opened_on_several_threads_at_once_all_measure() {
+    // Elements start on several threads at once, and so do these tests: the Vulkan loader
+    // must not see instances created concurrently (one CI run crashed with SIGSEGV within a
+    // second of two GPU tests starting together; it did not reproduce here). The backends
+    // are opened together, behind a barrier, and each measures as the CPU does.
+    let (w, h) = (64, 48);
+    let frames = [noise(w, h, 7), square(w, h, 20, 10, 9)];
+    let expected = run(Box::new(cpu::CpuBackend::new()), &frames, w, h, Layout::Luma, 0);
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(4));
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let (barrier, frames) = (barrier.clone(), frames.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                run(gpu(), &frames, w, h, Layout::Luma, 0)
+            })
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().expect("a GPU thread panicked"), expected);
+    }
+}
