@@ -458,7 +458,14 @@ fn backends_opened_on_several_threads_at_once_all_measure() {
     // are opened together, behind a barrier, and each measures as the CPU does.
     let (w, h) = (64, 48);
     let frames = [noise(w, h, 7), square(w, h, 20, 10, 9)];
-    let expected = run(Box::new(cpu::CpuBackend::new()), &frames, w, h, Layout::Luma, 0);
+    let expected = run(
+        Box::new(cpu::CpuBackend::new()),
+        &frames,
+        w,
+        h,
+        Layout::Luma,
+        0,
+    );
     let barrier = std::sync::Arc::new(std::sync::Barrier::new(4));
     let threads: Vec<_> = (0..4)
         .map(|_| {

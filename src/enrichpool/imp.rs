@@ -34,6 +34,7 @@ use gst::prelude::*;
 use gst::subclass::prelude::*;
 
 use super::Handler;
+use super::regions::{DEFAULT_MAX_ROIS, InferOn};
 use super::settings::*;
 use super::shared::{self, SharedPool};
 use super::stats::{RemoteStats, pool_stats_structure, processing_latency, stats_structure};
@@ -149,6 +150,7 @@ impl EnrichPool {
             &self.settings(),
             self.remote_stats().as_ref(),
             self.enricher.overlay_skipped.load(Ordering::Relaxed),
+            &self.enricher.roi_counts,
         )
     }
 
@@ -507,6 +509,9 @@ impl EnrichPool {
             (pool, Some(shared))
         };
         self.enricher.overlay_skipped.store(0, Ordering::Relaxed);
+        *write(&self.enricher.regions) = settings.cascade.plan(&settings.pool).map(Arc::new);
+        *write(&self.enricher.helpers) = Some(pool.crew().helpers());
+        self.enricher.roi_counts.reset();
         self.enricher.flow.set(Ok(gst::FlowSuccess::Ok));
         *lock(&self.enricher.reported_latency) = Reported::default();
         self.enricher.measured.store(false, Ordering::Release);
@@ -799,6 +804,52 @@ impl ObjectImpl for EnrichPool {
                     .default_value(-1)
                     .mutable_playing()
                     .build(),
+                glib::ParamSpecEnum::builder_with_default("infer-on", InferOn::Frame)
+                    .nick("Infer on")
+                    .blurb(
+                        "What the steps (servers, Rust handler, process signal) run on: the whole \
+                         frame, or each GstVideoRegionOfInterestMeta of the frame (of roi-types, \
+                         at most max-rois), on its crop, the crops of a frame in parallel on idle \
+                         workers. A region's results go into an `enrichment` param on its meta \
+                         and into the `rois` array of EnrichmentMeta; regions found inside a crop \
+                         become metas in frame coordinates with parent_id set; a failed crop \
+                         marks its region (failed, error) and the frame goes on, unless \
+                         on-error=fail",
+                    )
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("roi-types")
+                    .nick("ROI types")
+                    .blurb(
+                        "With infer-on=rois: the region types to run on, comma-separated \
+                         (e.g. motion,person; empty = every type)",
+                    )
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("max-rois")
+                    .nick("Maximum ROIs")
+                    .blurb(
+                        "With infer-on=rois: the most regions per frame that get a crop job, in \
+                         the order of their metas; the others are left as they are (counted in \
+                         stats as rois-over-max)",
+                    )
+                    .minimum(1)
+                    .default_value(DEFAULT_MAX_ROIS)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt64::builder("carry-forward")
+                    .nick("Carry forward")
+                    .blurb(
+                        "Reuse, in ns (0 = off): a frame that interval or only-label keeps from \
+                         the servers carries the results of the last frame sent before it \
+                         (its EnrichmentMeta fields and detected regions), marked stale=true \
+                         and age (ns of running time since that frame), while younger than \
+                         this. A frame labelled scene-cut is then always sent, and ends the \
+                         reuse of what came before it",
+                    )
+                    .default_value(0)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecBoolean::builder("overlay")
                     .nick("Overlay")
                     .blurb(
@@ -945,7 +996,11 @@ impl ObjectImpl for EnrichPool {
                          spawn-failures (frames or threads), blocked-pushes (pushes a shared \
                          pool gave up on after 200 ms, their worker replaced), latency (ns: what the element adds \
                          to the LATENCY query, see `latency`), worker-stats (per worker: \
-                         worker, processed, busy ns, errors), overlay-skipped, remote-sent, remote-skipped, hedges, \
+                         worker, processed, busy ns, errors), overlay-skipped, remote-sent, remote-skipped, \
+                         rois-processed, rois-failed, rois-dropped (by a handler), rois-found \
+                         (regions found inside crops), rois-invalid (empty, zero-size or wholly \
+                         outside the frame), rois-clipped (partly outside: cropped to the frame), \
+                         rois-over-max, rois-renumbered (a repeated id replaced), hedges, \
                          batches and batched-frames (requests that carried batches, and their frames; the \
                          shared pool's with shared-pool) \
                          and servers (per server: url, healthy, in-flight, requests, errors, \
@@ -1031,6 +1086,10 @@ impl ObjectImpl for EnrichPool {
             "max-response-bytes" => {
                 s.remote.max_response_bytes = value.get().expect("type checked upstream")
             }
+            "infer-on" => s.cascade.infer_on = value.get().expect("type checked upstream"),
+            "roi-types" => s.cascade.roi_types = text(value).unwrap_or_default(),
+            "max-rois" => s.cascade.max_rois = value.get().expect("type checked upstream"),
+            "carry-forward" => s.cascade.carry_forward = ns(value),
             "interval" => s.remote.interval = value.get().expect("type checked upstream"),
             "only-label" => s.remote.only_label = text(value),
             "tls-ca-file" => s.remote.tls_ca_file = text(value),
@@ -1070,6 +1129,10 @@ impl ObjectImpl for EnrichPool {
             "hedge-after" => s.remote.hedge_after.nseconds().to_value(),
             "max-in-flight-per-server" => s.remote.max_in_flight_per_server.to_value(),
             "max-response-bytes" => s.remote.max_response_bytes.to_value(),
+            "infer-on" => s.cascade.infer_on.to_value(),
+            "roi-types" => s.cascade.roi_types.to_value(),
+            "max-rois" => s.cascade.max_rois.to_value(),
+            "carry-forward" => s.cascade.carry_forward.nseconds().to_value(),
             "interval" => s.remote.interval.to_value(),
             "only-label" => s.remote.only_label.to_value(),
             "tls-ca-file" => s.remote.tls_ca_file.to_value(),

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use gst::glib;
 
+use super::regions::{DEFAULT_MAX_ROIS, InferOn};
 use super::remote::Remote;
+use super::steps::RegionPlan;
 use crate::pool::{self, CrewConfig, Limits, MemberConfig, PoolConfig};
 use crate::remote::{self as rpc, ServerSet};
 
@@ -361,11 +363,57 @@ impl RemoteSettings {
     }
 }
 
+pub(super) const DEFAULT_CARRY_FORWARD: gst::ClockTime = gst::ClockTime::ZERO;
+
+/// What the steps run on and what is reused: `infer-on`, `roi-types`, `max-rois`,
+/// `carry-forward` (this element's own, also in a shared pool).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct CascadeSettings {
+    pub infer_on: InferOn,
+    /// Comma-separated; empty for every type.
+    pub roi_types: String,
+    pub max_rois: u32,
+    pub carry_forward: gst::ClockTime,
+}
+
+impl Default for CascadeSettings {
+    fn default() -> Self {
+        CascadeSettings {
+            infer_on: InferOn::Frame,
+            roi_types: String::new(),
+            max_rois: DEFAULT_MAX_ROIS,
+            carry_forward: DEFAULT_CARRY_FORWARD,
+        }
+    }
+}
+
+impl CascadeSettings {
+    /// How `infer-on=rois` runs (`None` for `frame`), under the pool's error policy.
+    pub fn plan(&self, pool: &PoolSettings) -> Option<RegionPlan> {
+        (self.infer_on == InferOn::Rois).then(|| RegionPlan {
+            types: self
+                .roi_types
+                .split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(String::from)
+                .collect(),
+            max: self.max_rois.max(1) as usize,
+            attempts: match pool.on_error {
+                OnError::Retry => pool.retries.saturating_add(1),
+                OnError::Drop | OnError::Fail => 1,
+            },
+            fail: pool.on_error == OnError::Fail,
+        })
+    }
+}
+
 /// All of an element's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Settings {
     pub pool: PoolSettings,
     pub remote: RemoteSettings,
+    pub cascade: CascadeSettings,
     /// Processing latency for the LATENCY query, in ns (-1: measured).
     pub latency: i64,
     pub overlay: bool,
@@ -377,6 +425,7 @@ impl Default for Settings {
         Settings {
             pool: PoolSettings::default(),
             remote: RemoteSettings::default(),
+            cascade: CascadeSettings::default(),
             latency: DEFAULT_LATENCY,
             overlay: DEFAULT_OVERLAY,
             stats_interval: DEFAULT_STATS_INTERVAL,

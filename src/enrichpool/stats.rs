@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 use gst::glib;
 use gst::prelude::*;
 
+use super::regions::RoiCounts;
 use super::remote::Remote;
 use super::settings::Settings;
 use crate::pool::{CrewStats, PoolStats, WorkerStats};
@@ -38,7 +39,9 @@ pub(super) fn stats_structure(
     settings: &Settings,
     remote: Option<&RemoteStats>,
     overlay_skipped: u64,
+    rois: &RoiCounts,
 ) -> gst::Structure {
+    let count = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     let dropped = stats.leaked + stats.failed + stats.timeout + stats.dropped;
     let workers = worker_array(&stats.per_worker);
     let builder = gst::Structure::builder("enrichpool-stats")
@@ -63,7 +66,15 @@ pub(super) fn stats_structure(
         .field("worker-stats", workers)
         .field("remote-sent", remote.map_or(0, |r| r.sent))
         .field("remote-skipped", remote.map_or(0, |r| r.skipped))
-        .field("overlay-skipped", overlay_skipped);
+        .field("overlay-skipped", overlay_skipped)
+        .field("rois-processed", count(&rois.processed))
+        .field("rois-failed", count(&rois.failed))
+        .field("rois-dropped", count(&rois.dropped))
+        .field("rois-found", count(&rois.found))
+        .field("rois-invalid", count(&rois.invalid))
+        .field("rois-clipped", count(&rois.clipped))
+        .field("rois-over-max", count(&rois.over_max))
+        .field("rois-renumbered", count(&rois.renumbered));
     with_servers(builder, remote).build()
 }
 

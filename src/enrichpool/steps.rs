@@ -13,6 +13,7 @@ use gst::subclass::prelude::*;
 
 use super::imp::CAT;
 use super::overlay;
+use super::regions::{self, Crops, Outcome, RoiCounts};
 use super::remote::{self, Remote};
 use super::{Handler, Job, Verdict};
 use crate::glue::{FlowCell, lock, post_stats, read};
@@ -105,6 +106,24 @@ pub(super) struct Enricher {
     pub overlay: AtomicBool,
     /// Frames that could not be drawn on (not video, a format without 8-bit components).
     pub overlay_skipped: AtomicU64,
+    /// With `infer-on=rois`, while running: which regions get crop jobs.
+    pub regions: RwLock<Option<Arc<RegionPlan>>>,
+    /// Runs a frame's crop jobs on the pool's idle workers, while running.
+    pub helpers: RwLock<Option<pool::Helpers>>,
+    /// What became of regions (`infer-on=rois`), since the start.
+    pub roi_counts: RoiCounts,
+}
+
+/// How `infer-on=rois` runs, fixed at start.
+#[derive(Debug, Clone)]
+pub(super) struct RegionPlan {
+    /// `roi-types`: empty for every type.
+    pub types: Vec<String>,
+    pub max: usize,
+    /// Attempts per crop: 1 + `retries` with `on-error=retry`, else 1.
+    pub attempts: u32,
+    /// `on-error=fail`: a failed crop fails its frame.
+    pub fail: bool,
 }
 
 impl Enricher {
@@ -119,49 +138,60 @@ impl Enricher {
             remote: RwLock::new(None),
             overlay: AtomicBool::new(false),
             overlay_skipped: AtomicU64::new(0),
+            regions: RwLock::new(None),
+            helpers: RwLock::new(None),
+            roi_counts: RoiCounts::default(),
         }
     }
 }
 
-impl Enricher {
-    /// Emits `process(buffer, worker, outputs)`, reading back what the handlers put into
-    /// `outputs`. `None` when no handler is connected.
-    fn emit_process(
-        &self,
-        element: &super::EnrichPool,
-        frame: &mut Frame,
-        worker: u32,
-    ) -> Option<bool> {
-        static PROCESS: LazyLock<glib::subclass::SignalId> = LazyLock::new(|| {
-            glib::subclass::SignalId::lookup("process", super::EnrichPool::static_type())
-                .expect("the process signal is registered with the type")
-        });
-        let signal = *PROCESS;
-        if !glib::signal::signal_has_handler_pending(element, signal, None, false) {
-            return None;
-        }
-        // Emitted with our own GValues, so that handlers (Python's among them) can fill the
-        // `outputs` structure in place; glib's emit helpers would hand them a copy.
-        let mut args = [
-            element.to_value(),
-            frame.buffer.to_value(),
-            worker.to_value(),
-            frame.outputs().to_value(),
-        ];
-        let mut ret = glib::Value::from_type(glib::Type::BOOL);
-        unsafe {
-            glib::gobject_ffi::g_signal_emitv(
-                args.as_mut_ptr() as *const glib::gobject_ffi::GValue,
-                signal.into_glib(),
-                0,
-                ret.to_glib_none_mut().0,
-            );
-        }
-        if let Ok(outputs) = args[3].get::<gst::Structure>() {
-            frame.outputs = Some(outputs);
-        }
-        Some(ret.get::<bool>().unwrap_or(false))
+/// Whether a handler is connected to `process`.
+pub(super) fn process_connected(element: &super::EnrichPool) -> bool {
+    glib::signal::signal_has_handler_pending(element, process_signal(), None, false)
+}
+
+fn process_signal() -> glib::subclass::SignalId {
+    static PROCESS: LazyLock<glib::subclass::SignalId> = LazyLock::new(|| {
+        glib::subclass::SignalId::lookup("process", super::EnrichPool::static_type())
+            .expect("the process signal is registered with the type")
+    });
+    *PROCESS
+}
+
+/// Emits `process(buffer, worker, outputs)`, reading back what the handlers put into
+/// `outputs`. `None` when no handler is connected.
+pub(super) fn emit_process(
+    element: &super::EnrichPool,
+    buffer: &gst::Buffer,
+    worker: u32,
+    outputs: &mut gst::Structure,
+) -> Option<bool> {
+    if !process_connected(element) {
+        return None;
     }
+    // Emitted with our own GValues, so that handlers (Python's among them) can fill the
+    // `outputs` structure in place; glib's emit helpers would hand them a copy.
+    let mut args = [
+        element.to_value(),
+        buffer.to_value(),
+        worker.to_value(),
+        outputs.to_value(),
+    ];
+    let mut ret = glib::Value::from_type(glib::Type::BOOL);
+    // SAFETY: `args` holds the instance and the three parameters of `process`, of the types
+    // it was registered with; `ret` is a boolean GValue, the signal's return type.
+    unsafe {
+        glib::gobject_ffi::g_signal_emitv(
+            args.as_mut_ptr() as *const glib::gobject_ffi::GValue,
+            process_signal().into_glib(),
+            0,
+            ret.to_glib_none_mut().0,
+        );
+    }
+    if let Ok(filled) = args[3].get::<gst::Structure>() {
+        *outputs = filled;
+    }
+    Some(ret.get::<bool>().unwrap_or(false))
 }
 
 impl Work for Enricher {
@@ -178,6 +208,11 @@ impl Work for Enricher {
                 .remote_wanted
                 .get_or_insert_with(|| remote.wants(frame.seq, &frame.buffer))
         });
+        let plan = read(&self.regions).clone();
+        if let Some(plan) = plan {
+            let remote = remote.filter(|_| wanted);
+            return self.process_regions(&element, frame, worker, attempt, remote, &plan);
+        }
         if let Some(remote) = remote.filter(|_| wanted && !frame.remote_done) {
             if let Err(message) = Self::ask_servers(&remote, frame) {
                 return pool::Verdict::Fail(message);
@@ -193,6 +228,7 @@ impl Work for Enricher {
                 worker,
                 attempt,
                 outputs: frame.outputs.get_or_insert_with(empty_outputs),
+                roi: None,
             };
             match handler(&mut job) {
                 Ok(Verdict::Keep) => pool::Verdict::Keep,
@@ -200,7 +236,8 @@ impl Work for Enricher {
                 Err(message) => pool::Verdict::Fail(message),
             }
         } else {
-            match self.emit_process(&element, frame, worker) {
+            let outputs = frame.outputs.get_or_insert_with(empty_outputs);
+            match emit_process(&element, &frame.buffer, worker, outputs) {
                 Some(true) => {
                     frame.enriched = true;
                     pool::Verdict::Keep
@@ -309,6 +346,88 @@ impl Work for Enricher {
 }
 
 impl Enricher {
+    /// `infer-on=rois`: the steps on each chosen region's crop, in parallel on this worker
+    /// and idle ones; the frame goes on once every crop is done.
+    fn process_regions(
+        &self,
+        element: &super::EnrichPool,
+        frame: &mut Frame,
+        worker: u32,
+        attempt: u32,
+        remote: Option<Arc<Remote>>,
+        plan: &RegionPlan,
+    ) -> pool::Verdict {
+        let Some(info) = frame.video.clone() else {
+            return pool::Verdict::Fail("infer-on=rois needs video/x-raw caps".into());
+        };
+        let size = (info.width(), info.height());
+        let choice = regions::choose(
+            frame.buffer.make_mut(),
+            size.0,
+            size.1,
+            &plan.types,
+            plan.max,
+        );
+        self.roi_counts.count_choice(&choice);
+        let handler = read(&self.handler).clone();
+        let steps = remote.is_some() || handler.is_some() || process_connected(element);
+        if choice.regions.is_empty() || !steps {
+            // No region to run on, or nothing to run: the frame passes untouched.
+            if self.overlay.load(Ordering::Relaxed) {
+                self.draw_overlay(frame, worker);
+            }
+            return pool::Verdict::Keep;
+        }
+        let crops = Arc::new(Crops {
+            element: element.clone(),
+            frame: frame.buffer.clone(),
+            info,
+            remote: remote.map(|r| (r, frame.cancel_from)),
+            handler,
+            worker,
+            attempt,
+            attempts: plan.attempts,
+            seq: frame.seq,
+        });
+        let parts = choice
+            .regions
+            .iter()
+            .map(|region| {
+                let (crops, region) = (crops.clone(), region.clone());
+                Box::new(move || crops.run(&region)) as Box<dyn FnOnce() -> Outcome + Send>
+            })
+            .collect();
+        let helpers = read(&self.helpers)
+            .clone()
+            .unwrap_or_else(pool::Helpers::none);
+        let outcomes = helpers
+            .run(parts)
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| Outcome::Failed("the handler panicked".into())))
+            .collect();
+        // The crops' reference to the frame goes: writing to it needs no copy.
+        drop(crops);
+        let (rois, failure, server) = regions::put_back(
+            frame.buffer.make_mut(),
+            &choice.regions,
+            outcomes,
+            size,
+            &self.roi_counts,
+        );
+        frame.outputs().set("rois", rois);
+        frame.enriched = true;
+        frame.server = server;
+        if plan.fail
+            && let Some(message) = failure
+        {
+            return pool::Verdict::Fail(format!("a region failed: {message}"));
+        }
+        if self.overlay.load(Ordering::Relaxed) {
+            self.draw_overlay(frame, worker);
+        }
+        pool::Verdict::Keep
+    }
+
     fn push(&self, buffer: gst::Buffer, tag: Tag, report: Report) {
         // Announced before the frame goes: the pipeline may reconfigure before it arrives.
         self.maybe_report_latency(report.recent_latency);

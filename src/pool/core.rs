@@ -11,6 +11,7 @@ mod ops;
 mod watchdog;
 
 use super::order::{Completed, Next, Order};
+use super::parts::{Host, Part};
 use super::queue::{BoundedQueue, Entry, Waiting};
 use super::{
     CrewConfig, CrewStats, LATENCY_WINDOW, Leaky, Loss, MemberConfig, MemberShare, OnError,
@@ -393,6 +394,9 @@ pub(super) struct State<W: Work> {
     per_worker: Vec<WorkerStats>,
     /// `stop` waits on `exits` for threads to return.
     exit_waiters: usize,
+    /// Parts of jobs in flight, for idle workers to take (see `parts`), with their sets.
+    parts: VecDeque<(u64, Part)>,
+    next_set: u64,
 }
 
 impl<W: Work> State<W> {
@@ -420,6 +424,8 @@ impl<W: Work> State<W> {
             spawn_failures: 0,
             per_worker: Vec::new(),
             exit_waiters: 0,
+            parts: VecDeque::new(),
+            next_set: 0,
         }
     }
 
@@ -927,6 +933,13 @@ impl<W: Work> Shared<W> {
                 }
                 continue;
             }
+            // A part of a job in flight comes before a new job: its frame waits for it.
+            if let Some((_, part)) = state.parts.pop_front() {
+                drop(state);
+                part();
+                state = self.lock();
+                continue;
+            }
             if let Some((member, entry)) = state.take() {
                 let id = state.next_id;
                 state.next_id += 1;
@@ -1305,4 +1318,31 @@ struct Done<J> {
     attempts: u32,
     started: Instant,
     done: Instant,
+}
+
+impl<W: Work> Host for Shared<W> {
+    fn new_set(&self) -> u64 {
+        let mut state = self.lock();
+        state.next_set += 1;
+        state.next_set
+    }
+
+    fn post(&self, set: u64, parts: Vec<Part>) {
+        let mut state = self.lock();
+        let count = parts.len();
+        state
+            .parts
+            .extend(parts.into_iter().map(|part| (set, part)));
+        for _ in 0..count {
+            if !self.wake_one(&mut state) {
+                break;
+            }
+        }
+    }
+
+    fn take_back(&self, set: u64) -> Option<Part> {
+        let mut state = self.lock();
+        let at = state.parts.iter().position(|(s, _)| *s == set)?;
+        state.parts.remove(at).map(|(_, part)| part)
+    }
 }

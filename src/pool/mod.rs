@@ -37,6 +37,7 @@
 
 mod core;
 mod order;
+mod parts;
 mod queue;
 
 use std::sync::{Arc, Mutex};
@@ -46,6 +47,7 @@ use std::time::Duration;
 pub use self::core::LATENCY_EVERY;
 use self::core::{MemberId, Shared};
 pub use order::Run;
+pub use parts::Helpers;
 pub use queue::{Leaky, Limits};
 
 /// A job's place in its stream: what a loss names.
@@ -425,6 +427,13 @@ impl<W: Work> Crew<W> {
         })
     }
 
+    /// Runs parts of a job on this crew's idle workers (see [`Helpers`]); for the work to
+    /// keep and call from `process`.
+    pub fn helpers(&self) -> Helpers {
+        let shared: Arc<dyn parts::Host> = self.shared.clone();
+        Helpers::new(Arc::downgrade(&shared))
+    }
+
     /// The crew's workers and its members' shares.
     pub fn stats(&self) -> CrewStats {
         self.shared.lock().crew_stats()
@@ -607,5 +616,7 @@ impl<W: Work> Drop for Pool<W> {
 mod crew_tests;
 #[cfg(test)]
 mod model;
+#[cfg(test)]
+mod parts_tests;
 #[cfg(test)]
 mod tests;

@@ -21,7 +21,11 @@ Both transports answer readiness and model metadata like a healthy server; infer
 - batch: a model with a batch dimension (input `[-1, -1, -1, -1]`) run by one model
   instance, one request at a time: each costs 10 ms + 1 ms per frame, and answers per frame
   `sum` (UINT64 `[N]`: the sum of that frame's bytes) and `batch` (INT64 `[N]`: N); counts
-  `answered`, `frames` and `max-batch`.
+  `answered`, `frames` and `max-batch`;
+- geometry (REST only): answers what it was sent: `shape` (INT64 `[3]`), `sum` (UINT64: of
+  all bytes) and `first` (UINT8: the first pixel's bytes), and one detection, `boxes`
+  (FP32 `[1, 4]`: x1, y1, x2, y2 = 1, 1, 3, 3 in pixels of the input) with `scores` (`[1]`:
+  0.5) and `classes` (BYTES `[1]`: `inner`).
 Prints `ready` once both listen on 127.0.0.1.
 """
 
@@ -169,6 +173,20 @@ class Rest(BaseHTTPRequestHandler):
             return
         if MODE == "count":
             counted(lambda: time.sleep(0.020))
+        if MODE == "geometry":
+            tensor = request["inputs"][0]
+            data = bytes(tensor["data"])
+            shape = tensor["shape"]
+            self.reply(200, json.dumps({"id": request["id"], "outputs": [
+                {"name": "shape", "datatype": "INT64", "shape": [3], "data": shape},
+                {"name": "sum", "datatype": "UINT64", "shape": [1], "data": [sum(data)]},
+                {"name": "first", "datatype": "UINT8", "shape": [shape[2]],
+                 "data": list(data[:shape[2]])},
+                {"name": "boxes", "datatype": "FP32", "shape": [1, 4], "data": [1, 1, 3, 3]},
+                {"name": "scores", "datatype": "FP32", "shape": [1], "data": [0.5]},
+                {"name": "classes", "datatype": "BYTES", "shape": [1], "data": ["inner"]},
+            ]}).encode())
+            return
         if MODE == "batch":
             tensor = request["inputs"][0]
             self.reply(200, json.dumps(

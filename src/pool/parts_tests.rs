@@ -1,0 +1,202 @@
+//! Tests of [`Helpers`]: a job's parts run at once on idle workers, never wait for a worker
+//! that is not there, and survive a panicking part.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use super::*;
+
+/// Every bounded wait in these tests.
+const BOUND: Duration = Duration::from_secs(20);
+
+/// Parts that meet: each arrives and waits (up to `BOUND`) until `expected` have arrived;
+/// it answers whether they all met. Parts run one after another never meet.
+#[derive(Default)]
+struct Meeting {
+    arrived: Mutex<usize>,
+    met: Condvar,
+}
+
+impl Meeting {
+    fn arrive(&self, expected: usize) -> bool {
+        let deadline = Instant::now() + BOUND;
+        let mut arrived = self.arrived.lock().unwrap();
+        *arrived += 1;
+        self.met.notify_all();
+        while *arrived < expected {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            arrived = self.met.wait_timeout(arrived, left).unwrap().0;
+        }
+        true
+    }
+}
+
+/// A job is split into `parts` parts; each part's result is (its index, the thread it ran
+/// on, whether it met the others when `meet`). Part `panic_at` panics.
+struct Fan {
+    parts: usize,
+    meet: bool,
+    panic_at: Option<usize>,
+    helpers: Mutex<Option<Helpers>>,
+    results: mpsc::Sender<Vec<Option<(usize, String, bool)>>>,
+    processed: AtomicUsize,
+}
+
+impl Work for Fan {
+    type Job = u64;
+    type Event = ();
+
+    fn process(&self, _job: &mut u64, _worker: u32, _attempt: u32) -> Verdict {
+        self.processed.fetch_add(1, Ordering::SeqCst);
+        let helpers = self
+            .helpers
+            .lock()
+            .unwrap()
+            .clone()
+            .unwrap_or_else(Helpers::none);
+        let meeting = Arc::new(Meeting::default());
+        let (count, meet, panic_at) = (self.parts, self.meet, self.panic_at);
+        let parts = (0..count)
+            .map(|index| {
+                let meeting = meeting.clone();
+                Box::new(move || {
+                    if Some(index) == panic_at {
+                        panic!("part {index} panics");
+                    }
+                    let met = meet && meeting.arrive(count - usize::from(panic_at.is_some()));
+                    let thread = std::thread::current().name().unwrap_or("").to_string();
+                    (index, thread, met)
+                }) as Box<dyn FnOnce() -> (usize, String, bool) + Send>
+            })
+            .collect();
+        let _ = self.results.send(helpers.run(parts));
+        Verdict::Keep
+    }
+
+    fn deliver(&self, _job: u64, _tag: Tag, _report: Report) {}
+    fn lost(&self, _first: Tag, _count: u64, _reason: Loss) {}
+    fn forward(&self, _event: ()) {}
+    fn fatal(&self, _tag: Tag, _message: &str) {}
+}
+
+#[allow(clippy::type_complexity)]
+fn fan(
+    workers: usize,
+    parts: usize,
+    meet: bool,
+    panic_at: Option<usize>,
+) -> (
+    Pool<Fan>,
+    Arc<Fan>,
+    mpsc::Receiver<Vec<Option<(usize, String, bool)>>>,
+) {
+    let (tx, rx) = mpsc::channel();
+    let work = Arc::new(Fan {
+        parts,
+        meet,
+        panic_at,
+        helpers: Mutex::new(None),
+        results: tx,
+        processed: AtomicUsize::new(0),
+    });
+    let pool = Pool::start(
+        work.clone(),
+        PoolConfig {
+            workers,
+            ..PoolConfig::default()
+        },
+    )
+    .unwrap();
+    *work.helpers.lock().unwrap() = Some(pool.crew().helpers());
+    (pool, work, rx)
+}
+
+fn tag(seq: u64) -> Tag {
+    Tag { epoch: 0, seq }
+}
+
+#[test]
+fn the_parts_of_one_job_run_at_once_on_idle_workers() {
+    // Eight parts that only finish once all eight are running: on eight workers, the job's
+    // own worker and seven idle ones take one each.
+    let (pool, _work, rx) = fan(8, 8, true, None);
+    pool.submit(0, tag(0), 1, None);
+    let results = rx.recv_timeout(BOUND).expect("the job ran");
+    assert_eq!(results.len(), 8);
+    for (i, r) in results.iter().enumerate() {
+        let (index, _, met) = r.as_ref().expect("no part panicked");
+        assert_eq!(*index, i, "results in the order of the parts");
+        assert!(met, "part {i} ran while the other seven did");
+    }
+    let threads: std::collections::HashSet<_> = results
+        .iter()
+        .map(|r| r.as_ref().unwrap().1.clone())
+        .collect();
+    assert_eq!(threads.len(), 8, "eight threads ran them: {threads:?}");
+    pool.stop(BOUND);
+}
+
+#[test]
+fn without_idle_workers_the_job_runs_its_parts_itself() {
+    // One worker: nobody takes the queued parts, and the job's worker must not wait for a
+    // helper that is not there.
+    let (pool, _work, rx) = fan(1, 5, false, None);
+    for seq in 0..3 {
+        pool.submit(seq, tag(seq), 1, None);
+    }
+    for _ in 0..3 {
+        let results = rx.recv_timeout(BOUND).expect("the job ran its parts");
+        let indices: Vec<usize> = results.iter().map(|r| r.as_ref().unwrap().0).collect();
+        assert_eq!(indices, vec![0, 1, 2, 3, 4]);
+        let thread = &results[0].as_ref().unwrap().1;
+        assert!(results.iter().all(|r| &r.as_ref().unwrap().1 == thread));
+    }
+    pool.stop(BOUND);
+}
+
+#[test]
+fn a_panicking_part_is_answered_none_and_the_workers_go_on() {
+    let (pool, work, rx) = fan(4, 4, true, Some(2));
+    pool.submit(0, tag(0), 1, None);
+    let results = rx.recv_timeout(BOUND).expect("the job ran");
+    assert!(results[2].is_none(), "the panicking part has no result");
+    for i in [0, 1, 3] {
+        let (index, _, met) = results[i].as_ref().unwrap();
+        assert_eq!(*index, i);
+        assert!(met, "the three others ran at once");
+    }
+    // The crew is whole: the next jobs run, their parts too.
+    pool.submit(1, tag(1), 1, None);
+    pool.submit(2, tag(2), 1, None);
+    for _ in 0..2 {
+        let results = rx.recv_timeout(BOUND).expect("later jobs ran");
+        assert_eq!(results.iter().filter(|r| r.is_some()).count(), 3);
+    }
+    assert_eq!(work.processed.load(Ordering::SeqCst), 3);
+    assert_eq!(pool.stats().workers, 4, "no worker was lost to the panic");
+    pool.stop(BOUND);
+}
+
+#[test]
+fn once_the_crew_is_gone_parts_run_on_the_caller() {
+    let (pool, work, _rx) = fan(2, 3, false, None);
+    let helpers = work.helpers.lock().unwrap().clone().unwrap();
+    pool.stop(BOUND);
+    drop(pool);
+    let here = std::thread::current().id();
+    let parts = (0..3)
+        .map(|i| {
+            Box::new(move || (i, std::thread::current().id()))
+                as Box<dyn FnOnce() -> (i32, std::thread::ThreadId) + Send>
+        })
+        .collect();
+    let results = helpers.run(parts);
+    assert_eq!(
+        results,
+        vec![Some((0, here)), Some((1, here)), Some((2, here))]
+    );
+}
