@@ -38,7 +38,7 @@ use super::regions::{DEFAULT_MAX_ROIS, InferOn};
 use super::settings::*;
 use super::shared::{self, SharedPool};
 use super::stats::{RemoteStats, pool_stats_structure, processing_latency, stats_structure};
-use super::steps::{Enricher, Frame, Reported};
+use super::steps::{Enricher, Frame, Reported, Role};
 use crate::glue::{StatsTimer, lock, read, write};
 use crate::meta::{Gap, GapReason, InFlightQuery, SeqMeta};
 use crate::pool::{Loss, Pool, PoolStats, Submitted, Tag};
@@ -151,6 +151,7 @@ impl EnrichPool {
             self.remote_stats().as_ref(),
             self.enricher.overlay_skipped.load(Ordering::Relaxed),
             &self.enricher.roi_counts,
+            &self.enricher.reuse.counts,
         )
     }
 
@@ -239,11 +240,27 @@ impl EnrichPool {
         };
 
         let bytes = buffer.size() as u64;
+        let remote = read(&self.enricher.remote).clone();
         // Read before the frame is queued: a flush from now on cancels its requests.
-        let cancel_from = read(&self.enricher.remote)
+        let cancel_from = remote.as_ref().map_or(0, |r| r.canceller.generation());
+        // Decided here, in stream order: `carry-forward` links a frame to the last one sent
+        // before it.
+        let carry = self.enricher.carry_forward.load(Ordering::Relaxed);
+        let wanted = remote
             .as_ref()
-            .map_or(0, |r| r.canceller.generation());
-        let frame = Frame::new(buffer, tag.seq, video, cancel_from);
+            .map(|r| r.wants(tag.seq, &buffer, carry > 0));
+        let role = match wanted {
+            Some(sent) if carry > 0 => {
+                let link = self.enricher.reuse.link(tag, running_time, sent, carry);
+                match (sent, link) {
+                    (true, _) => Some(Role::Source),
+                    (false, Some((source, age))) => Some(Role::Linked { source, age }),
+                    (false, None) => None,
+                }
+            }
+            _ => None,
+        };
+        let frame = Frame::new(buffer, tag.seq, video, cancel_from, wanted, role);
         match pool.submit(frame, tag, bytes, running_time) {
             Submitted::Queued { .. } | Submitted::Leaked => self.enricher.flow.get(),
             Submitted::Stopped => Err(gst::FlowError::Flushing),
@@ -260,6 +277,7 @@ impl EnrichPool {
                     let events = pool.flush();
                     self.state().sticky_after_flush = events;
                 }
+                self.enricher.reuse.clear();
                 self.cancel_requests();
                 return self.srcpad.push_event(event);
             }
@@ -269,6 +287,8 @@ impl EnrichPool {
                 if let Some(pool) = self.pool() {
                     pool.resume();
                 }
+                // Links made by a chain racing the flush are gone too.
+                self.enricher.reuse.clear();
                 // Stored only now: an older sticky event pushed meanwhile must not win.
                 let events = std::mem::take(&mut self.state().sticky_after_flush);
                 self.keep_sticky(events);
@@ -510,6 +530,11 @@ impl EnrichPool {
         };
         self.enricher.overlay_skipped.store(0, Ordering::Relaxed);
         *write(&self.enricher.regions) = settings.cascade.plan(&settings.pool).map(Arc::new);
+        self.enricher.reuse.clear();
+        self.enricher.reuse.reset_counts();
+        self.enricher
+            .carry_forward
+            .store(settings.cascade.carry_forward.nseconds(), Ordering::Relaxed);
         *write(&self.enricher.helpers) = Some(pool.crew().helpers());
         self.enricher.roi_counts.reset();
         self.enricher.flow.set(Ok(gst::FlowSuccess::Ok));
@@ -570,6 +595,9 @@ impl EnrichPool {
         if let Some(remote) = remote {
             self.state().last_remote = Some(RemoteStats::of(&remote));
         }
+        // Frames held for a source that will not come now.
+        self.enricher.reuse.clear();
+        write(&self.enricher.helpers).take();
     }
 
     fn restart_stats_timer(&self) {
@@ -1000,7 +1028,10 @@ impl ObjectImpl for EnrichPool {
                          rois-processed, rois-failed, rois-dropped (by a handler), rois-found \
                          (regions found inside crops), rois-invalid (empty, zero-size or wholly \
                          outside the frame), rois-clipped (partly outside: cropped to the frame), \
-                         rois-over-max, rois-renumbered (a repeated id replaced), hedges, \
+                         rois-over-max, rois-renumbered (a repeated id replaced), carried (frames that \
+                         left with stale results), carry-expired (skipped past carry-forward), \
+                         carry-missed (their source lost), carry-flushed (held for their source \
+                         when a flush came), hedges, \
                          batches and batched-frames (requests that carried batches, and their frames; the \
                          shared pool's with shared-pool) \
                          and servers (per server: url, healthy, in-flight, requests, errors, \

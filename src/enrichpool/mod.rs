@@ -11,6 +11,7 @@ mod imp;
 mod overlay;
 mod regions;
 mod remote;
+mod reuse;
 mod settings;
 mod shared;
 mod stats;

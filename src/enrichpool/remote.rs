@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use gst::glib;
 use gst_video::prelude::VideoFrameExt;
 
-use crate::meta::FrameAnalysis;
+use crate::meta::{AnalysisLabel, FrameAnalysis};
 use crate::remote::{Answer, Canceller, Data, Image, ServerSet, Tensor};
 
 /// The remote step of one running element.
@@ -25,12 +25,19 @@ pub(super) struct Remote {
 }
 
 impl Remote {
-    /// Whether the frame goes to a server; counts the ones that do not.
-    pub fn wants(&self, seq: u64, buffer: &gst::BufferRef) -> bool {
-        let wanted = seq.is_multiple_of(self.interval.max(1))
-            && self.only_label.as_deref().is_none_or(|label| {
-                matches!(FrameAnalysis::read(buffer), Some(Ok(a)) if a.label.as_str() == label)
-            });
+    /// Whether the frame goes to a server (always, with `scene_cuts`, when its analysis
+    /// label is `scene-cut`); counts the ones that do not.
+    pub fn wants(&self, seq: u64, buffer: &gst::BufferRef, scene_cuts: bool) -> bool {
+        let label = || match FrameAnalysis::read(buffer) {
+            Some(Ok(a)) => Some(a.label),
+            _ => None,
+        };
+        let wanted = (scene_cuts && label() == Some(AnalysisLabel::SceneCut))
+            || (seq.is_multiple_of(self.interval.max(1))
+                && self
+                    .only_label
+                    .as_deref()
+                    .is_none_or(|only| label().is_some_and(|l| l.as_str() == only)));
         if wanted {
             self.sent.fetch_add(1, Ordering::Relaxed);
         } else {

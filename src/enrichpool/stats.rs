@@ -7,6 +7,7 @@ use gst::prelude::*;
 
 use super::regions::RoiCounts;
 use super::remote::Remote;
+use super::reuse::ReuseCounts;
 use super::settings::Settings;
 use crate::pool::{CrewStats, PoolStats, WorkerStats};
 
@@ -40,6 +41,7 @@ pub(super) fn stats_structure(
     remote: Option<&RemoteStats>,
     overlay_skipped: u64,
     rois: &RoiCounts,
+    reuse: &ReuseCounts,
 ) -> gst::Structure {
     let count = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     let dropped = stats.leaked + stats.failed + stats.timeout + stats.dropped;
@@ -74,7 +76,11 @@ pub(super) fn stats_structure(
         .field("rois-invalid", count(&rois.invalid))
         .field("rois-clipped", count(&rois.clipped))
         .field("rois-over-max", count(&rois.over_max))
-        .field("rois-renumbered", count(&rois.renumbered));
+        .field("rois-renumbered", count(&rois.renumbered))
+        .field("carried", count(&reuse.carried))
+        .field("carry-expired", count(&reuse.expired))
+        .field("carry-missed", count(&reuse.missed))
+        .field("carry-flushed", count(&reuse.flushed));
     with_servers(builder, remote).build()
 }
 

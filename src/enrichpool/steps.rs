@@ -15,6 +15,7 @@ use super::imp::CAT;
 use super::overlay;
 use super::regions::{self, Crops, Outcome, RoiCounts};
 use super::remote::{self, Remote};
+use super::reuse::{Carried, Held, Release, Reuse};
 use super::{Handler, Job, Verdict};
 use crate::glue::{FlowCell, lock, post_stats, read};
 use crate::meta::{Enrichment, Gap, GapReason};
@@ -56,6 +57,17 @@ pub(super) struct Frame {
     /// The generation of the element's request canceller when the frame came in: a flush
     /// after that cancels its requests, even one not started yet.
     cancel_from: u64,
+    /// Its part in `carry-forward`, decided in the chain.
+    reuse: Option<Role>,
+}
+
+/// A frame's part in `carry-forward`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Role {
+    /// Sent to the servers: frames after it carry its results.
+    Source,
+    /// Kept from the servers: carries the results of this source, `age` ns older.
+    Linked { source: Tag, age: u64 },
 }
 
 impl Frame {
@@ -64,9 +76,12 @@ impl Frame {
         seq: u64,
         video: Option<Arc<gst_video::VideoInfo>>,
         cancel_from: u64,
+        remote_wanted: Option<bool>,
+        reuse: Option<Role>,
     ) -> Frame {
         Frame {
             cancel_from,
+            reuse,
             buffer,
             outputs: None,
             seq,
@@ -74,7 +89,7 @@ impl Frame {
             avoid: Vec::new(),
             server: String::new(),
             enriched: false,
-            remote_wanted: None,
+            remote_wanted,
             remote_done: false,
         }
     }
@@ -112,6 +127,10 @@ pub(super) struct Enricher {
     pub helpers: RwLock<Option<pool::Helpers>>,
     /// What became of regions (`infer-on=rois`), since the start.
     pub roi_counts: RoiCounts,
+    /// `carry-forward`'s links between frames.
+    pub reuse: Reuse,
+    /// `carry-forward` in ns while running (0: off).
+    pub carry_forward: AtomicU64,
 }
 
 /// How `infer-on=rois` runs, fixed at start.
@@ -141,6 +160,8 @@ impl Enricher {
             regions: RwLock::new(None),
             helpers: RwLock::new(None),
             roi_counts: RoiCounts::default(),
+            reuse: Reuse::default(),
+            carry_forward: AtomicU64::new(0),
         }
     }
 }
@@ -206,7 +227,7 @@ impl Work for Enricher {
         let wanted = remote.as_ref().is_some_and(|remote| {
             *frame
                 .remote_wanted
-                .get_or_insert_with(|| remote.wants(frame.seq, &frame.buffer))
+                .get_or_insert_with(|| remote.wants(frame.seq, &frame.buffer, false))
         });
         let plan = read(&self.regions).clone();
         if let Some(plan) = plan {
@@ -246,7 +267,7 @@ impl Work for Enricher {
                 Some(false) => pool::Verdict::Drop,
             }
         };
-        if matches!(verdict, pool::Verdict::Keep) && self.overlay.load(Ordering::Relaxed) {
+        if matches!(verdict, pool::Verdict::Keep) && self.draws_now(frame) {
             self.draw_overlay(frame, worker);
         }
         verdict
@@ -258,58 +279,42 @@ impl Work for Enricher {
             outputs,
             server,
             enriched,
+            reuse,
+            video,
             ..
         } = frame;
-        if !enriched {
-            self.push(buffer, tag, report);
-            return;
+        if enriched {
+            Self::attach(&mut buffer, outputs, server, tag, &report, &self.srcpad);
         }
-        let enrichment = Enrichment {
-            worker: report.worker,
-            server,
-            attempts: report.attempts,
-            processing_time: report.processing_time.as_nanos() as u64,
-            outputs: outputs.unwrap_or_else(empty_outputs),
-        };
-        if let Err(err) = enrichment.add(buffer.make_mut()) {
-            gst::warning!(
-                CAT,
-                obj = self.srcpad,
-                "frame {}: {err}; outputs not attached",
-                tag.seq
-            );
-            let bare = Enrichment {
-                outputs: empty_outputs(),
-                ..enrichment
-            };
-            let _ = bare.add(buffer.make_mut());
+        match reuse {
+            None => self.push(buffer, tag, report),
+            Some(Role::Source) => {
+                let carried = Carried::of(&buffer);
+                self.push(buffer, tag, report);
+                for release in self.reuse.source_done(tag, Some(carried)) {
+                    self.push_release(release);
+                }
+            }
+            Some(Role::Linked { source, age }) => {
+                let held = Held {
+                    buffer,
+                    tag,
+                    report,
+                    age,
+                    video,
+                };
+                if let Some(release) = self.reuse.done_linked(held, source) {
+                    self.push_release(release);
+                }
+            }
         }
-        self.push(buffer, tag, report);
     }
 
     fn lost(&self, first: Tag, count: u64, reason: Loss) {
-        let reason = match reason {
-            Loss::Leaked => GapReason::Leaked,
-            Loss::Failed => GapReason::Failed,
-            Loss::Timeout => GapReason::Timeout,
-            Loss::Dropped => GapReason::Dropped,
-        };
-        gst::debug!(
-            CAT,
-            obj = self.srcpad,
-            "frames {}..{} of epoch {} lost: {}",
-            first.seq,
-            first.seq.saturating_add(count),
-            first.epoch,
-            reason.as_str()
-        );
-        let gap = Gap {
-            seq: first.seq,
-            count,
-            epoch: first.epoch,
-            reason,
-        };
-        self.srcpad.push_event(gap.to_event());
+        self.push_gap(first, count, reason);
+        for release in self.reuse.lost(first, count) {
+            self.push_release(release);
+        }
     }
 
     fn forward(&self, event: gst::Event) {
@@ -346,6 +351,92 @@ impl Work for Enricher {
 }
 
 impl Enricher {
+    /// Announces lost frames as an `ordered-gap` event.
+    fn push_gap(&self, first: Tag, count: u64, reason: Loss) {
+        let reason = match reason {
+            Loss::Leaked => GapReason::Leaked,
+            Loss::Failed => GapReason::Failed,
+            Loss::Timeout => GapReason::Timeout,
+            Loss::Dropped => GapReason::Dropped,
+        };
+        gst::debug!(
+            CAT,
+            obj = self.srcpad,
+            "frames {}..{} of epoch {} lost: {}",
+            first.seq,
+            first.seq.saturating_add(count),
+            first.epoch,
+            reason.as_str()
+        );
+        let gap = Gap {
+            seq: first.seq,
+            count,
+            epoch: first.epoch,
+            reason,
+        };
+        self.srcpad.push_event(gap.to_event());
+    }
+
+    /// Attaches the frame's `EnrichmentMeta`.
+    fn attach(
+        buffer: &mut gst::Buffer,
+        outputs: Option<gst::Structure>,
+        server: String,
+        tag: Tag,
+        report: &Report,
+        pad: &gst::Pad,
+    ) {
+        let enrichment = Enrichment {
+            worker: report.worker,
+            server,
+            attempts: report.attempts,
+            processing_time: report.processing_time.as_nanos() as u64,
+            outputs: outputs.unwrap_or_else(empty_outputs),
+        };
+        if let Err(err) = enrichment.add(buffer.make_mut()) {
+            gst::warning!(
+                CAT,
+                obj = pad,
+                "frame {}: {err}; outputs not attached",
+                tag.seq
+            );
+            let bare = Enrichment {
+                outputs: empty_outputs(),
+                ..enrichment
+            };
+            let _ = bare.add(buffer.make_mut());
+        }
+    }
+
+    /// Outputs a frame of `carry-forward`: with the results it carries, drawn on if
+    /// `overlay` is set (its steps left that to now: the results were not there yet).
+    fn push_release(&self, release: Release) {
+        let Release {
+            mut buffer,
+            tag,
+            report,
+            carried,
+            video,
+        } = release;
+        if let Some((carried, age)) = carried {
+            carried.put_on(buffer.make_mut(), age);
+        }
+        if self.overlay.load(Ordering::Relaxed) {
+            let result = match &video {
+                Some(video) => overlay::draw(buffer.make_mut(), video, report.worker),
+                None => Err("the caps are not raw video".into()),
+            };
+            self.overlay_failed(result);
+        }
+        self.push(buffer, tag, report);
+    }
+
+    /// Whether a frame is drawn on by its steps: not one that carries results forward,
+    /// which is drawn on once they are on it.
+    fn draws_now(&self, frame: &Frame) -> bool {
+        self.overlay.load(Ordering::Relaxed) && !matches!(frame.reuse, Some(Role::Linked { .. }))
+    }
+
     /// `infer-on=rois`: the steps on each chosen region's crop, in parallel on this worker
     /// and idle ones; the frame goes on once every crop is done.
     fn process_regions(
@@ -373,7 +464,7 @@ impl Enricher {
         let steps = remote.is_some() || handler.is_some() || process_connected(element);
         if choice.regions.is_empty() || !steps {
             // No region to run on, or nothing to run: the frame passes untouched.
-            if self.overlay.load(Ordering::Relaxed) {
+            if self.draws_now(frame) {
                 self.draw_overlay(frame, worker);
             }
             return pool::Verdict::Keep;
@@ -422,7 +513,7 @@ impl Enricher {
         {
             return pool::Verdict::Fail(format!("a region failed: {message}"));
         }
-        if self.overlay.load(Ordering::Relaxed) {
+        if self.draws_now(frame) {
             self.draw_overlay(frame, worker);
         }
         pool::Verdict::Keep
@@ -480,6 +571,11 @@ impl Enricher {
             Some(video) => overlay::draw(frame.buffer.make_mut(), video, worker),
             None => Err("the caps are not raw video".into()),
         };
+        self.overlay_failed(result);
+    }
+
+    /// Counts a frame that could not be drawn on, and warns about the first.
+    fn overlay_failed(&self, result: Result<(), String>) {
         if let Err(err) = result
             && self.overlay_skipped.fetch_add(1, Ordering::Relaxed) == 0
             && let Some(element) = self.element.upgrade()

@@ -1,0 +1,373 @@
+//! `enrichpool carry-forward`: frames that `interval` or `only-label` keep from the servers
+//! leave with the last sent frame's results, marked stale with their age; a scene cut is
+//! always sent and ends the reuse; frames done before their source wait for it without
+//! holding a worker; a lost source leaves them bare, counted; a flush forgets them.
+
+#[path = "common/servers.rs"]
+mod servers;
+#[path = "common/sync.rs"]
+mod sync;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use gst::prelude::*;
+use gst_check::Harness;
+use gstordered::EnrichPool;
+use gstordered::enrichpool::{Job, Verdict};
+use gstordered::meta::{AnalysisLabel, Enrichment, FrameAnalysis, SeqMeta};
+use sync::Gate;
+
+const LIMIT: Duration = Duration::from_secs(60);
+const FRAME: gst::ClockTime = gst::ClockTime::from_mseconds(40);
+
+fn init() {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        gst::init().unwrap();
+        gstordered::plugin_register_static().unwrap();
+    });
+}
+
+/// A 16×8 GRAY8 frame `n` (40 ms apart) labelled as `frameanalyzer` would.
+fn frame(n: u64, label: AnalysisLabel) -> gst::Buffer {
+    let mut buffer = gst::Buffer::from_mut_slice(vec![n as u8; 16 * 8]);
+    {
+        let b = buffer.get_mut().unwrap();
+        b.set_pts(FRAME * n);
+        b.set_duration(FRAME);
+        FrameAnalysis {
+            luma_mean: n as f64,
+            luma_stddev: 0.0,
+            motion: 0.0,
+            scene_change: 0.0,
+            sharpness: 0.0,
+            label,
+            backend: "cpu".into(),
+        }
+        .add(b);
+    }
+    buffer
+}
+
+fn harness(props: &str) -> (Harness, EnrichPool) {
+    init();
+    let mut h = Harness::new_parse(&format!("enrichpool name=pool {props}"));
+    let bin = h.element().unwrap().downcast::<gst::Bin>().unwrap();
+    let pool = bin
+        .by_name("pool")
+        .unwrap()
+        .downcast::<EnrichPool>()
+        .unwrap();
+    h.set_src_caps_str("video/x-raw,format=GRAY8,width=16,height=8,framerate=25/1");
+    (h, pool)
+}
+
+fn stat(pool: &EnrichPool, name: &str) -> u64 {
+    pool.property::<gst::Structure>("stats")
+        .get::<u64>(name)
+        .unwrap()
+}
+
+fn wait_for(what: &str, done: impl Fn() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(
+            started.elapsed() < LIMIT,
+            "{what} did not happen within {LIMIT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Pulls `n` frames, sorted by sequence number.
+fn pull_sorted(h: &mut Harness, n: usize) -> Vec<gst::Buffer> {
+    let mut out = Vec::new();
+    let started = Instant::now();
+    while out.len() < n {
+        match h.try_pull() {
+            Some(b) => out.push(b),
+            None => {
+                assert!(
+                    started.elapsed() < LIMIT,
+                    "{} of {n} frames came out",
+                    out.len()
+                );
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+    }
+    out.sort_by_key(|b| SeqMeta::read(b).unwrap().unwrap().seq);
+    out
+}
+
+/// (stale, age) of a frame's results; `None` without EnrichmentMeta.
+fn staleness(buffer: &gst::BufferRef) -> Option<(bool, u64)> {
+    let e = Enrichment::read(buffer)?.unwrap();
+    Some((
+        e.outputs.get::<bool>("stale").unwrap_or(false),
+        e.outputs.get::<u64>("age").unwrap_or(0),
+    ))
+}
+
+/// The sum the geometry server answered for the frame whose results these are.
+fn answered_sum(buffer: &gst::BufferRef) -> u64 {
+    Enrichment::read(buffer)
+        .unwrap()
+        .unwrap()
+        .outputs
+        .get::<u64>("sum")
+        .unwrap()
+}
+
+/// Detected regions: (rect, stale, age).
+fn detections(buffer: &gst::BufferRef) -> Vec<((u32, u32, u32, u32), bool, u64)> {
+    buffer
+        .iter_meta::<gst_video::VideoRegionOfInterestMeta>()
+        .filter_map(|m| {
+            let d = m.param("detection")?;
+            Some((
+                m.rect(),
+                d.get::<bool>("stale").unwrap_or(false),
+                d.get::<u64>("age").unwrap_or(0),
+            ))
+        })
+        .collect()
+}
+
+fn requests(pool: &EnrichPool) -> u64 {
+    let servers = pool
+        .property::<gst::Structure>("stats")
+        .get::<gst::Array>("servers")
+        .unwrap();
+    servers.as_slice()[0]
+        .get::<gst::Structure>()
+        .unwrap()
+        .get::<u64>("requests")
+        .unwrap()
+}
+
+/// Motion in one frame of five (frames 0, 5, 10, …), static otherwise.
+fn label_of(n: u64) -> AnalysisLabel {
+    if n.is_multiple_of(5) {
+        AnalysisLabel::Motion
+    } else {
+        AnalysisLabel::Static
+    }
+}
+
+#[test]
+fn with_motion_in_a_fifth_of_frames_a_quarter_of_the_requests_and_every_frame_has_results() {
+    let server = servers::FakeServer::start("geometry");
+    const N: u64 = 100;
+    let run = |props: &str| {
+        let (mut h, pool) = harness(&format!(
+            "workers=4 servers={} model=frames {props}",
+            server.http_url()
+        ));
+        for n in 0..N {
+            h.push(frame(n, label_of(n))).unwrap();
+        }
+        let out = pull_sorted(&mut h, N as usize);
+        (out, requests(&pool), pool)
+    };
+    let (_, unfiltered, _) = run("");
+    assert_eq!(unfiltered, N);
+    let (out, filtered, pool) = run("only-label=motion carry-forward=1000000000");
+    assert!(
+        filtered * 4 <= unfiltered,
+        "{filtered} requests of {unfiltered}: more than a quarter"
+    );
+    for (n, buffer) in out.iter().enumerate() {
+        let n = n as u64;
+        let source = n - n % 5;
+        let (stale, age) = staleness(buffer).unwrap_or_else(|| panic!("frame {n} has no results"));
+        // Each frame's results are its source's: the server summed the source's bytes.
+        assert_eq!(answered_sum(buffer), source * 16 * 8, "frame {n}'s results");
+        assert_eq!(stale, n != source, "frame {n}");
+        assert_eq!(age, (FRAME * (n - source)).nseconds(), "frame {n}'s age");
+        let boxes = detections(buffer);
+        assert_eq!(
+            boxes,
+            vec![((1, 1, 2, 2), n != source, age)],
+            "frame {n}'s detections"
+        );
+    }
+    assert_eq!(stat(&pool, "carried"), N - N / 5);
+    assert_eq!(stat(&pool, "remote-skipped"), N - N / 5);
+    assert_eq!(stat(&pool, "carry-missed"), 0);
+}
+
+#[test]
+fn a_scene_cut_is_always_sent_and_ends_the_reuse() {
+    let server = servers::FakeServer::start("geometry");
+    let (mut h, pool) = harness(&format!(
+        "workers=2 servers={} model=frames only-label=motion carry-forward=1000000000",
+        server.http_url()
+    ));
+    use AnalysisLabel::*;
+    let labels = [Motion, Static, Static, SceneCut, Static, Dark];
+    for (n, label) in labels.iter().enumerate() {
+        h.push(frame(n as u64, *label)).unwrap();
+    }
+    let out = pull_sorted(&mut h, labels.len());
+    let sources: Vec<u64> = out.iter().map(|b| answered_sum(b) / 128).collect();
+    assert_eq!(sources, vec![0, 0, 0, 3, 3, 3]);
+    assert_eq!(requests(&pool), 2);
+}
+
+#[test]
+fn results_older_than_carry_forward_are_not_carried() {
+    let server = servers::FakeServer::start("geometry");
+    // 100 ms: frames 1 and 2 (40, 80 ms after the motion) carry, 3 and 4 do not.
+    let (mut h, pool) = harness(&format!(
+        "workers=2 servers={} model=frames only-label=motion carry-forward=100000000",
+        server.http_url()
+    ));
+    for n in 0..5 {
+        let label = if n == 0 {
+            AnalysisLabel::Motion
+        } else {
+            AnalysisLabel::Static
+        };
+        h.push(frame(n, label)).unwrap();
+    }
+    let out = pull_sorted(&mut h, 5);
+    let carried: Vec<Option<(bool, u64)>> = out.iter().map(|b| staleness(b)).collect();
+    assert_eq!(
+        carried,
+        vec![
+            Some((false, 0)),
+            Some((true, 40_000_000)),
+            Some((true, 80_000_000)),
+            None,
+            None
+        ]
+    );
+    assert_eq!(stat(&pool, "carry-expired"), 2);
+}
+
+/// A pool whose handler holds the source (frame 0, the one frame sent) at a gate, so that
+/// the frames after it are done first.
+fn held_source(
+    server: &servers::FakeServer,
+    props: &str,
+) -> (Harness, EnrichPool, Gate, Arc<AtomicUsize>) {
+    let (h, pool) = harness(&format!(
+        "workers=4 servers={} model=frames interval=100 carry-forward=1000000000 {props}",
+        server.http_url()
+    ));
+    let gate = Gate::default();
+    let g = gate.clone();
+    let handled = Arc::new(AtomicUsize::new(0));
+    let count = handled.clone();
+    pool.set_handler(move |job: &mut Job<'_>| {
+        let seq = SeqMeta::read(job.buffer).unwrap().unwrap().seq;
+        count.fetch_add(1, Ordering::SeqCst);
+        if seq == 0 {
+            g.wait();
+        }
+        job.outputs.set("own", seq);
+        Ok(Verdict::Keep)
+    });
+    (h, pool, gate, handled)
+}
+
+#[test]
+fn frames_done_before_their_source_wait_for_it_then_leave_with_its_results() {
+    let server = servers::FakeServer::start("geometry");
+    let (mut h, pool, gate, handled) = held_source(&server, "");
+    for n in 0..4 {
+        h.push(frame(n, AnalysisLabel::Static)).unwrap();
+    }
+    // Frames 1–3 are done (the pool delivered them) while the source still runs: they are
+    // held, and no worker waits for the source on their behalf.
+    wait_for("frames 1-3 delivered", || stat(&pool, "pushed") == 3);
+    wait_for("the source at the gate", || {
+        handled.load(Ordering::SeqCst) == 4
+    });
+    assert!(h.try_pull().is_none(), "a frame left before its source");
+    assert_eq!(stat(&pool, "in-flight"), 1, "only the source is in flight");
+    gate.open();
+    let out = pull_sorted(&mut h, 4);
+    for (n, b) in out.iter().enumerate() {
+        let e = Enrichment::read(b).unwrap().unwrap();
+        // Its own handler's output, and the source's remote results.
+        assert_eq!(e.outputs.get::<u64>("own").unwrap(), n as u64);
+        assert_eq!(
+            e.outputs.get::<u64>("sum").unwrap(),
+            0,
+            "frame 0's bytes sum to 0"
+        );
+        assert_eq!(e.outputs.get::<bool>("stale").unwrap_or(false), n > 0);
+    }
+    assert_eq!(stat(&pool, "carried"), 3);
+}
+
+#[test]
+fn when_the_source_is_lost_the_held_frames_leave_bare_and_counted() {
+    let server = servers::FakeServer::start("geometry");
+    let (mut h, pool, gate, _) = held_source(&server, "on-error=drop");
+    // The handler fails frame 0 once it is let through.
+    pool.set_handler({
+        let g = gate.clone();
+        move |job: &mut Job<'_>| {
+            let seq = SeqMeta::read(job.buffer).unwrap().unwrap().seq;
+            if seq == 0 {
+                g.wait();
+                return Err("the source failed".into());
+            }
+            Ok(Verdict::Keep)
+        }
+    });
+    for n in 0..4 {
+        h.push(frame(n, AnalysisLabel::Static)).unwrap();
+    }
+    wait_for("frames 1-3 delivered", || stat(&pool, "pushed") == 3);
+    gate.open();
+    let out = pull_sorted(&mut h, 3);
+    for b in &out {
+        let e = Enrichment::read(b).unwrap().unwrap();
+        assert!(
+            !e.outputs.has_field("stale"),
+            "nothing to carry from a lost source"
+        );
+        assert!(!e.outputs.has_field("sum"));
+    }
+    wait_for("the source counted lost", || {
+        stat(&pool, "dropped-failed") == 1
+    });
+    assert_eq!(stat(&pool, "carry-missed"), 3);
+    assert_eq!(stat(&pool, "carried"), 0);
+}
+
+#[test]
+fn a_flush_forgets_held_frames_and_counts_them() {
+    let server = servers::FakeServer::start("geometry");
+    let (mut h, pool, gate, _) = held_source(&server, "");
+    for n in 0..4 {
+        h.push(frame(n, AnalysisLabel::Static)).unwrap();
+    }
+    wait_for("frames 1-3 delivered", || stat(&pool, "pushed") == 3);
+    assert!(h.push_event(gst::event::FlushStart::new()));
+    gate.open();
+    assert!(h.push_event(gst::event::FlushStop::new(true)));
+    assert_eq!(stat(&pool, "carry-flushed"), 3);
+    // Nothing from before the flush comes out after it; the stream goes on.
+    let mut events = Vec::new();
+    while let Some(b) = h.try_pull() {
+        events.push(b);
+    }
+    assert!(
+        events.is_empty(),
+        "{} frames from before the flush",
+        events.len()
+    );
+    h.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
+        gst::ClockTime,
+    >::new()));
+    h.push(frame(0, AnalysisLabel::Static)).unwrap();
+    let out = pull_sorted(&mut h, 1);
+    assert_eq!(SeqMeta::read(&out[0]).unwrap().unwrap().epoch, 1);
+}
