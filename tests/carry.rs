@@ -121,8 +121,10 @@ fn answered_sum(buffer: &gst::BufferRef) -> u64 {
         .unwrap()
 }
 
-/// Detected regions: (rect, stale, age).
-fn detections(buffer: &gst::BufferRef) -> Vec<((u32, u32, u32, u32), bool, u64)> {
+/// A detected region: rect, stale, age.
+type Detected = ((u32, u32, u32, u32), bool, u64);
+
+fn detections(buffer: &gst::BufferRef) -> Vec<Detected> {
     buffer
         .iter_meta::<gst_video::VideoRegionOfInterestMeta>()
         .filter_map(|m| {

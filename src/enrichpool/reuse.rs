@@ -25,12 +25,15 @@ use crate::glue::lock;
 use crate::meta::Enrichment;
 use crate::pool::{Report, Tag};
 
+/// A region as carried: type, rect (x, y, width, height), params.
+pub(super) type CarriedRegion = (String, (u32, u32, u32, u32), Vec<gst::Structure>);
+
 /// The results a source frame leaves to the frames linked to it.
 #[derive(Debug, Clone)]
 pub(super) struct Carried {
     pub enrichment: Option<Enrichment>,
     /// Regions with a `detection` param: type, rect, params.
-    pub regions: Vec<(String, (u32, u32, u32, u32), Vec<gst::Structure>)>,
+    pub regions: Vec<CarriedRegion>,
 }
 
 impl Carried {
@@ -163,9 +166,7 @@ impl Reuse {
             if let Some(last) = state.last.take() {
                 Self::retire(&mut state, last);
             }
-            let Some(running_time) = running_time else {
-                return None;
-            };
+            let running_time = running_time?;
             state.sources.insert(
                 tag,
                 Source {
