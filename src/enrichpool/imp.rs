@@ -883,7 +883,9 @@ impl ObjectImpl for EnrichPool {
                     .blurb(
                         "Draw each frame's results into it on the worker thread: a box per \
                          GstVideoRegionOfInterestMeta (motion yellow, detections green with class \
-                         and score, others cyan) and a line `#seq label wWORKER`. 8-bit RGB, BGR, \
+                         and score, dimmed and marked stale when carried forward, failed crops \
+                         red, a region's own result after a colon) and a line `#seq label \
+                         wWORKER` (with `stale` when the frame carries results). 8-bit RGB, BGR, \
                          GRAY and YUV formats; others pass undrawn (counted in overlay-skipped)",
                     )
                     .default_value(false)

@@ -16,7 +16,7 @@ use embedded_graphics::text::{Baseline, Text};
 
 use gst_video::prelude::*;
 
-use crate::meta::{FrameAnalysis, SeqMeta};
+use crate::meta::{Enrichment, FrameAnalysis, SeqMeta};
 
 /// Motion regions.
 pub const MOTION: Rgb888 = Rgb888::new(255, 220, 0);
@@ -24,6 +24,10 @@ pub const MOTION: Rgb888 = Rgb888::new(255, 220, 0);
 pub const DETECTION: Rgb888 = Rgb888::new(0, 230, 64);
 /// Any other ROI type.
 pub const OTHER: Rgb888 = Rgb888::new(0, 200, 255);
+/// Detections carried from an earlier frame (`carry-forward`): the detection colour, dimmed.
+pub const STALE: Rgb888 = Rgb888::new(0, 100, 28);
+/// Regions whose crop job failed (`infer-on=rois`).
+pub const FAILED: Rgb888 = Rgb888::new(230, 40, 40);
 pub const TEXT: Rgb888 = Rgb888::WHITE;
 pub const TEXT_BACKGROUND: Rgb888 = Rgb888::BLACK;
 
@@ -155,13 +159,27 @@ fn regions(buffer: &gst::BufferRef) -> Vec<Region> {
         .iter_meta::<gst_video::VideoRegionOfInterestMeta>()
         .map(|meta| {
             let roi_type = meta.roi_type().to_string();
-            let score = meta
-                .param("detection")
-                .and_then(|p| p.get::<f64>("score").ok());
+            let detection = meta.param("detection");
+            let score = detection.and_then(|p| p.get::<f64>("score").ok());
+            let stale = detection.is_some_and(|p| p.get::<bool>("stale").unwrap_or(false));
+            // A region's own result (infer-on=rois): its label or class, or that it failed.
+            let result = meta.param("enrichment");
+            let failed = result.is_some_and(|p| p.get::<bool>("failed").unwrap_or(false));
+            let label = result.and_then(|p| {
+                ["label", "class"]
+                    .iter()
+                    .find_map(|&f| p.get::<String>(f).ok())
+            });
             let (color, caption) = match (roi_type.as_str(), score) {
-                ("motion", _) => (MOTION, roi_type),
+                _ if failed => (FAILED, format!("{roi_type} failed")),
+                (_, Some(score)) if stale => (STALE, format!("stale {roi_type} {score:.2}")),
                 (_, Some(score)) => (DETECTION, format!("{roi_type} {score:.2}")),
+                ("motion", _) => (MOTION, roi_type),
                 _ => (OTHER, roi_type),
+            };
+            let caption = match label {
+                Some(label) => format!("{caption}: {label}"),
+                None => caption,
             };
             Region {
                 rect: meta.rect(),
@@ -172,16 +190,21 @@ fn regions(buffer: &gst::BufferRef) -> Vec<Region> {
         .collect()
 }
 
-/// The text line: `#<seq> <label> w<worker>`.
+/// The text line: `#<seq> <label> w<worker>`, and `stale` when its results are carried.
 pub fn caption(buffer: &gst::BufferRef, worker: u32) -> String {
     let seq = match SeqMeta::read(buffer) {
         Some(Ok(meta)) => meta.seq.to_string(),
         _ => "?".into(),
     };
-    match FrameAnalysis::read(buffer) {
+    let line = match FrameAnalysis::read(buffer) {
         Some(Ok(analysis)) => format!("#{seq} {} w{worker}", analysis.label.as_str()),
         _ => format!("#{seq} w{worker}"),
-    }
+    };
+    let stale = match Enrichment::read(buffer) {
+        Some(Ok(e)) => e.outputs.get::<bool>("stale").unwrap_or(false),
+        _ => false,
+    };
+    if stale { format!("{line} stale") } else { line }
 }
 
 /// Draws the frame's ROIs and its text line into it.
@@ -342,6 +365,44 @@ mod tests {
     }
 
     #[test]
+    fn stale_and_failed_regions_are_drawn_apart_with_their_results() {
+        gst::init().unwrap();
+        let (mut buffer, info) = frame(gst_video::VideoFormat::Rgb, 97, 61);
+        {
+            let b = buffer.get_mut().unwrap();
+            let mut stale = gst_video::VideoRegionOfInterestMeta::add(b, "car", (10, 20, 30, 20));
+            stale.add_param(
+                gst::Structure::builder("detection")
+                    .field("score", 0.9f64)
+                    .field("stale", true)
+                    .build(),
+            );
+            let mut failed = gst_video::VideoRegionOfInterestMeta::add(b, "face", (60, 30, 20, 20));
+            failed.add_param(
+                gst::Structure::builder("enrichment")
+                    .field("failed", true)
+                    .build(),
+            );
+            let mut classified =
+                gst_video::VideoRegionOfInterestMeta::add(b, "person", (45, 5, 10, 10));
+            classified.add_param(
+                gst::Structure::builder("enrichment")
+                    .field("label", "adult")
+                    .build(),
+            );
+        }
+        let names: Vec<String> = regions(&buffer).into_iter().map(|r| r.caption).collect();
+        assert_eq!(
+            names,
+            vec!["stale car 0.90", "face failed", "person: adult"]
+        );
+        draw(buffer.get_mut().unwrap(), &info, 0).unwrap();
+        assert_eq!(read(&buffer, &info, 10, 30), expected(&info, STALE));
+        assert_eq!(read(&buffer, &info, 70, 49), expected(&info, FAILED));
+        assert_eq!(read(&buffer, &info, 45, 12), expected(&info, OTHER));
+    }
+
+    #[test]
     fn the_caption_names_sequence_label_and_worker() {
         gst::init().unwrap();
         let (mut buffer, _) = frame(gst_video::VideoFormat::Gray8, 8, 8);
@@ -353,6 +414,18 @@ mod tests {
         }
         .add(buffer.get_mut().unwrap());
         assert_eq!(caption(&buffer, 2), "#7 w2");
+        let mut outputs = gst::Structure::new_empty("outputs");
+        outputs.set("stale", true);
+        Enrichment {
+            worker: 0,
+            server: String::new(),
+            attempts: 1,
+            processing_time: 0,
+            outputs,
+        }
+        .add(buffer.get_mut().unwrap())
+        .unwrap();
+        assert_eq!(caption(&buffer, 2), "#7 w2 stale");
     }
 
     #[test]
