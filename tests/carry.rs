@@ -250,8 +250,8 @@ fn results_older_than_carry_forward_are_not_carried() {
     assert_eq!(stat(&pool, "carry-expired"), 2);
 }
 
-/// A pool whose handler holds the source (frame 0, the one frame sent) at a gate, so that
-/// the frames after it are done first.
+/// A pool whose handler holds the source (frame 0, the one frame of `interval=100` the steps
+/// run on) at a gate, so that the frames after it are done first.
 fn held_source(
     server: &servers::FakeServer,
     props: &str,
@@ -287,7 +287,7 @@ fn frames_done_before_their_source_wait_for_it_then_leave_with_its_results() {
     // held, and no worker waits for the source on their behalf.
     wait_for("frames 1-3 delivered", || stat(&pool, "pushed") == 3);
     wait_for("the source at the gate", || {
-        handled.load(Ordering::SeqCst) == 4
+        handled.load(Ordering::SeqCst) == 1
     });
     assert!(h.try_pull().is_none(), "a frame left before its source");
     assert_eq!(stat(&pool, "in-flight"), 1, "only the source is in flight");
@@ -295,8 +295,9 @@ fn frames_done_before_their_source_wait_for_it_then_leave_with_its_results() {
     let out = pull_sorted(&mut h, 4);
     for (n, b) in out.iter().enumerate() {
         let e = Enrichment::read(b).unwrap().unwrap();
-        // Its own handler's output, and the source's remote results.
-        assert_eq!(e.outputs.get::<u64>("own").unwrap(), n as u64);
+        // The source's results: its handler's output and its remote answer (the steps ran
+        // on frame 0 only: `interval=100`).
+        assert_eq!(e.outputs.get::<u64>("own").unwrap(), 0);
         assert_eq!(
             e.outputs.get::<u64>("sum").unwrap(),
             0,
@@ -330,12 +331,11 @@ fn when_the_source_is_lost_the_held_frames_leave_bare_and_counted() {
     gate.open();
     let out = pull_sorted(&mut h, 3);
     for b in &out {
-        let e = Enrichment::read(b).unwrap().unwrap();
+        // No step ran on them, and nothing came to carry: they leave as they came.
         assert!(
-            !e.outputs.has_field("stale"),
+            Enrichment::read(b).is_none(),
             "nothing to carry from a lost source"
         );
-        assert!(!e.outputs.has_field("sum"));
     }
     wait_for("the source counted lost", || {
         stat(&pool, "dropped-failed") == 1
@@ -372,4 +372,54 @@ fn a_flush_forgets_held_frames_and_counts_them() {
     h.push(frame(0, AnalysisLabel::Static)).unwrap();
     let out = pull_sorted(&mut h, 1);
     assert_eq!(SeqMeta::read(&out[0]).unwrap().unwrap().epoch, 1);
+}
+
+#[test]
+fn a_rust_handler_alone_runs_on_the_frames_interval_selects_and_the_rest_carry_its_results() {
+    let (mut h, pool) = harness("workers=3 interval=3 carry-forward=1000000000");
+    let ran = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let r = ran.clone();
+    pool.set_handler(move |job: &mut Job<'_>| {
+        let seq = SeqMeta::read(job.buffer).unwrap().unwrap().seq;
+        r.lock().unwrap().push(seq);
+        job.outputs.set("seen-on", seq);
+        let mut roi = gst_video::VideoRegionOfInterestMeta::add(job.buffer, "thing", (1, 1, 4, 4));
+        roi.add_param(
+            gst::Structure::builder("detection")
+                .field("score", 0.5f64)
+                .build(),
+        );
+        Ok(Verdict::Keep)
+    });
+    for n in 0..10 {
+        h.push(frame(n, AnalysisLabel::Static)).unwrap();
+    }
+    let out = pull_sorted(&mut h, 10);
+    let mut ran = ran.lock().unwrap().clone();
+    ran.sort_unstable();
+    assert_eq!(
+        ran,
+        vec![0, 3, 6, 9],
+        "the handler runs on every third frame only"
+    );
+    for (n, b) in out.iter().enumerate() {
+        let n = n as u64;
+        let e = Enrichment::read(b).unwrap().unwrap();
+        assert_eq!(
+            e.outputs.get::<u64>("seen-on").unwrap(),
+            n - n % 3,
+            "frame {n}"
+        );
+        assert_eq!(
+            e.outputs.get::<bool>("stale").unwrap_or(false),
+            !n.is_multiple_of(3)
+        );
+        assert_eq!(
+            detections(b).len(),
+            1,
+            "frame {n}: the detection, fresh or carried"
+        );
+    }
+    assert_eq!(stat(&pool, "skipped"), 6);
+    assert_eq!(stat(&pool, "carried"), 6);
 }

@@ -38,7 +38,7 @@ use super::regions::{DEFAULT_MAX_ROIS, InferOn};
 use super::settings::*;
 use super::shared::{self, SharedPool};
 use super::stats::{RemoteStats, pool_stats_structure, processing_latency, stats_structure};
-use super::steps::{Enricher, Frame, Reported, Role};
+use super::steps::{Enricher, Frame, Reported, Role, Selector};
 use crate::glue::{StatsTimer, lock, read, write};
 use crate::meta::{Gap, GapReason, InFlightQuery, SeqMeta};
 use crate::pool::{Loss, Pool, PoolStats, Submitted, Tag};
@@ -152,6 +152,7 @@ impl EnrichPool {
             self.enricher.overlay_skipped.load(Ordering::Relaxed),
             &self.enricher.roi_counts,
             &self.enricher.reuse.counts,
+            self.enricher.skipped.load(Ordering::Relaxed),
         )
     }
 
@@ -246,21 +247,24 @@ impl EnrichPool {
         // Decided here, in stream order: `carry-forward` links a frame to the last one sent
         // before it.
         let carry = self.enricher.carry_forward.load(Ordering::Relaxed);
-        let wanted = remote
-            .as_ref()
-            .map(|r| r.wants(tag.seq, &buffer, carry > 0));
-        let role = match wanted {
-            Some(sent) if carry > 0 => {
-                let link = self.enricher.reuse.link(tag, running_time, sent, carry);
-                match (sent, link) {
-                    (true, _) => Some(Role::Source),
-                    (false, Some((source, age))) => Some(Role::Linked { source, age }),
-                    (false, None) => None,
-                }
+        let selected = read(&self.enricher.selector).selects(tag.seq, &buffer);
+        if let Some(remote) = &remote {
+            remote.count(selected);
+        }
+        if !selected {
+            self.enricher.skipped.fetch_add(1, Ordering::Relaxed);
+        }
+        let role = if carry > 0 {
+            let link = self.enricher.reuse.link(tag, running_time, selected, carry);
+            match (selected, link) {
+                (true, _) => Some(Role::Source),
+                (false, Some((source, age))) => Some(Role::Linked { source, age }),
+                (false, None) => None,
             }
-            _ => None,
+        } else {
+            None
         };
-        let frame = Frame::new(buffer, tag.seq, video, cancel_from, wanted, role);
+        let frame = Frame::new(buffer, tag.seq, video, cancel_from, selected, role);
         match pool.submit(frame, tag, bytes, running_time) {
             Submitted::Queued { .. } | Submitted::Leaked => self.enricher.flow.get(),
             Submitted::Stopped => Err(gst::FlowError::Flushing),
@@ -535,6 +539,12 @@ impl EnrichPool {
         self.enricher
             .carry_forward
             .store(settings.cascade.carry_forward.nseconds(), Ordering::Relaxed);
+        *write(&self.enricher.selector) = Selector {
+            interval: settings.remote.interval.max(1) as u64,
+            only_label: settings.remote.only_label.clone(),
+            scene_cuts: settings.cascade.carry_forward > gst::ClockTime::ZERO,
+        };
+        self.enricher.skipped.store(0, Ordering::Relaxed);
         *write(&self.enricher.helpers) = Some(pool.crew().helpers());
         self.enricher.roi_counts.reset();
         self.enricher.flow.set(Ok(gst::FlowSuccess::Ok));
@@ -869,11 +879,11 @@ impl ObjectImpl for EnrichPool {
                     .nick("Carry forward")
                     .blurb(
                         "Reuse, in ns (0 = off): a frame that interval or only-label keeps from \
-                         the servers carries the results of the last frame sent before it \
+                         the steps carries the results of the last frame processed before it \
                          (its EnrichmentMeta fields and detected regions), marked stale=true \
                          and age (ns of running time since that frame), while younger than \
-                         this. A frame labelled scene-cut is then always sent, and ends the \
-                         reuse of what came before it",
+                         this. A frame labelled scene-cut is then always processed, and ends \
+                         the reuse of what came before it",
                     )
                     .default_value(0)
                     .mutable_ready()
@@ -959,8 +969,9 @@ impl ObjectImpl for EnrichPool {
                 glib::ParamSpecUInt::builder("interval")
                     .nick("Interval")
                     .blurb(
-                        "Send every Nth frame (by sequence number) to the servers; the others pass \
-                         through untouched, in order",
+                        "Run the steps (servers, Rust handler, process signal) on every Nth frame \
+                         (by sequence number); the others pass through untouched, in order (see \
+                         carry-forward), counted in stats as skipped",
                     )
                     .minimum(1)
                     .default_value(1)
@@ -969,8 +980,9 @@ impl ObjectImpl for EnrichPool {
                 glib::ParamSpecString::builder("only-label")
                     .nick("Only label")
                     .blurb(
-                        "Send only frames whose FrameAnalysisMeta label is this (scene-cut, motion, \
-                         static, dark); the others pass through untouched (empty = all frames)",
+                        "Run the steps only on frames whose FrameAnalysisMeta label is this \
+                         (scene-cut, motion, static, dark); the others pass through untouched \
+                         (see carry-forward), counted in stats as skipped (empty = all frames)",
                     )
                     .mutable_ready()
                     .build(),
@@ -1026,7 +1038,8 @@ impl ObjectImpl for EnrichPool {
                          spawn-failures (frames or threads), blocked-pushes (pushes a shared \
                          pool gave up on after 200 ms, their worker replaced), latency (ns: what the element adds \
                          to the LATENCY query, see `latency`), worker-stats (per worker: \
-                         worker, processed, busy ns, errors), overlay-skipped, remote-sent, remote-skipped, \
+                         worker, processed, busy ns, errors), overlay-skipped, skipped (frames interval or \
+                         only-label kept from the steps), remote-sent, remote-skipped, \
                          rois-processed, rois-failed, rois-dropped (by a handler), rois-found \
                          (regions found inside crops), rois-invalid (empty, zero-size or wholly \
                          outside the frame), rois-clipped (partly outside: cropped to the frame), \

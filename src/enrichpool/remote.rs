@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use gst::glib;
 use gst_video::prelude::VideoFrameExt;
 
-use crate::meta::{AnalysisLabel, FrameAnalysis};
 use crate::remote::{Answer, Canceller, Data, Image, ServerSet, Tensor};
 
 /// The remote step of one running element.
@@ -16,34 +15,18 @@ pub(super) struct Remote {
     pub set: Arc<ServerSet>,
     /// Cancels this element's requests alone (a flush), not those of others sharing `set`.
     pub canceller: Arc<Canceller>,
-    /// Send every Nth frame (by sequence number).
-    pub interval: u64,
-    /// Send only frames whose FrameAnalysisMeta has this label.
-    pub only_label: Option<String>,
     pub sent: AtomicU64,
     pub skipped: AtomicU64,
 }
 
 impl Remote {
-    /// Whether the frame goes to a server (always, with `scene_cuts`, when its analysis
-    /// label is `scene-cut`); counts the ones that do not.
-    pub fn wants(&self, seq: u64, buffer: &gst::BufferRef, scene_cuts: bool) -> bool {
-        let label = || match FrameAnalysis::read(buffer) {
-            Some(Ok(a)) => Some(a.label),
-            _ => None,
-        };
-        let wanted = (scene_cuts && label() == Some(AnalysisLabel::SceneCut))
-            || (seq.is_multiple_of(self.interval.max(1))
-                && self
-                    .only_label
-                    .as_deref()
-                    .is_none_or(|only| label().is_some_and(|l| l.as_str() == only)));
-        if wanted {
+    /// Counts a frame the steps run on (`sent`) or not.
+    pub fn count(&self, sent: bool) {
+        if sent {
             self.sent.fetch_add(1, Ordering::Relaxed);
         } else {
             self.skipped.fetch_add(1, Ordering::Relaxed);
         }
-        wanted
     }
 
     /// The per-server structures of `stats`.

@@ -309,8 +309,6 @@ impl RemoteSettings {
         Remote {
             set,
             canceller: Arc::new(rpc::Canceller::default()),
-            interval: self.interval.max(1) as u64,
-            only_label: self.only_label.clone(),
             sent: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
         }

@@ -42,6 +42,7 @@ pub(super) fn stats_structure(
     overlay_skipped: u64,
     rois: &RoiCounts,
     reuse: &ReuseCounts,
+    skipped: u64,
 ) -> gst::Structure {
     let count = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     let dropped = stats.leaked + stats.failed + stats.timeout + stats.dropped;
@@ -69,6 +70,7 @@ pub(super) fn stats_structure(
         .field("remote-sent", remote.map_or(0, |r| r.sent))
         .field("remote-skipped", remote.map_or(0, |r| r.skipped))
         .field("overlay-skipped", overlay_skipped)
+        .field("skipped", skipped)
         .field("rois-processed", count(&rois.processed))
         .field("rois-failed", count(&rois.failed))
         .field("rois-dropped", count(&rois.dropped))

@@ -18,7 +18,7 @@ use super::remote::{self, Remote};
 use super::reuse::{Carried, Held, Release, Reuse};
 use super::{Handler, Job, Verdict};
 use crate::glue::{FlowCell, lock, post_stats, read};
-use crate::meta::{Enrichment, Gap, GapReason};
+use crate::meta::{AnalysisLabel, Enrichment, FrameAnalysis, Gap, GapReason};
 use crate::pool::{self, LATENCY_WINDOW, Loss, Report, Tag, Work};
 
 /// The structure a frame's steps fill, named by a quark interned once.
@@ -50,8 +50,8 @@ pub(super) struct Frame {
     server: String,
     /// Whether any enrichment ran (false: the frame passes untouched, no meta).
     enriched: bool,
-    /// Whether the remote step takes this frame, decided at its first attempt.
-    remote_wanted: Option<bool>,
+    /// Whether the steps run on it (`interval`, `only-label`), decided in the chain.
+    selected: bool,
     /// The remote step answered; a retry (the handler failed) does not ask again.
     remote_done: bool,
     /// The generation of the element's request canceller when the frame came in: a flush
@@ -76,7 +76,7 @@ impl Frame {
         seq: u64,
         video: Option<Arc<gst_video::VideoInfo>>,
         cancel_from: u64,
-        remote_wanted: Option<bool>,
+        selected: bool,
         reuse: Option<Role>,
     ) -> Frame {
         Frame {
@@ -89,7 +89,7 @@ impl Frame {
             avoid: Vec::new(),
             server: String::new(),
             enriched: false,
-            remote_wanted,
+            selected,
             remote_done: false,
         }
     }
@@ -131,6 +131,46 @@ pub(super) struct Enricher {
     pub reuse: Reuse,
     /// `carry-forward` in ns while running (0: off).
     pub carry_forward: AtomicU64,
+    /// Which frames the steps run on, while running.
+    pub selector: RwLock<Selector>,
+    /// Frames `interval` or `only-label` kept from the steps, since the start.
+    pub skipped: AtomicU64,
+}
+
+/// Which frames the steps run on: `interval`, `only-label`, and scene cuts with
+/// `carry-forward`; fixed at start.
+#[derive(Debug, Clone)]
+pub(super) struct Selector {
+    pub interval: u64,
+    pub only_label: Option<String>,
+    /// A frame labelled `scene-cut` is always taken.
+    pub scene_cuts: bool,
+}
+
+impl Default for Selector {
+    fn default() -> Self {
+        Selector {
+            interval: 1,
+            only_label: None,
+            scene_cuts: false,
+        }
+    }
+}
+
+impl Selector {
+    /// Whether the steps run on frame `seq`.
+    pub fn selects(&self, seq: u64, buffer: &gst::BufferRef) -> bool {
+        let label = || match FrameAnalysis::read(buffer) {
+            Some(Ok(a)) => Some(a.label),
+            _ => None,
+        };
+        (self.scene_cuts && label() == Some(AnalysisLabel::SceneCut))
+            || (seq.is_multiple_of(self.interval.max(1))
+                && self
+                    .only_label
+                    .as_deref()
+                    .is_none_or(|only| label().is_some_and(|l| l.as_str() == only)))
+    }
 }
 
 /// How `infer-on=rois` runs, fixed at start.
@@ -162,6 +202,8 @@ impl Enricher {
             roi_counts: RoiCounts::default(),
             reuse: Reuse::default(),
             carry_forward: AtomicU64::new(0),
+            selector: RwLock::new(Selector::default()),
+            skipped: AtomicU64::new(0),
         }
     }
 }
@@ -223,18 +265,19 @@ impl Work for Enricher {
         let Some(element) = self.element.upgrade() else {
             return pool::Verdict::Fail("element is gone".into());
         };
+        if !frame.selected {
+            // `interval` or `only-label` keeps the frame from the steps.
+            if self.draws_now(frame) {
+                self.draw_overlay(frame, worker);
+            }
+            return pool::Verdict::Keep;
+        }
         let remote = read(&self.remote).clone();
-        let wanted = remote.as_ref().is_some_and(|remote| {
-            *frame
-                .remote_wanted
-                .get_or_insert_with(|| remote.wants(frame.seq, &frame.buffer, false))
-        });
         let plan = read(&self.regions).clone();
         if let Some(plan) = plan {
-            let remote = remote.filter(|_| wanted);
             return self.process_regions(&element, frame, worker, attempt, remote, &plan);
         }
-        if let Some(remote) = remote.filter(|_| wanted && !frame.remote_done) {
+        if let Some(remote) = remote.filter(|_| !frame.remote_done) {
             if let Err(message) = Self::ask_servers(&remote, frame) {
                 return pool::Verdict::Fail(message);
             }
