@@ -119,9 +119,28 @@ pub struct MlServer {
     metrics: u16,
     dir: PathBuf,
     env: Vec<(String, String)>,
+    /// Also serves `detect` and `classify` (tests/remote/cascade.py).
+    cascade: bool,
 }
 
 impl MlServer {
+    /// A server of the cascade's two models besides `frames`: `detect` (boxes around the
+    /// objects of a frame) and `classify` (what one crop shows), see tests/remote/cascade.py.
+    pub fn start_cascade() -> MlServer {
+        let mut server = MlServer {
+            child: None,
+            http: free_port(),
+            grpc: free_port(),
+            metrics: free_port(),
+            dir: scratch_dir("mlserver"),
+            env: Vec::new(),
+            cascade: true,
+        };
+        server.launch();
+        server.wait_ready();
+        server
+    }
+
     /// Starts without waiting for readiness (see [`MlServer::wait_ready`]), so that several
     /// start side by side. `env` sets the model's behaviour (see tests/remote/model.py).
     pub fn spawn(env: &[(&str, &str)]) -> MlServer {
@@ -136,6 +155,7 @@ impl MlServer {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            cascade: false,
         };
         server.launch();
         server
@@ -161,6 +181,26 @@ impl MlServer {
                 "inputs": [{"name": "frame", "datatype": "UINT8", "shape": [-1, -1, -1]}]}"#,
         )
         .unwrap();
+        if self.cascade {
+            for (name, class) in [("detect", "DetectModel"), ("classify", "ClassifyModel")] {
+                let dir = self.dir.join(name);
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::copy(
+                    Path::new(MODEL_DIR).join("cascade.py"),
+                    dir.join("cascade.py"),
+                )
+                .unwrap();
+                std::fs::write(
+                    dir.join("model-settings.json"),
+                    format!(
+                        r#"{{"name": "{name}", "implementation": "cascade.{class}",
+                            "inputs": [{{"name": "frame", "datatype": "UINT8",
+                                         "shape": [-1, -1, -1]}}]}}"#
+                    ),
+                )
+                .unwrap();
+            }
+        }
         std::fs::write(
             self.dir.join("settings.json"),
             format!(
