@@ -3,9 +3,9 @@
 # this script in CI). Needs the plugin on GST_PLUGIN_PATH (meson devenv, or the folder of
 # libgstordered.so).
 #
-#   examples/recipes.sh [live|file|rtp|shared|servers]...      (default: all)
+#   examples/recipes.sh [live|file|rtp|shared|servers|cascade]...      (default: all)
 #
-# `servers` needs SERVERS (comma-separated grpc:// or http:// URLs of Open Inference
+# `servers` and `cascade` need SERVERS (comma-separated grpc:// or http:// URLs of Open Inference
 # Protocol servers) and MODEL (the model's name; default `frames`, the test model in
 # tests/remote/); without SERVERS it is skipped.
 set -euo pipefail
@@ -87,11 +87,29 @@ servers() {
     overlay=true $S ! resequencer latency=1000000000 $S ! videoconvert ! fakesink
 }
 
+# A two-stage cascade on inference servers: a detector (DETECTOR, default `frames`) on each
+# frame, then a classifier (CLASSIFIER, default `frames`) on the crop of every box of type
+# DETECTED (default `thing`, what the test model answers) it found: `infer-on=rois`, the
+# crops of a frame in parallel. Each box gets its result as an `enrichment` param; what the
+# classifier finds inside a crop becomes a box of its own with parent_id set.
+cascade() {
+  if [[ -z ${SERVERS:-} ]]; then
+    echo "cascade: skipped (set SERVERS=grpc://host:port,...)"
+    return 0
+  fi
+  launch videotestsrc is-live=true num-buffers=60 pattern=ball \
+    ! video/x-raw,format=RGB,width=320,height=240,framerate=30/1 \
+    ! enrichpool name=detector workers=4 servers="$SERVERS" model="${DETECTOR:-frames}" $S \
+    ! enrichpool name=classifier workers=8 servers="$SERVERS" model="${CLASSIFIER:-frames}" \
+    infer-on=rois roi-types="${DETECTED:-thing}" $S \
+    ! resequencer latency=1000000000 $S ! fakesink
+}
+
 recipes=("$@")
-((${#recipes[@]})) || recipes=(live file rtp shared servers)
+((${#recipes[@]})) || recipes=(live file rtp shared servers cascade)
 for recipe in "${recipes[@]}"; do
   case $recipe in
-    live | file | rtp | shared | servers) echo "== $recipe"; "$recipe" ;;
+    live | file | rtp | shared | servers | cascade) echo "== $recipe"; "$recipe" ;;
     *) echo "unknown recipe $recipe" >&2; exit 2 ;;
   esac
 done

@@ -187,6 +187,30 @@ fn the_python_application_reads_the_metas() {
 }
 
 #[test]
+fn the_python_application_reads_each_regions_own_result() {
+    let mut cmd = gst_command("/usr/bin/python3");
+    cmd.arg(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/python_rois.py"
+    ))
+    .arg("60");
+    let stdout = run(cmd);
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("60 frames in order; "))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    // Regions were checked (the ball moves in most frames), each against the frame itself.
+    let regions: u64 = line["60 frames in order; ".len()..]
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(regions >= 30, "{stdout}");
+    assert!(stdout.contains(": mean "), "{stdout}");
+}
+
+#[test]
 fn the_gst_launch_recipes_run_with_and_without_servers() {
     let server = servers::MlServer::start(&[]);
     let mut cmd = gst_command("bash");
@@ -199,6 +223,26 @@ fn the_gst_launch_recipes_run_with_and_without_servers() {
     let stdout = run(cmd);
     assert!(stdout.contains("recipes: ok"), "{stdout}");
     assert!(!stdout.contains("servers: skipped"), "{stdout}");
+    assert!(!stdout.contains("cascade: skipped"), "{stdout}");
+    // The cascade: the classifier ran on the crop of every box the detector found (the test
+    // model answers one box per image), one per frame.
+    let cascade = stdout
+        .split("== ")
+        .find(|s| s.starts_with("cascade"))
+        .unwrap_or_else(|| panic!("no cascade recipe in {stdout}"));
+    let classifier = cascade
+        .lines()
+        .find(|l| l.contains("element \"classifier\"") && l.contains("enrichpool-stats"))
+        .unwrap_or_else(|| panic!("no classifier stats in {cascade}"));
+    assert!(
+        classifier.contains(" rois-processed=(guint64)60,"),
+        "{classifier}"
+    );
+    assert!(
+        classifier.contains(" rois-failed=(guint64)0,"),
+        "{classifier}"
+    );
+    assert!(classifier.contains(" pushed=(guint64)60,"), "{classifier}");
     // Each recipe prints its elements' last stats messages (posted as EOS left them).
     for recipe in ["live", "file", "rtp", "servers"] {
         let section = stdout
