@@ -3,27 +3,37 @@
 //! ```text
 //! videotestsrc is-live=true pattern=ball ! 640x360@30
 //!   ! frameanalyzer                      GPU through wgpu when there is an adapter, else CPU
-//!   ! enrichpool workers=6 leaky=downstream on-error=drop overlay=true
-//!                                        a Rust handler: 10–110 ms of "inference" per frame,
-//!                                        one detection (the moving ball), one failure in 50;
-//!                                        the overlay draws boxes and a text line per frame
+//!   ! enrichpool name=detector workers=6 leaky=downstream on-error=drop
+//!                interval=2 carry-forward=200 ms
+//!                                        stage 1, a Rust "detector": 10–110 ms per frame it
+//!                                        runs on (every other one), one detection (the
+//!                                        moving ball), one failure in 50; the frames between
+//!                                        carry its last detection forward, marked stale
+//!   ! enrichpool name=classifier workers=4 infer-on=rois roi-types=ball overlay=true
+//!                                        stage 2, a Rust "classifier" on the crop of every
+//!                                        ball box (5–15 ms, the crops of a frame in
+//!                                        parallel): bright or dim, by the crop's luma; the
+//!                                        overlay draws boxes, per-region captions and a
+//!                                        text line per frame
 //!   ! resequencer latency=300 ms
 //!   ! tee ! x264enc ! mp4mux ! filesink  (and a window when a display exists)
 //! ```
 //!
 //! With `--streams N` (N > 1), N such cameras (balls of different colours) share one pool
-//! (`shared-pool=demo`, 6 + 2·(N−1) workers in all) and meet in a `compositor` mosaic
-//! (1280×720, a tile per camera) before the encoder.
+//! per stage (`shared-pool=demo`, 6 + 2·(N−1) workers, and `shared-pool=demo-classify`,
+//! 4 + (N−1)) and meet in a `compositor` mosaic (1280×720, a tile per camera) before the
+//! encoder.
 //!
 //! It runs for a fixed time (`--seconds N`, default 10) with a progress line every second
 //! (one per camera with several), then sends EOS, prints a summary per camera (every frame
-//! in accounted for: reached the sink, dropped by the pool by reason, or given up on by the
-//! resequencer and dropped when it came late), the reorder depth, end-to-end latency p50/p99
-//! and per-worker throughput, and checks that every frame is accounted for: pushed by the
-//! pool (then pushed by the resequencer and seen by the sink in order with its analysis,
-//! or given up on past its deadline and counted `late`) or dropped by it (then released by
-//! a gap). `--output PATH` (default `demo.mp4`), `--snapshot PATH` writes one frame (the
-//! first from the 60th on) as PNG, `--no-window` never opens a window.
+//! in accounted for: reached the sink, dropped by a pool by reason, or given up on by the
+//! resequencer and dropped when it came late), what reuse saved and what the classifier did,
+//! the reorder depth, end-to-end latency p50/p99 and per-worker throughput, and checks that
+//! every frame is accounted for: pushed by both pools (then pushed by the resequencer and
+//! seen by the sink in order with its analysis, or given up on past its deadline and counted
+//! `late`) or dropped by one (then released by a gap). `--output PATH` (default `demo.mp4`),
+//! `--snapshot PATH` writes one frame (the first from the 60th on) as PNG, `--no-window`
+//! never opens a window.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -94,16 +104,17 @@ fn make(factory: &str) -> Result<gst::Element, Box<dyn std::error::Error>> {
     })
 }
 
-/// The enrichment: uneven "inference" so frames finish out of order, a detection around the
-/// largest moving region, and one failure in fifty (a gap, with on-error=drop).
-fn install_handler(pool: &EnrichPool) {
+/// Stage 1, the detector: uneven "inference" so frames finish out of order, a detection
+/// around the largest moving region, and one failure in fifty (a gap, with on-error=drop).
+fn install_detector(pool: &EnrichPool) {
     pool.set_handler(|job| {
         let seq = SeqMeta::read(job.buffer)
             .and_then(Result::ok)
             .map_or(0, |m| m.seq);
         let work_ms = 10 + seq.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17) % 101;
         std::thread::sleep(Duration::from_millis(work_ms));
-        if seq % 50 == 49 {
+        // (An even frame: with interval=2 the detector runs on even frames only.)
+        if seq % 50 == 48 {
             return Err(format!("simulated failure on frame {seq}"));
         }
         let largest = job
@@ -127,6 +138,26 @@ fn install_handler(pool: &EnrichPool) {
             job.outputs.set("detections", 0u32);
         }
         job.outputs.set("work-ms", work_ms);
+        Ok(Verdict::Keep)
+    });
+}
+
+/// Stage 2, the classifier, once per ball box on its crop (the luma, GRAY8, of the I420
+/// frame): a little uneven work, then `bright` or `dim` by the crop's mean luma.
+fn install_classifier(pool: &EnrichPool) {
+    pool.set_handler(|job| {
+        let Some(roi) = job.roi else {
+            return Ok(Verdict::Keep);
+        };
+        let mean = {
+            let map = job.buffer.map_readable().map_err(|e| e.to_string())?;
+            map.iter().map(|&b| b as u64).sum::<u64>() as f64 / map.len().max(1) as f64
+        };
+        let work_ms = 5 + (roi.x as u64 * 7 + roi.y as u64 * 13) % 11;
+        std::thread::sleep(Duration::from_millis(work_ms));
+        job.outputs
+            .set("label", if mean >= 48.0 { "bright" } else { "dim" });
+        job.outputs.set("luma", mean);
         Ok(Verdict::Keep)
     });
 }
@@ -162,9 +193,33 @@ fn write_png(sample: &gst::Sample, path: &str) -> Result<(), Box<dyn std::error:
 struct Camera {
     name: String,
     analyzer: gst::Element,
-    pool: EnrichPool,
+    detector: EnrichPool,
+    classifier: EnrichPool,
     reseq: gst::Element,
     log: Arc<Mutex<SinkLog>>,
+}
+
+impl Camera {
+    /// The two pools' stats as one pool's: in at the detector, pushed by the classifier,
+    /// dropped by either (by reason); and the stages' own.
+    fn pool_stats(&self) -> (gst::Structure, gst::Structure, gst::Structure) {
+        let d = self.detector.property::<gst::Structure>("stats");
+        let c = self.classifier.property::<gst::Structure>("stats");
+        let mut both = gst::Structure::builder("pools")
+            .field("in", get(&d, "in"))
+            .field("pushed", get(&c, "pushed"))
+            .field("in-flight", get(&d, "in-flight") + get(&c, "in-flight"));
+        for f in [
+            "dropped",
+            "dropped-failed",
+            "dropped-leaked",
+            "dropped-timeout",
+            "dropped-dropped",
+        ] {
+            both = both.field(f, get(&d, f) + get(&c, f));
+        }
+        (both.build(), d, c)
+    }
 }
 
 /// The cameras' balls' colours (ARGB), in turn.
@@ -200,27 +255,46 @@ fn add_camera(
     let analyzer = gst::ElementFactory::make("frameanalyzer")
         .name(format!("frameanalyzer-{name}"))
         .build()?;
-    let mut pool = gst::ElementFactory::make("enrichpool")
+    let mut detector = gst::ElementFactory::make("enrichpool")
         .name(format!("enrichpool-{name}"))
         .property("workers", workers)
         .property("max-size-buffers", 8u32)
         .property_from_str("leaky", "downstream")
         .property_from_str("on-error", "drop")
+        .property("interval", 2u32)
+        .property("carry-forward", 200_000_000u64);
+    let mut classifier = gst::ElementFactory::make("enrichpool")
+        .name(format!("classifier-{name}"))
+        .property("workers", if count > 1 { 3 + count as u32 } else { 4 })
+        .property("max-size-buffers", 8u32)
+        .property_from_str("leaky", "downstream")
+        .property_from_str("on-error", "drop")
+        .property_from_str("infer-on", "rois")
+        .property("roi-types", "ball")
         .property("overlay", true);
     if count > 1 {
-        pool = pool.property("shared-pool", "demo");
+        detector = detector.property("shared-pool", "demo");
+        classifier = classifier.property("shared-pool", "demo-classify");
     }
-    let pool = pool
-        .build()?
-        .downcast::<EnrichPool>()
-        .map_err(|_| "enrichpool is an EnrichPool")?;
-    install_handler(&pool);
+    let as_pool = |e: gst::Element| e.downcast::<EnrichPool>().map_err(|_| "an EnrichPool");
+    let detector = as_pool(detector.build()?)?;
+    let classifier = as_pool(classifier.build()?)?;
+    install_detector(&detector);
+    install_classifier(&classifier);
     let reseq = gst::ElementFactory::make("resequencer")
         .name(format!("resequencer-{name}"))
         .property("latency", 300_000_000u64)
         .build()?;
-    pipeline.add_many([&src, &caps, &analyzer, pool.upcast_ref(), &reseq])?;
-    gst::Element::link_many([&src, &caps, &analyzer, pool.upcast_ref(), &reseq])?;
+    let chain = [
+        &src,
+        &caps,
+        &analyzer,
+        detector.upcast_ref(),
+        classifier.upcast_ref(),
+        &reseq,
+    ];
+    pipeline.add_many(chain)?;
+    gst::Element::link_many(chain)?;
     let log = Arc::new(Mutex::new(SinkLog::default()));
     let probe_log = log.clone();
     reseq
@@ -235,7 +309,8 @@ fn add_camera(
     let camera = Camera {
         name,
         analyzer,
-        pool,
+        detector,
+        classifier,
         reseq: reseq.clone(),
         log,
     };
@@ -261,14 +336,29 @@ fn get(s: &gst::Structure, field: &str) -> u64 {
     s.get::<u64>(field).unwrap_or(0)
 }
 
+/// A camera's figures at the end.
+struct Stats {
+    /// Both pools as one (see [`Camera::pool_stats`]).
+    pools: gst::Structure,
+    detector: gst::Structure,
+    classifier: gst::Structure,
+    reseq: gst::Structure,
+}
+
 /// A camera's whole-stream account, and what does not add up in it.
-fn account(camera: &Camera, p: &gst::Structure, r: &gst::Structure) -> (String, Vec<String>) {
+fn account(camera: &Camera, stats: &Stats) -> (String, Vec<String>) {
+    let Stats {
+        pools: p,
+        detector: d,
+        classifier: c,
+        reseq: r,
+    } = stats;
     let log = camera.log.lock().unwrap();
     let name = &camera.name;
     // Every frame in: it reached the sink, or the pool dropped it (a gap), or the
     // resequencer had given up on it at its deadline and dropped it when it came (late).
     let line = format!(
-        "  {name}: in {} = {} reached the sink + {} dropped by the pool (failed {}, leaked {}, \
+        "  {name}: in {} = {} reached the sink + {} dropped by the pools (failed {}, leaked {}, \
          timeout {}, dropped {}) + {} came after the resequencer gave up on them (late)",
         get(p, "in"),
         log.frames,
@@ -283,9 +373,16 @@ fn account(camera: &Camera, p: &gst::Structure, r: &gst::Structure) -> (String, 
     if get(p, "in") != log.frames + get(p, "dropped") + get(r, "late") {
         problems.push(format!("{name}: in != reached + dropped + late"));
     }
+    if get(d, "pushed") != get(c, "in") {
+        problems.push(format!(
+            "{name}: the classifier got {} of the {} frames the detector pushed",
+            get(c, "in"),
+            get(d, "pushed")
+        ));
+    }
     if get(p, "in") != get(p, "pushed") + get(p, "dropped") {
         problems.push(format!(
-            "{name}: the pool's ledger does not balance (in != pushed + dropped)"
+            "{name}: the pools' ledger does not balance (in != pushed + dropped)"
         ));
     }
     if get(r, "in") != get(p, "pushed") {
@@ -314,7 +411,7 @@ fn account(camera: &Camera, p: &gst::Structure, r: &gst::Structure) -> (String, 
     // A gap for a frame already given up on is stale.
     if get(r, "gaps") + get(r, "stale-gaps") != get(p, "dropped") {
         problems.push(format!(
-            "{name}: {} frames dropped by the pool but {} named by gaps",
+            "{name}: {} frames dropped by the pools but {} named by gaps",
             get(p, "dropped"),
             get(r, "gaps") + get(r, "stale-gaps")
         ));
@@ -435,8 +532,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     if n == 1 {
         println!(
-            "demo: videotestsrc is-live=true pattern=ball ! frameanalyzer ! enrichpool workers=6 \
-             leaky=downstream overlay=true ! resequencer ! x264enc ! mp4mux ! {} ({} s{})",
+            "demo: videotestsrc is-live=true pattern=ball ! frameanalyzer ! enrichpool \
+             name=detector workers=6 leaky=downstream interval=2 carry-forward=200 ms ! \
+             enrichpool name=classifier infer-on=rois roi-types=ball overlay=true ! resequencer \
+             ! x264enc ! mp4mux ! {} ({} s{})",
             options.output,
             options.seconds,
             if options.window { ", and a window" } else { "" }
@@ -444,11 +543,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     } else {
         println!(
             "demo: {n} × (videotestsrc is-live=true pattern=ball ! frameanalyzer ! enrichpool \
-             shared-pool=demo leaky=downstream overlay=true ! resequencer) ! compositor \
-             {cols}×{rows} ! x264enc ! mp4mux ! {} ({} s{}); one pool of {workers} workers",
+             shared-pool=demo leaky=downstream interval=2 carry-forward=200 ms ! enrichpool \
+             shared-pool=demo-classify infer-on=rois roi-types=ball overlay=true ! \
+             resequencer) ! compositor {cols}×{rows} ! x264enc ! mp4mux ! {} ({} s{}); one \
+             detector pool of {workers} workers, one classifier pool of {} workers",
             options.output,
             options.seconds,
-            if options.window { ", and a window" } else { "" }
+            if options.window { ", and a window" } else { "" },
+            3 + n
         );
     }
     pipeline.set_state(gst::State::Playing)?;
@@ -474,7 +576,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if elapsed >= next_progress && !eos_sent {
             next_progress = elapsed + 1;
             for camera in &cameras {
-                let p = camera.pool.property::<gst::Structure>("stats");
+                let (p, _, _) = camera.pool_stats();
                 let r = camera.reseq.property::<gst::Structure>("stats");
                 let who = if n == 1 {
                     String::new()
@@ -504,24 +606,31 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
 
     let seconds = started.elapsed().as_secs_f64();
-    let stats: Vec<(gst::Structure, gst::Structure)> = cameras
+    let all: Vec<Stats> = cameras
         .iter()
         .map(|c| {
-            (
-                c.pool.property::<gst::Structure>("stats"),
-                c.reseq.property::<gst::Structure>("stats"),
-            )
+            let (pools, detector, classifier) = c.pool_stats();
+            Stats {
+                pools,
+                detector,
+                classifier,
+                reseq: c.reseq.property::<gst::Structure>("stats"),
+            }
         })
         .collect();
-    let pool_stats = cameras[0].pool.property::<gst::Structure>("pool-stats");
+    let stats: Vec<(gst::Structure, gst::Structure)> = all
+        .iter()
+        .map(|s| (s.pools.clone(), s.reseq.clone()))
+        .collect();
+    let pool_stats = cameras[0].detector.property::<gst::Structure>("pool-stats");
     pipeline.set_state(gst::State::Null)?;
     result?;
 
     println!("summary over {seconds:.1} s:");
     let mut problems = Vec::new();
     let mut labels = std::collections::BTreeMap::<String, u64>::new();
-    for (camera, (p, r)) in cameras.iter().zip(&stats) {
-        let (line, mut wrong) = account(camera, p, r);
+    for (camera, figures) in cameras.iter().zip(&all) {
+        let (line, mut wrong) = account(camera, figures);
         println!("{line}");
         problems.append(&mut wrong);
         for (label, count) in &camera.log.lock().unwrap().labels {
@@ -538,6 +647,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         total(|(p, _)| get(p, "dropped-failed")),
         total(|(p, _)| get(p, "dropped-timeout")),
         total(|(p, _)| get(p, "dropped-dropped")),
+    );
+    let sum = |stage: fn(&Stats) -> &gst::Structure, f: &str| {
+        all.iter().map(|s| get(stage(s), f)).sum::<u64>()
+    };
+    println!(
+        "  reuse: the detector ran on {} frames; {} kept from it by interval=2, of which {} \
+         carried its last detection forward (stale), {} past carry-forward, {} whose source \
+         was lost",
+        sum(|s| &s.detector, "in") - sum(|s| &s.detector, "skipped"),
+        sum(|s| &s.detector, "skipped"),
+        sum(|s| &s.detector, "carried"),
+        sum(|s| &s.detector, "carry-expired"),
+        sum(|s| &s.detector, "carry-missed"),
+    );
+    println!(
+        "  classifier: {} ball regions classified on their crops (failed {}), {} frames \
+         without one",
+        sum(|s| &s.classifier, "rois-processed"),
+        sum(|s| &s.classifier, "rois-failed"),
+        sum(|s| &s.classifier, "pushed")
+            - sum(|s| &s.classifier, "rois-processed").min(sum(|s| &s.classifier, "pushed")),
     );
     println!(
         "  given up on by the resequencer: {} (arrived after their deadline: {})",

@@ -93,6 +93,25 @@ fn the_main_job_writes_an_mp4_with_the_overlay_and_a_snapshot() {
     assert!(stdout.contains("order: ok, ledger: ok"), "{stdout}");
     assert!(stdout.contains("end-to-end latency: p50"), "{stdout}");
     assert!(stdout.contains("per-worker throughput: w0"), "{stdout}");
+    // The cascade: the detector ran on every other frame, the frames between carried its
+    // detection; the classifier ran on the ball regions' crops.
+    let figure = |line_start: &str, after: &str| -> u64 {
+        let line = stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(line_start))
+            .unwrap_or_else(|| panic!("no `{line_start}` line: {stdout}"));
+        let at = line.find(after).unwrap_or_else(|| panic!("{line}")) + after.len();
+        line[at..]
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let ran = figure("reuse:", "the detector ran on ");
+    let carried = figure("reuse:", "of which ");
+    assert!(ran >= 50 && carried >= ran / 2, "{stdout}");
+    assert!(figure("classifier:", "classifier: ") >= 60, "{stdout}");
     // The video: about 4 s at 30 frames/s (leaky=downstream may drop a few), every frame
     // with its caption drawn.
     let frames = decode(&mp4, "I420");
