@@ -556,6 +556,13 @@ fn the_servers_get_each_crop_and_boxes_come_back_in_frame_coordinates() {
             let expected = expected_crop(*cropped, bpp);
             let sum: u64 = expected.iter().map(|&b| b as u64).sum();
             assert_eq!(param.get::<u64>("sum").unwrap(), sum, "{what}: region {id}");
+            // The crop's first pixel is the region's top-left one.
+            let first: Vec<u64> = match param.get::<gst::Array>("first") {
+                Ok(a) => a.iter().map(|v| v.get::<u64>().unwrap()).collect(),
+                Err(_) => vec![param.get::<u64>("first").unwrap()],
+            };
+            let top_left: Vec<u64> = expected[..bpp].iter().map(|&b| b as u64).collect();
+            assert_eq!(first, top_left, "{what}: region {id}'s first pixel");
             let inner = found.iter().find(|r| r.1 == id && r.2 == "inner");
             let x2 = (cropped.0 + 3).min(cropped.0 + cropped.2);
             let y2 = (cropped.1 + 3).min(cropped.1 + cropped.3);
