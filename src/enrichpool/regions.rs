@@ -103,12 +103,7 @@ pub(super) fn choose(
 ) -> Choice {
     let mut choice = Choice::default();
     let mut seen = std::collections::HashSet::new();
-    let mut next_id = buffer
-        .iter_meta::<gst_video::VideoRegionOfInterestMeta>()
-        .map(|m| m.id())
-        .max()
-        .unwrap_or(0)
-        .saturating_add(1);
+    let mut next_id = next_free_id(buffer);
     for (index, mut meta) in buffer
         .iter_meta_mut::<gst_video::VideoRegionOfInterestMeta>()
         .enumerate()
@@ -146,6 +141,16 @@ pub(super) fn choose(
         });
     }
     choice
+}
+
+/// An id above every region id of the frame.
+fn next_free_id(buffer: &gst::BufferRef) -> i32 {
+    buffer
+        .iter_meta::<gst_video::VideoRegionOfInterestMeta>()
+        .map(|m| m.id())
+        .max()
+        .unwrap_or(0)
+        .saturating_add(1)
 }
 
 /// Plane 0 of `rect` (x, y, width, height, inside the frame) as the protocol's UINT8 tensor
@@ -504,12 +509,7 @@ pub(super) fn put_back(
             })
         });
     }
-    let mut next_id = buffer
-        .iter_meta::<gst_video::VideoRegionOfInterestMeta>()
-        .map(|m| m.id())
-        .max()
-        .unwrap_or(0)
-        .saturating_add(1);
+    let mut next_id = next_free_id(buffer);
     for (parent, kind, rect, found_params) in new_regions {
         counts.found.fetch_add(1, Ordering::Relaxed);
         let mut meta = gst_video::VideoRegionOfInterestMeta::add(buffer, &kind, rect);

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use gst::glib;
-use gst_video::prelude::VideoFrameExt;
 
 use crate::remote::{Answer, Canceller, Data, Image, ServerSet, Tensor};
 
@@ -49,37 +48,14 @@ impl Remote {
 
 /// The frame as the protocol's UINT8 tensor: plane 0 without its stride padding, so
 /// `[H, W, C]` with C the bytes per pixel of packed formats (RGB/BGR 3, RGBA… 4, GRAY8 1)
-/// and the luma plane (C = 1) of planar and semi-planar YUV.
+/// and the luma plane (C = 1) of planar and semi-planar YUV; read with the frame's own
+/// stride (its GstVideoMeta, when upstream negotiated one), not the caps'.
 pub(super) fn image(
     buffer: &gst::BufferRef,
     info: &gst_video::VideoInfo,
     id: String,
 ) -> Result<Image, String> {
-    let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, info)
-        .map_err(|_| "the buffer does not match its caps".to_string())?;
-    let width = info.width() as usize;
-    let height = info.height() as usize;
-    let channels = info.format_info().pixel_stride()[0].max(1) as usize;
-    // The frame's own stride (its GstVideoMeta, when upstream negotiated one), not the caps'.
-    let stride = frame.plane_stride()[0].max(0) as usize;
-    let row = width * channels;
-    let data = frame
-        .plane_data(0)
-        .map_err(|err| format!("reading the frame: {err}"))?;
-    if row > stride || data.len() < stride * (height.max(1) - 1) + row {
-        return Err("the frame is smaller than its caps say".into());
-    }
-    let mut pixels = Vec::with_capacity(row * height);
-    for y in 0..height {
-        pixels.extend_from_slice(&data[y * stride..y * stride + row]);
-    }
-    Ok(Image {
-        id,
-        height,
-        width,
-        channels,
-        pixels,
-    })
+    super::regions::crop(buffer, info, (0, 0, info.width(), info.height()), id)
 }
 
 fn scalar_or_array<T: ToSendValue + Clone>(values: &[T]) -> glib::SendValue {
