@@ -168,8 +168,8 @@ fn reuse_round(server: &servers::FakeServer, props: &str) -> (f64, f64, f64) {
 fn reuse(rounds: usize) {
     let server = servers::FakeServer::start("geometry");
     let cases = ["", "only-label=motion carry-forward=1000000000"];
-    let mut requests = vec![Rounds::default(), Rounds::default()];
-    let mut results = vec![Rounds::default(), Rounds::default()];
+    let mut requests = [Rounds::default(), Rounds::default()];
+    let mut results = [Rounds::default(), Rounds::default()];
     let times = alternate(&cases, rounds, |props| {
         let i = cases.iter().position(|c| c == props).unwrap();
         let (r, w, s) = reuse_round(&server, props);

@@ -23,9 +23,12 @@ fn init() {
     });
 }
 
+/// An object of the scene: its class, its grey level, its rect (x, y, width, height).
+type Object = (&'static str, u8, (u32, u32, u32, u32));
+
 /// Where the two objects of frame `n` are: `a` (grey 200, 8×8) moves right, `b` (grey 100,
 /// 6×6) moves down; they never overlap.
-fn objects(n: u64) -> [(&'static str, u8, (u32, u32, u32, u32)); 2] {
+fn objects(n: u64) -> [Object; 2] {
     [
         ("a", 200, (2 + (n % 44) as u32, 5, 8, 8)),
         ("b", 100, (54, 2 + (n % 40) as u32, 6, 6)),
