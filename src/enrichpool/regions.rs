@@ -319,8 +319,10 @@ impl Crops {
     /// Runs the steps on one region's crop, each attempt from the start.
     pub fn run(&self, region: &Region) -> Outcome {
         let mut last = String::new();
+        // Servers that failed this crop: its next attempts go elsewhere first.
+        let mut avoid = Vec::new();
         for attempt in 0..self.attempts.max(1) {
-            match self.attempt(region, self.attempt + attempt) {
+            match self.attempt(region, self.attempt + attempt, &mut avoid) {
                 Ok(outcome) => return outcome,
                 Err(message) => last = message,
             }
@@ -328,7 +330,12 @@ impl Crops {
         Outcome::Failed(last)
     }
 
-    fn attempt(&self, region: &Region, attempt: u32) -> Result<Outcome, String> {
+    fn attempt(
+        &self,
+        region: &Region,
+        attempt: u32,
+        avoid: &mut Vec<usize>,
+    ) -> Result<Outcome, String> {
         let image = crop(
             &self.frame,
             &self.info,
@@ -348,10 +355,9 @@ impl Crops {
             };
             let image = image.expect("the crop is there for the remote step");
             let (w, h) = (image.width as u32, image.height as u32);
-            let mut avoid = Vec::new();
             let answer = remote
                 .set
-                .infer_cancellable(image, &mut avoid, Some((&remote.canceller, *cancel_from)))
+                .infer_cancellable(image, avoid, Some((&remote.canceller, *cancel_from)))
                 .map_err(|err| err.to_string())?;
             for tensor in &answer.response.outputs {
                 outputs.set_value(tensor.name.as_str(), step::tensor_value(tensor));
