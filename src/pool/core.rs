@@ -394,9 +394,24 @@ pub(super) struct State<W: Work> {
     per_worker: Vec<WorkerStats>,
     /// `stop` waits on `exits` for threads to return.
     exit_waiters: usize,
-    /// Parts of jobs in flight, for idle workers to take (see `parts`), with their sets.
-    parts: VecDeque<(u64, Part)>,
+    /// Parts of jobs in flight, for idle workers to take (see `parts`), with their sets and
+    /// the jobs (in-flight ids) they are parts of.
+    parts: VecDeque<(u64, Option<u64>, Part)>,
     next_set: u64,
+    /// Workers running a part, by worker number: the job it is part of, and whether the
+    /// watchdog gave that job up (the helper then counts as stuck, and was replaced).
+    helping: HashMap<u32, Helping>,
+}
+
+/// A worker running a part of another worker's job.
+struct Helping {
+    job: Option<u64>,
+    stuck: bool,
+}
+
+thread_local! {
+    /// The in-flight id of the job this worker thread is processing, for the parts it posts.
+    static CURRENT_JOB: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
 }
 
 impl<W: Work> State<W> {
@@ -426,6 +441,7 @@ impl<W: Work> State<W> {
             exit_waiters: 0,
             parts: VecDeque::new(),
             next_set: 0,
+            helping: HashMap::new(),
         }
     }
 
@@ -934,10 +950,21 @@ impl<W: Work> Shared<W> {
                 continue;
             }
             // A part of a job in flight comes before a new job: its frame waits for it.
-            if let Some((_, part)) = state.parts.pop_front() {
+            if let Some((_, job, part)) = state.parts.pop_front() {
+                state.helping.insert(number, Helping { job, stuck: false });
                 drop(state);
                 part();
                 state = self.lock();
+                let helped = state.helping.remove(&number);
+                if helped.is_some_and(|h| h.stuck) {
+                    // Counted stuck (and replaced) while the job it helped was given up on:
+                    // it goes on only if the crew is short, as a stuck worker does.
+                    state.stuck -= 1;
+                    if state.stopping || state.live >= state.config.workers {
+                        return None;
+                    }
+                    state.live += 1;
+                }
                 continue;
             }
             if let Some((member, entry)) = state.take() {
@@ -1039,9 +1066,11 @@ impl<W: Work> Shared<W> {
             let mut attempts = 0;
             let outcome = loop {
                 attempts += 1;
+                CURRENT_JOB.with(|c| c.set(Some(id)));
                 let verdict = std::panic::catch_unwind(AssertUnwindSafe(|| {
                     work.process(&mut job, number, attempts - 1)
                 }));
+                CURRENT_JOB.with(|c| c.set(None));
                 match verdict {
                     Ok(Verdict::Keep) => break Outcome::Keep,
                     Ok(Verdict::Drop) => break Outcome::Lost(Loss::Dropped, None),
@@ -1280,6 +1309,20 @@ impl<W: Work> Shared<W> {
 
     /// Starts workers until the crew has its strength again, within the cap on stuck
     /// threads.
+    /// Counts as stuck the workers running parts of the jobs `given_up` (timed out, or
+    /// abandoned and hung): they are part of a hung job, and are replaced as its worker is.
+    /// Returns how many.
+    pub(super) fn stuck_helpers(state: &mut State<W>, given_up: &[u64]) -> usize {
+        let mut count = 0;
+        for h in state.helping.values_mut() {
+            if !h.stuck && h.job.is_some_and(|j| given_up.contains(&j)) {
+                h.stuck = true;
+                count += 1;
+            }
+        }
+        count
+    }
+
     fn replace_workers(self: &Arc<Self>, state: &mut State<W>) {
         let max_stuck = state.max_stuck();
         while state.live < state.config.workers {
@@ -1328,11 +1371,12 @@ impl<W: Work> Host for Shared<W> {
     }
 
     fn post(&self, set: u64, parts: Vec<Part>) {
+        let job = CURRENT_JOB.with(|c| c.get());
         let mut state = self.lock();
         let count = parts.len();
         state
             .parts
-            .extend(parts.into_iter().map(|part| (set, part)));
+            .extend(parts.into_iter().map(|part| (set, job, part)));
         for _ in 0..count {
             if !self.wake_one(&mut state) {
                 break;
@@ -1342,7 +1386,7 @@ impl<W: Work> Host for Shared<W> {
 
     fn take_back(&self, set: u64) -> Option<Part> {
         let mut state = self.lock();
-        let at = state.parts.iter().position(|(s, _)| *s == set)?;
-        state.parts.remove(at).map(|(_, part)| part)
+        let at = state.parts.iter().position(|(s, _, _)| *s == set)?;
+        state.parts.remove(at).map(|(_, _, part)| part)
     }
 }

@@ -10,8 +10,10 @@
 //!
 //! A part runs outside every lock of the crew; a panicking part is caught and answered
 //! `None`. A part that hangs holds the thread that runs it, and the job waits for it: the
-//! job's `timeout` bounds that wait as it bounds any handler (the job is lost as timed out
-//! at its deadline, and the worker replaced).
+//! job's `timeout` bounds that wait as it bounds any handler. At the deadline the job is
+//! lost as timed out, and its worker and every worker inside one of its parts are counted
+//! stuck and replaced; each leaves when its part returns (or goes on, if the crew is short
+//! then).
 
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Condvar, Mutex, Weak};

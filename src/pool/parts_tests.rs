@@ -200,3 +200,107 @@ fn once_the_crew_is_gone_parts_run_on_the_caller() {
         vec![Some((0, here)), Some((1, here)), Some((2, here))]
     );
 }
+
+/// The first job's second part hangs on a gate, on an idle worker (the first part waits
+/// until it started there); later jobs' two parts must meet (two workers free at once).
+struct HangOnce {
+    helpers: Mutex<Option<Helpers>>,
+    gate: Arc<(Mutex<bool>, Condvar)>,
+    met: mpsc::Sender<Vec<Option<bool>>>,
+    lost: Mutex<Vec<(u64, Loss)>>,
+}
+
+impl Work for HangOnce {
+    type Job = u64;
+    type Event = ();
+
+    fn process(&self, job: &mut u64, _worker: u32, _attempt: u32) -> Verdict {
+        let helpers = self.helpers.lock().unwrap().clone().unwrap();
+        if *job == 0 {
+            let started = Arc::new(Meeting::default());
+            let (s0, s1, gate) = (started.clone(), started, self.gate.clone());
+            let parts: Vec<Box<dyn FnOnce() -> bool + Send>> = vec![
+                Box::new(move || s0.arrive(2)),
+                Box::new(move || {
+                    s1.arrive(1);
+                    let mut open = gate.0.lock().unwrap();
+                    while !*open {
+                        open = gate.1.wait(open).unwrap();
+                    }
+                    true
+                }),
+            ];
+            helpers.run(parts);
+            return Verdict::Keep;
+        }
+        let meeting = Arc::new(Meeting::default());
+        let parts = (0..2)
+            .map(|_| {
+                let m = meeting.clone();
+                Box::new(move || m.arrive(2)) as Box<dyn FnOnce() -> bool + Send>
+            })
+            .collect();
+        let _ = self.met.send(helpers.run(parts));
+        Verdict::Keep
+    }
+
+    fn deliver(&self, _job: u64, _tag: Tag, _report: Report) {}
+    fn lost(&self, first: Tag, _count: u64, reason: Loss) {
+        self.lost.lock().unwrap().push((first.seq, reason));
+    }
+    fn forward(&self, _event: ()) {}
+    fn fatal(&self, _tag: Tag, _message: &str) {}
+}
+
+#[test]
+fn a_worker_hung_in_a_part_of_a_timed_out_job_is_replaced_like_the_jobs_own() {
+    // Two workers, `timeout` 100 ms: job 0's caller waits for its second part, which hangs
+    // on the other worker. At the timeout both threads are stuck; both must be replaced, or
+    // the crew is left with one worker and the next job's two parts never run at once.
+    let (tx, rx) = mpsc::channel();
+    let gate = Arc::new((Mutex::new(false), Condvar::new()));
+    let work = Arc::new(HangOnce {
+        helpers: Mutex::new(None),
+        gate: gate.clone(),
+        met: tx,
+        lost: Mutex::default(),
+    });
+    let pool = Pool::start(
+        work.clone(),
+        PoolConfig {
+            workers: 2,
+            timeout: Some(Duration::from_millis(100)),
+            ..PoolConfig::default()
+        },
+    )
+    .unwrap();
+    *work.helpers.lock().unwrap() = Some(pool.crew().helpers());
+    pool.submit(0, tag(0), 1, None);
+    let started = Instant::now();
+    while work.lost.lock().unwrap().is_empty() {
+        assert!(started.elapsed() < BOUND, "job 0 did not time out");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(*work.lost.lock().unwrap(), vec![(0, Loss::Timeout)]);
+    assert_eq!(pool.crew().stats().stuck, 2, "the caller and its helper");
+    pool.submit(1, tag(1), 1, None);
+    let met = rx.recv_timeout(BOUND).expect("job 1 ran");
+    assert_eq!(
+        met,
+        vec![Some(true), Some(true)],
+        "two workers ran job 1's parts at once"
+    );
+    // The hung part returns: both stuck threads leave (the crew is whole without them).
+    *gate.0.lock().unwrap() = true;
+    gate.1.notify_all();
+    let started = Instant::now();
+    while pool.crew().stats().stuck > 0 {
+        assert!(
+            started.elapsed() < BOUND,
+            "the stuck threads did not come back"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(pool.stats().workers, 2);
+    pool.stop(BOUND);
+}

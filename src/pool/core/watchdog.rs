@@ -22,16 +22,19 @@ impl<W: Work> Shared<W> {
             let mut expired = Vec::new();
             let mut hung_members = Vec::new();
             let mut hung = 0;
+            let mut given_up = Vec::new();
             for (&id, f) in state.in_flight.iter_mut() {
                 match (f.state, f.deadline) {
                     (Flight::Running, Some(d)) if d <= now => {
                         f.state = Flight::TimedOut;
                         expired.push((id, f.member, f.tag, f.range));
+                        given_up.push(id);
                     }
                     (Flight::Abandoned, Some(d)) if d <= now => {
                         f.state = Flight::AbandonedHung;
                         hung_members.push(f.member);
                         hung += 1;
+                        given_up.push(id);
                     }
                     (Flight::Running | Flight::Abandoned, Some(d)) => {
                         next = Some(next.map_or(d, |n| n.min(d)))
@@ -57,10 +60,12 @@ impl<W: Work> Shared<W> {
                 let tick = now + PUSH_PATIENCE / 2;
                 next = Some(next.map_or(tick, |n| n.min(tick)));
             }
+            // Workers inside parts of those jobs are as stuck as the jobs' own.
+            let helpers = Self::stuck_helpers(&mut state, &given_up);
             if !expired.is_empty() || hung > 0 || blocked > 0 {
                 // The stuck workers no longer count; replacements keep the crew's strength,
                 // up to a cap on stuck threads.
-                let stuck = expired.len() + hung;
+                let stuck = expired.len() + hung + helpers;
                 state.live -= stuck + blocked;
                 state.stuck += stuck;
                 state.blocked += blocked;
