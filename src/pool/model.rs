@@ -1,5 +1,6 @@
 //! The randomized interleaving harness of the pool: random schedules of submissions,
-//! workers finishing in any order (kept, dropped, failed, panicking, hanging past `timeout`),
+//! workers finishing in any order (kept, dropped, failed, panicking, hanging past `timeout`;
+//! half the jobs in two parts, the scripted end in a part an idle worker may take),
 //! serialized events, upstream gaps, flushes, leaky bounds and stops, run on the real pool
 //! with real threads, and checked against what must hold whatever the scheduler does:
 //!
@@ -69,6 +70,9 @@ struct Model {
     member: usize,
     log: Mutex<Vec<Out>>,
     running: Running,
+    /// Jobs of even sequence number are split into two parts (see `Helpers`): the scripted
+    /// end is awaited in the second, which an idle worker may take.
+    helpers: Mutex<Option<Helpers>>,
 }
 
 impl Work for Model {
@@ -82,13 +86,28 @@ impl Work for Model {
         }
         let (tx, rx) = mpsc::channel();
         self.running.lock().unwrap().insert((self.member, *job), tx);
-        match rx.recv() {
+        let scripted = move || match rx.recv() {
             Ok(End::Keep) => Verdict::Keep,
             Ok(End::Drop) => Verdict::Drop,
             Ok(End::Fail) => Verdict::Fail("scripted".into()),
             Ok(End::Panic) => panic!("scripted panic"),
             // Hang: the sender was dropped at the end of the case.
             Ok(End::Hang) | Err(_) => Verdict::Keep,
+        };
+        let helpers = self.helpers.lock().unwrap().clone();
+        match helpers.filter(|_| job.seq.is_multiple_of(2)) {
+            None => scripted(),
+            Some(helpers) => {
+                let parts: Vec<Box<dyn FnOnce() -> Verdict + Send>> =
+                    vec![Box::new(|| Verdict::Keep), Box::new(scripted)];
+                let mut results = helpers.run(parts).into_iter();
+                results.next();
+                // A panic in the part is caught there: the job fails.
+                results
+                    .next()
+                    .flatten()
+                    .unwrap_or_else(|| Verdict::Fail("a part panicked".into()))
+            }
         }
     }
 
@@ -196,11 +215,13 @@ fn run(config: PoolConfig, members: usize, ops: &[(usize, Op)]) {
                 member,
                 log: Mutex::default(),
                 running: running.clone(),
+                helpers: Mutex::new(None),
             });
             let pool = match &crew {
                 Some(crew) => crew.join(model.clone(), config.member()).unwrap(),
                 None => Pool::start(model.clone(), config).unwrap(),
             };
+            *model.helpers.lock().unwrap() = Some(pool.crew().helpers());
             MemberRun::new(model, pool)
         })
         .collect();
