@@ -423,3 +423,68 @@ fn a_rust_handler_alone_runs_on_the_frames_interval_selects_and_the_rest_carry_i
     assert_eq!(stat(&pool, "skipped"), 6);
     assert_eq!(stat(&pool, "carried"), 6);
 }
+
+#[test]
+fn only_this_elements_own_detections_are_carried_and_never_the_rois_array() {
+    // Frames come with a detection of an earlier stage (their own, fresh on every frame);
+    // this element's handler adds one of its own on the frames it runs on. A frame between
+    // carries only the handler's, once, under an id of its own; the earlier stage's stays
+    // single. The `rois` array (of another frame's regions) is not carried.
+    let (mut h, pool) = harness("workers=2 interval=2 carry-forward=1000000000");
+    pool.set_handler(|job: &mut Job<'_>| {
+        let mut roi = gst_video::VideoRegionOfInterestMeta::add(job.buffer, "mine", (8, 1, 4, 4));
+        roi.set_id(1);
+        roi.add_param(
+            gst::Structure::builder("detection")
+                .field("score", 0.5f64)
+                .build(),
+        );
+        job.outputs.set("rois", gst::Array::new([1i32]));
+        Ok(Verdict::Keep)
+    });
+    for n in 0..4 {
+        let mut buffer = frame(n, AnalysisLabel::Static);
+        let mut roi = gst_video::VideoRegionOfInterestMeta::add(
+            buffer.get_mut().unwrap(),
+            "earlier",
+            (0, 0, 4, 4),
+        );
+        roi.set_id(1);
+        roi.add_param(
+            gst::Structure::builder("detection")
+                .field("score", 0.9f64)
+                .build(),
+        );
+        h.push(buffer).unwrap();
+    }
+    let out = pull_sorted(&mut h, 4);
+    for (n, b) in out.iter().enumerate() {
+        let kinds: Vec<(String, i32)> = b
+            .iter_meta::<gst_video::VideoRegionOfInterestMeta>()
+            .map(|m| (m.roi_type().to_string(), m.id()))
+            .collect();
+        assert_eq!(
+            kinds.iter().filter(|k| k.0 == "earlier").count(),
+            1,
+            "frame {n}: {kinds:?}"
+        );
+        assert_eq!(
+            kinds.iter().filter(|k| k.0 == "mine").count(),
+            1,
+            "frame {n}: {kinds:?}"
+        );
+        let e = Enrichment::read(b).unwrap().unwrap();
+        if n % 2 == 1 {
+            assert!(e.outputs.get::<bool>("stale").unwrap());
+            assert!(
+                !e.outputs.has_field("rois"),
+                "frame {n}: another frame's rois"
+            );
+            let mine = kinds.iter().find(|k| k.0 == "mine").unwrap();
+            assert_ne!(
+                mine.1, 1,
+                "frame {n}: the carried region's id is the frame's own"
+            );
+        }
+    }
+}

@@ -401,7 +401,7 @@ fn bad_regions_are_counted_and_the_frame_goes_on() {
 }
 
 #[test]
-fn repeated_ids_are_renumbered_so_results_name_one_region() {
+fn repeated_and_zero_ids_are_renumbered_so_results_name_one_region() {
     let (mut buffer, info) = frame(VideoFormat::Gray8, 32, 32, 0, 0);
     for i in 0..3 {
         add_roi(&mut buffer, "box", (i * 10, 0, 8, 8), 0);
@@ -416,11 +416,8 @@ fn repeated_ids_are_renumbered_so_results_name_one_region() {
     let out = pull(&mut h);
     let found = regions(&out);
     let ids: Vec<i32> = found.iter().filter(|r| r.2 == "box").map(|r| r.0).collect();
-    assert_eq!(
-        ids,
-        vec![0, 1, 2],
-        "the first keeps its id, the others get free ones"
-    );
+    // Id 0 is GStreamer's default (and that of parent_id): none keeps it.
+    assert_eq!(ids, vec![1, 2, 3], "fresh ids, unique in the frame");
     for (id, _, _, rect, param) in found.iter().filter(|r| r.2 == "box") {
         assert_eq!(
             param.as_ref().unwrap().get::<u32>("x-seen").unwrap(),
@@ -433,7 +430,23 @@ fn repeated_ids_are_renumbered_so_results_name_one_region() {
         assert_eq!(inner.len(), 1, "one box found in region {id}");
         assert_eq!(inner[0].3, (rect.0, 0, 1, 1));
     }
-    assert_eq!(stat(&pool, "rois-renumbered"), 2);
+    assert_eq!(stat(&pool, "rois-renumbered"), 3);
+    // Both regions with id 5 get fresh ids; the unique 7 stays.
+    let (mut buffer, _) = frame(VideoFormat::Gray8, 32, 32, 0, 1);
+    add_roi(&mut buffer, "other", (0, 0, 4, 4), 5);
+    add_roi(&mut buffer, "box", (10, 0, 8, 8), 5);
+    add_roi(&mut buffer, "box", (20, 0, 8, 8), 7);
+    h.push(buffer).unwrap();
+    let out = pull(&mut h);
+    let ids: Vec<(String, i32)> = regions(&out)
+        .into_iter()
+        .filter(|r| r.2 != "inner")
+        .map(|r| (r.2, r.0))
+        .collect();
+    assert_eq!(
+        ids,
+        vec![("other".into(), 8), ("box".into(), 9), ("box".into(), 7)]
+    );
 }
 
 #[test]
@@ -599,4 +612,58 @@ fn the_servers_get_each_crop_and_boxes_come_back_in_frame_coordinates() {
         assert_eq!(requests, cases.len() as u64, "{what}: one request per crop");
         drop(hn);
     }
+}
+
+#[test]
+fn max_in_flight_bounds_the_workers_a_frames_crops_take() {
+    // Eight workers idle, but `max-in-flight=2`: the frame's six crops run two at a time at
+    // most (its own worker and one more), as its frames would.
+    let (mut buffer, info) = frame(VideoFormat::Gray8, 60, 10, 0, 0);
+    for i in 0..6 {
+        add_roi(&mut buffer, "box", (i * 10, 0, 10, 10), i as i32 + 1);
+    }
+    let (mut h, pool) = harness("workers=8 max-in-flight=2 infer-on=rois", &info);
+    let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (r, m) = (running.clone(), most.clone());
+    pool.set_handler(move |_job: &mut Job<'_>| {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = r.fetch_add(1, SeqCst) + 1;
+        m.fetch_max(now, SeqCst);
+        // The crop's own work: long enough for idle workers to take the others, if allowed.
+        std::thread::sleep(Duration::from_millis(20));
+        r.fetch_sub(1, SeqCst);
+        Ok(Verdict::Keep)
+    });
+    h.push(buffer).unwrap();
+    let out = pull(&mut h);
+    assert_eq!(regions(&out).iter().filter(|r| r.4.is_some()).count(), 6);
+    assert_eq!(most.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
+#[test]
+fn packed_4_2_2_crops_keep_pixel_pairs_whole_or_fail_the_region() {
+    // YUY2: two pixels share their chroma in four bytes. A region on even columns is cropped
+    // exactly; one that would split a pair is marked failed, and the frame goes on.
+    let (mut buffer, info) = frame(VideoFormat::Yuy2, 32, 8, 4, 0);
+    add_roi(&mut buffer, "even", (4, 1, 6, 3), 1);
+    add_roi(&mut buffer, "odd", (5, 1, 6, 3), 2);
+    let (mut h, pool) = harness("workers=2 infer-on=rois", &info);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    pool.set_handler(move |job: &mut Job<'_>| {
+        record
+            .lock()
+            .unwrap()
+            .push(job.buffer.map_readable().unwrap().to_vec());
+        Ok(Verdict::Keep)
+    });
+    h.push(buffer).unwrap();
+    let out = pull(&mut h);
+    assert_eq!(*seen.lock().unwrap(), vec![expected_crop((4, 1, 6, 3), 2)]);
+    let found = regions(&out);
+    let odd = found[1].4.as_ref().unwrap();
+    assert!(odd.get::<bool>("failed").unwrap());
+    assert!(odd.get::<&str>("error").unwrap().contains("pixel pair"));
+    assert_eq!(stat(&pool, "pushed"), 1);
 }

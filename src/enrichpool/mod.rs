@@ -38,7 +38,8 @@ pub enum Verdict {
 pub struct Job<'a> {
     /// The frame, writable.
     pub buffer: &'a mut gst::BufferRef,
-    /// The worker's number.
+    /// The number of the worker running this job (with `infer-on=rois`, the crop's: the crops of
+    /// a frame run on several workers at once).
     pub worker: u32,
     /// 0 for the first attempt, then 1, 2, … when `on-error=retry` tries again.
     pub attempt: u32,

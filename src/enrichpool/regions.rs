@@ -91,9 +91,10 @@ pub(super) struct Choice {
 }
 
 /// The frame's regions of the wanted `types` (all when empty), clipped to `width` ×
-/// `height`, at most `max`, in the order of their metas. A region whose id an earlier region
-/// of the frame has is given the next id no region of the frame has, so that results and
-/// detections name one region each.
+/// `height`, at most `max`, in the order of their metas. A chosen region whose id another
+/// region of the frame has, or whose id is 0 (GStreamer's default, which a `parent_id` of 0,
+/// also the default, could not be told from), is given the next id no region of the frame
+/// has, so that results and the regions found inside it name one region each.
 pub(super) fn choose(
     buffer: &mut gst::BufferRef,
     width: u32,
@@ -102,7 +103,10 @@ pub(super) fn choose(
     max: usize,
 ) -> Choice {
     let mut choice = Choice::default();
-    let mut seen = std::collections::HashSet::new();
+    let mut ids = std::collections::HashMap::<i32, usize>::new();
+    for m in buffer.iter_meta::<gst_video::VideoRegionOfInterestMeta>() {
+        *ids.entry(m.id()).or_default() += 1;
+    }
     let mut next_id = next_free_id(buffer);
     for (index, mut meta) in buffer
         .iter_meta_mut::<gst_video::VideoRegionOfInterestMeta>()
@@ -117,19 +121,18 @@ pub(super) fn choose(
             choice.invalid += 1;
             continue;
         }
-        let rect = (x, y, w.min(width - x), h.min(height - y));
-        if rect.2 != w || rect.3 != h {
-            choice.clipped += 1;
-        }
         if choice.regions.len() >= max {
             choice.over_max += 1;
             continue;
         }
+        let rect = (x, y, w.min(width - x), h.min(height - y));
+        if rect.2 != w || rect.3 != h {
+            choice.clipped += 1;
+        }
         let mut id = meta.id();
-        if !seen.insert(id) {
+        if id == 0 || ids.get(&id).is_some_and(|&n| n > 1) {
             id = next_id;
             next_id = next_id.saturating_add(1);
-            seen.insert(id);
             meta.set_id(id);
             choice.renumbered += 1;
         }
@@ -143,14 +146,27 @@ pub(super) fn choose(
     choice
 }
 
-/// An id above every region id of the frame.
-fn next_free_id(buffer: &gst::BufferRef) -> i32 {
+/// An id above every region id of the frame (and above 0).
+pub(super) fn next_free_id(buffer: &gst::BufferRef) -> i32 {
     buffer
         .iter_meta::<gst_video::VideoRegionOfInterestMeta>()
         .map(|m| m.id())
         .max()
         .unwrap_or(0)
+        .max(0)
         .saturating_add(1)
+}
+
+/// Adds a region meta with an id no other region of the frame has.
+pub(super) fn add_region<'a>(
+    buffer: &'a mut gst::BufferRef,
+    kind: &str,
+    rect: (u32, u32, u32, u32),
+) -> gst::MetaRefMut<'a, gst_video::VideoRegionOfInterestMeta, gst::meta::Standalone> {
+    let id = next_free_id(buffer);
+    let mut meta = gst_video::VideoRegionOfInterestMeta::add(buffer, kind, rect);
+    meta.set_id(id);
+    meta
 }
 
 /// Plane 0 of `rect` (x, y, width, height, inside the frame) as the protocol's UINT8 tensor
@@ -173,7 +189,24 @@ pub(super) fn crop(
     if x + width > info.width() as usize || y + height > info.height() as usize {
         return Err(format!("the region {rect:?} is not inside the frame"));
     }
-    let channels = info.format_info().pixel_stride()[0].max(1) as usize;
+    let format = info.format_info();
+    let channels = format.pixel_stride()[0];
+    if format.bits() != 8 || channels <= 0 {
+        return Err(format!(
+            "cannot read {} frames as bytes per pixel",
+            info.format()
+        ));
+    }
+    let channels = channels as usize;
+    // 4:2:2 packed (YUY2, UYVY…): a pixel pair shares its chroma; a region must not split one.
+    let paired = (0..format.n_components() as usize)
+        .any(|c| format.plane()[c] == 0 && format.w_sub()[c] > 0);
+    if paired && (x % 2 == 1 || width % 2 == 1) {
+        return Err(format!(
+            "the region {rect:?} splits a pixel pair of {} (start and width must be even)",
+            info.format()
+        ));
+    }
     let stride = frame.plane_stride()[0].max(0) as usize;
     let (start, row) = (x * channels, width * channels);
     let data = frame
@@ -402,18 +435,20 @@ impl Crops {
         found: &mut Vec<Found>,
     ) -> Result<Option<Verdict>, String> {
         let mut buffer = crop_buffer(image, crop_format(&self.info), &self.frame);
+        // The worker running this crop, which may not be the frame's.
+        let worker = crate::pool::current_worker().unwrap_or(self.worker);
         let verdict = if let Some(handler) = &self.handler {
             let roi = region.roi();
             let mut job = Job {
                 buffer: buffer.make_mut(),
-                worker: self.worker,
+                worker,
                 attempt,
                 outputs,
                 roi: Some(&roi),
             };
             handler(&mut job)?
         } else {
-            match super::steps::emit_process(&self.element, &buffer, self.worker, outputs) {
+            match super::steps::emit_process(&self.element, &buffer, worker, outputs) {
                 None => return Ok(None),
                 Some(true) => Verdict::Keep,
                 Some(false) => Verdict::Drop,
@@ -515,13 +550,18 @@ pub(super) fn put_back(
             })
         });
     }
-    let mut next_id = next_free_id(buffer);
-    for (parent, kind, rect, found_params) in new_regions {
+    for (parent, kind, rect, mut found_params) in new_regions {
         counts.found.fetch_add(1, Ordering::Relaxed);
-        let mut meta = gst_video::VideoRegionOfInterestMeta::add(buffer, &kind, rect);
-        meta.set_id(next_id);
+        // Every region found carries a `detection` param (what `carry-forward` carries).
+        if !found_params.iter().any(|p| p.name() == "detection") {
+            found_params.push(
+                gst::Structure::builder("detection")
+                    .field("class", kind.as_str())
+                    .build(),
+            );
+        }
+        let mut meta = add_region(buffer, &kind, rect);
         meta.set_parent_id(parent);
-        next_id = next_id.saturating_add(1);
         for p in found_params {
             meta.add_param(p);
         }

@@ -157,7 +157,7 @@ pub(super) fn apply(
     }
     let Some(info) = info else { return };
     for d in detections(&answer.response.outputs, info.width(), info.height()) {
-        let mut meta = gst_video::VideoRegionOfInterestMeta::add(buffer, &d.class, d.rect);
+        let mut meta = super::regions::add_region(buffer, &d.class, d.rect);
         meta.add_param(
             gst::Structure::builder("detection")
                 .field("class", d.class.as_str())

@@ -37,12 +37,20 @@ pub(super) struct Carried {
 }
 
 impl Carried {
-    /// What `buffer` (a source, as it leaves) carries forward.
-    pub fn of(buffer: &gst::BufferRef) -> Carried {
+    /// What `buffer` (a source, as it leaves) carries forward: its `EnrichmentMeta` but for
+    /// `rois` (whose ids name regions of this frame only), and the regions with a
+    /// `detection` param that this element's steps added — those after the first `before`
+    /// region metas (an earlier stage's detections are the frame's own, not carried).
+    pub fn of(buffer: &gst::BufferRef, before: usize) -> Carried {
+        let enrichment = Enrichment::read(buffer).and_then(Result::ok).map(|mut e| {
+            e.outputs.remove_field("rois");
+            e
+        });
         Carried {
-            enrichment: Enrichment::read(buffer).and_then(Result::ok),
+            enrichment,
             regions: buffer
                 .iter_meta::<gst_video::VideoRegionOfInterestMeta>()
+                .skip(before)
                 .filter(|m| m.param("detection").is_some())
                 .map(|m| {
                     (
@@ -77,7 +85,8 @@ impl Carried {
             let _ = enrichment.add(buffer);
         }
         for (kind, rect, params) in &self.regions {
-            let mut meta = gst_video::VideoRegionOfInterestMeta::add(buffer, kind, *rect);
+            // An id of this frame's: the source's may be taken here.
+            let mut meta = super::regions::add_region(buffer, kind, *rect);
             for p in params {
                 let mut p = p.clone();
                 if p.name() == "detection" {

@@ -175,6 +175,7 @@ impl PoolSettings {
             timeout: member.timeout,
             on_error: member.on_error,
             retries: member.retries,
+            max_in_flight: member.max_in_flight,
         }
     }
 

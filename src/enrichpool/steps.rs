@@ -59,6 +59,9 @@ pub(super) struct Frame {
     cancel_from: u64,
     /// Its part in `carry-forward`, decided in the chain.
     reuse: Option<Role>,
+    /// Region metas it had before its steps ran (but those the steps removed): those after
+    /// are the steps' own, which a source carries forward.
+    rois_before: usize,
 }
 
 /// A frame's part in `carry-forward`.
@@ -82,6 +85,7 @@ impl Frame {
         Frame {
             cancel_from,
             reuse,
+            rois_before: 0,
             buffer,
             outputs: None,
             seq,
@@ -265,6 +269,12 @@ impl Work for Enricher {
         let Some(element) = self.element.upgrade() else {
             return pool::Verdict::Fail("element is gone".into());
         };
+        if attempt == 0 {
+            frame.rois_before = frame
+                .buffer
+                .iter_meta::<gst_video::VideoRegionOfInterestMeta>()
+                .count();
+        }
         if !frame.selected {
             // `interval` or `only-label` keeps the frame from the steps.
             if self.draws_now(frame) {
@@ -324,6 +334,7 @@ impl Work for Enricher {
             enriched,
             reuse,
             video,
+            rois_before,
             ..
         } = frame;
         if enriched {
@@ -332,7 +343,7 @@ impl Work for Enricher {
         match reuse {
             None => self.push(buffer, tag, report),
             Some(Role::Source) => {
-                let carried = Carried::of(&buffer);
+                let carried = Carried::of(&buffer, rois_before);
                 self.push(buffer, tag, report);
                 for release in self.reuse.source_done(tag, Some(carried)) {
                     self.push_release(release);
@@ -495,17 +506,17 @@ impl Enricher {
             return pool::Verdict::Fail("infer-on=rois needs video/x-raw caps".into());
         };
         let size = (info.width(), info.height());
-        let choice = regions::choose(
-            frame.buffer.make_mut(),
-            size.0,
-            size.1,
-            &plan.types,
-            plan.max,
-        );
-        self.roi_counts.count_choice(&choice);
         let handler = read(&self.handler).clone();
         let steps = remote.is_some() || handler.is_some() || process_connected(element);
-        if choice.regions.is_empty() || !steps {
+        // Nothing to run: the frame and its regions pass as they are.
+        let choice = if steps {
+            let buffer = frame.buffer.make_mut();
+            regions::choose(buffer, size.0, size.1, &plan.types, plan.max)
+        } else {
+            regions::Choice::default()
+        };
+        self.roi_counts.count_choice(&choice);
+        if choice.regions.is_empty() {
             // No region to run on, or nothing to run: the frame passes untouched.
             if self.draws_now(frame) {
                 self.draw_overlay(frame, worker);
@@ -534,13 +545,18 @@ impl Enricher {
         let helpers = read(&self.helpers)
             .clone()
             .unwrap_or_else(pool::Helpers::none);
-        let outcomes = helpers
+        let outcomes: Vec<Outcome> = helpers
             .run(parts)
             .into_iter()
             .map(|o| o.unwrap_or_else(|| Outcome::Failed("the handler panicked".into())))
             .collect();
         // The crops' reference to the frame goes: writing to it needs no copy.
         drop(crops);
+        let removed = outcomes
+            .iter()
+            .filter(|o| matches!(o, Outcome::Dropped))
+            .count();
+        frame.rois_before = frame.rois_before.saturating_sub(removed);
         let (rois, failure, server) = regions::put_back(
             frame.buffer.make_mut(),
             &choice.regions,

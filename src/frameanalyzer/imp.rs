@@ -579,12 +579,21 @@ impl BaseTransformImpl for FrameAnalyzer {
         .add(buffer);
         let backend = backend.clone();
         drop(state);
-        for roi in &analysis.rois {
-            gst_video::VideoRegionOfInterestMeta::add(
+        // Ids from 1 (0 is GStreamer's default, also that of `parent_id`), after any the
+        // frame already has: each region can be named by its id.
+        let first = buffer
+            .iter_meta::<gst_video::VideoRegionOfInterestMeta>()
+            .map(|m| m.id())
+            .max()
+            .unwrap_or(0)
+            .max(0);
+        for (i, roi) in analysis.rois.iter().enumerate() {
+            let mut meta = gst_video::VideoRegionOfInterestMeta::add(
                 buffer,
                 "motion",
                 (roi.x, roi.y, roi.width, roi.height),
             );
+            meta.set_id(first.saturating_add(i as i32 + 1));
         }
         let message = settings
             .post_messages

@@ -122,6 +122,9 @@ pub(super) struct Member<W: Work> {
     queue: BoundedQueue<Queued<W::Job>>,
     /// Jobs of this member in flight that are `Running`.
     running: usize,
+    /// Workers running parts of its jobs for their callers (see `parts`): they count
+    /// toward `max_in_flight` as its jobs' own do.
+    helping: usize,
     /// Jobs of this member in flight in any state (a removed member stays until they return).
     in_flight: usize,
     order: Order<Finished<W::Job>, W::Event>,
@@ -182,6 +185,7 @@ impl<W: Work> Member<W> {
             config,
             queue: BoundedQueue::new(),
             running: 0,
+            helping: 0,
             in_flight: 0,
             order: Order::default(),
             pushing: false,
@@ -233,7 +237,10 @@ impl<W: Work> Member<W> {
         }
         match self.config.max_in_flight {
             0 => self.queue.len(),
-            n => self.queue.len().min(n.saturating_sub(self.running)),
+            n => self
+                .queue
+                .len()
+                .min(n.saturating_sub(self.running + self.helping)),
         }
     }
 
@@ -406,12 +413,22 @@ pub(super) struct State<W: Work> {
 /// A worker running a part of another worker's job.
 struct Helping {
     job: Option<u64>,
+    /// The member whose job it is.
+    member: Option<MemberId>,
     stuck: bool,
 }
 
 thread_local! {
     /// The in-flight id of the job this worker thread is processing, for the parts it posts.
     static CURRENT_JOB: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+    /// This worker thread's number (`None` on other threads).
+    static CURRENT_WORKER: std::cell::Cell<Option<u32>> = const { std::cell::Cell::new(None) };
+}
+
+/// The number of the crew worker running on this thread (`None` on other threads): a part
+/// of a job may run on another worker than the job's.
+pub fn current_worker() -> Option<u32> {
+    CURRENT_WORKER.with(|c| c.get())
 }
 
 impl<W: Work> State<W> {
@@ -518,6 +535,22 @@ impl<W: Work> State<W> {
             return Some((id, entry));
         }
         None
+    }
+
+    /// The first queued part an idle worker may take: one of a job still running (a part of
+    /// a job given up on or flushed is left to its caller, which takes it back), whose
+    /// member is below its `max_in_flight` with the workers it has.
+    fn takable_part(&self) -> Option<usize> {
+        self.parts.iter().position(|(_, job, _)| match job {
+            None => true,
+            Some(job) => self.in_flight.get(job).is_some_and(|f| {
+                f.state == Flight::Running
+                    && self.members.get(&f.member).is_some_and(|m| {
+                        m.config.max_in_flight == 0
+                            || m.running + m.helping < m.config.max_in_flight
+                    })
+            }),
+        })
     }
 
     /// The first member with output waiting and nobody outputting it.
@@ -950,12 +983,35 @@ impl<W: Work> Shared<W> {
                 continue;
             }
             // A part of a job in flight comes before a new job: its frame waits for it.
-            if let Some((_, job, part)) = state.parts.pop_front() {
-                state.helping.insert(number, Helping { job, stuck: false });
+            if let Some(at) = state.takable_part() {
+                let (_, job, part) = state.parts.remove(at).expect("a part at that place");
+                let member = job.and_then(|j| state.in_flight.get(&j)).map(|f| f.member);
+                if let Some(m) = member {
+                    state.member(m).helping += 1;
+                }
+                state.helping.insert(
+                    number,
+                    Helping {
+                        job,
+                        member,
+                        stuck: false,
+                    },
+                );
+                // Jobs queued meanwhile, that the worker woken for this part will not take.
+                if !state.covered() {
+                    self.wake_one(&mut state);
+                }
                 drop(state);
                 part();
                 state = self.lock();
                 let helped = state.helping.remove(&number);
+                if let Some(m) = helped.as_ref().and_then(|h| h.member)
+                    && let Some(mm) = state.members.get_mut(&m)
+                {
+                    mm.helping -= 1;
+                    // Below its `max_in_flight` again, it may have jobs to take.
+                    state.list(m);
+                }
                 if helped.is_some_and(|h| h.stuck) {
                     // Counted stuck (and replaced) while the job it helped was given up on:
                     // it goes on only if the crew is short, as a stuck worker does.
@@ -1050,6 +1106,7 @@ impl<W: Work> Shared<W> {
 
     fn worker_loop(self: Arc<Self>, number: u32) {
         let _exit = ThreadExit(&self);
+        CURRENT_WORKER.with(|c| c.set(Some(number)));
         let wake = Arc::new(Condvar::new());
         let mut state = self.lock();
         while let Some(taken) = self.next_job(number, &wake, state) {

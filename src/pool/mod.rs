@@ -44,7 +44,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-pub use self::core::LATENCY_EVERY;
+pub use self::core::{LATENCY_EVERY, current_worker};
 use self::core::{MemberId, Shared};
 pub use order::Run;
 pub use parts::Helpers;
@@ -146,6 +146,9 @@ pub struct PoolConfig {
     pub timeout: Option<Duration>,
     pub on_error: OnError,
     pub retries: u32,
+    /// The most jobs processed at once, parts of them on other workers included (0 = as
+    /// many as there are workers).
+    pub max_in_flight: usize,
 }
 
 impl PoolConfig {
@@ -182,7 +185,7 @@ impl PoolConfig {
             timeout: self.timeout,
             on_error: self.on_error,
             retries: self.retries,
-            max_in_flight: 0,
+            max_in_flight: self.max_in_flight,
             priority: 1,
         }
     }
@@ -199,6 +202,7 @@ impl Default for PoolConfig {
             timeout: None,
             on_error: OnError::Retry,
             retries: 2,
+            max_in_flight: 0,
         }
     }
 }

@@ -183,6 +183,8 @@ fn config() -> impl Strategy<Value = PoolConfig> {
                 timeout: timeout.then(|| Duration::from_millis(15)),
                 on_error,
                 retries: 1,
+                // Unbounded, or one or two jobs (parts included) at once.
+                max_in_flight: (max_buffers % 3) as usize,
             },
         )
 }

@@ -202,8 +202,10 @@ fn once_the_crew_is_gone_parts_run_on_the_caller() {
 }
 
 /// The first job's second part hangs on a gate, on an idle worker (the first part waits
-/// until it started there); later jobs' two parts must meet (two workers free at once).
+/// until it started there) — or, with `all_hang`, its six parts all do; later jobs' two
+/// parts must meet (two workers free at once).
 struct HangOnce {
+    all_hang: bool,
     helpers: Mutex<Option<Helpers>>,
     gate: Arc<(Mutex<bool>, Condvar)>,
     met: mpsc::Sender<Vec<Option<bool>>>,
@@ -216,6 +218,22 @@ impl Work for HangOnce {
 
     fn process(&self, job: &mut u64, _worker: u32, _attempt: u32) -> Verdict {
         let helpers = self.helpers.lock().unwrap().clone().unwrap();
+        if *job == 0 && self.all_hang {
+            let parts = (0..6)
+                .map(|_| {
+                    let gate = self.gate.clone();
+                    Box::new(move || {
+                        let mut open = gate.0.lock().unwrap();
+                        while !*open {
+                            open = gate.1.wait(open).unwrap();
+                        }
+                        true
+                    }) as Box<dyn FnOnce() -> bool + Send>
+                })
+                .collect();
+            helpers.run(parts);
+            return Verdict::Keep;
+        }
         if *job == 0 {
             let started = Arc::new(Meeting::default());
             let (s0, s1, gate) = (started.clone(), started, self.gate.clone());
@@ -252,6 +270,68 @@ impl Work for HangOnce {
     fn fatal(&self, _tag: Tag, _message: &str) {}
 }
 
+#[allow(clippy::type_complexity)]
+fn hang_once(
+    all_hang: bool,
+) -> (
+    Pool<HangOnce>,
+    Arc<HangOnce>,
+    mpsc::Receiver<Vec<Option<bool>>>,
+    Arc<(Mutex<bool>, Condvar)>,
+) {
+    let (tx, rx) = mpsc::channel();
+    let gate = Arc::new((Mutex::new(false), Condvar::new()));
+    let work = Arc::new(HangOnce {
+        all_hang,
+        helpers: Mutex::new(None),
+        gate: gate.clone(),
+        met: tx,
+        lost: Mutex::default(),
+    });
+    let pool = Pool::start(
+        work.clone(),
+        PoolConfig {
+            workers: 2,
+            timeout: Some(Duration::from_millis(100)),
+            ..PoolConfig::default()
+        },
+    )
+    .unwrap();
+    *work.helpers.lock().unwrap() = Some(pool.crew().helpers());
+    (pool, work, rx, gate)
+}
+
+#[test]
+fn parts_of_a_timed_out_job_are_left_to_its_caller_not_taken_by_the_replacements() {
+    // Two workers, `timeout` 100 ms; job 0's six parts all hang: its worker and one helper
+    // take one each. At the timeout both are replaced; the four parts still queued belong to
+    // a job given up on, and must not take the replacements, or job 1 never runs.
+    let (pool, work, rx, gate) = hang_once(true);
+    pool.submit(0, tag(0), 1, None);
+    let started = Instant::now();
+    while work.lost.lock().unwrap().is_empty() {
+        assert!(started.elapsed() < BOUND, "job 0 did not time out");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    pool.submit(1, tag(1), 1, None);
+    let met = rx
+        .recv_timeout(BOUND)
+        .expect("job 1 ran on the replacements");
+    assert_eq!(met, vec![Some(true), Some(true)]);
+    // Let the hung parts go: job 0's worker takes its four parts back and runs them.
+    *gate.0.lock().unwrap() = true;
+    gate.1.notify_all();
+    let started = Instant::now();
+    while pool.crew().stats().stuck > 0 {
+        assert!(
+            started.elapsed() < BOUND,
+            "the stuck threads did not come back"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    pool.stop(BOUND);
+}
+
 #[test]
 fn a_worker_hung_in_a_part_of_a_timed_out_job_is_replaced_like_the_jobs_own() {
     // Two workers, `timeout` 100 ms: job 0's caller waits for its second part, which hangs
@@ -260,6 +340,7 @@ fn a_worker_hung_in_a_part_of_a_timed_out_job_is_replaced_like_the_jobs_own() {
     let (tx, rx) = mpsc::channel();
     let gate = Arc::new((Mutex::new(false), Condvar::new()));
     let work = Arc::new(HangOnce {
+        all_hang: false,
         helpers: Mutex::new(None),
         gate: gate.clone(),
         met: tx,
