@@ -133,5 +133,18 @@ fn each_region_keeps_its_own_result_across_a_moving_scene() {
     let stats = classify.property::<gst::Structure>("stats");
     assert_eq!(stats.get::<u64>("rois-processed").unwrap(), 2 * FRAMES);
     assert_eq!(stats.get::<u64>("rois-failed").unwrap(), 0);
+    // The ledgers: every frame in went out of both stages, none dropped.
+    for name in ["detect", "classify"] {
+        let s = pipeline
+            .by_name(name)
+            .unwrap()
+            .property::<gst::Structure>("stats");
+        let get = |f: &str| s.get::<u64>(f).unwrap();
+        assert_eq!(
+            (get("in"), get("pushed"), get("dropped")),
+            (FRAMES, FRAMES, 0),
+            "{name}"
+        );
+    }
     pipeline.set_state(gst::State::Null).unwrap();
 }
