@@ -191,17 +191,19 @@ pub(super) fn crop(
     }
     let format = info.format_info();
     let channels = format.pixel_stride()[0];
-    if format.bits() != 8 || channels <= 0 {
+    if channels <= 0 {
         return Err(format!(
-            "cannot read {} frames as bytes per pixel",
+            "cannot read {} frames as whole bytes per pixel",
             info.format()
         ));
     }
     let channels = channels as usize;
-    // 4:2:2 packed (YUY2, UYVY…): a pixel pair shares its chroma; a region must not split one.
+    // 4:2:2 packed (YUY2, UYVY…): a pixel pair shares its chroma; a region must not split
+    // one (a frame of odd width ends on half a pair, which is all there is).
     let paired = (0..format.n_components() as usize)
         .any(|c| format.plane()[c] == 0 && format.w_sub()[c] > 0);
-    if paired && (x % 2 == 1 || width % 2 == 1) {
+    let end = x + width;
+    if paired && (x % 2 == 1 || (end % 2 == 1 && end != info.width() as usize)) {
         return Err(format!(
             "the region {rect:?} splits a pixel pair of {} (start and width must be even)",
             info.format()

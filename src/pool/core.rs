@@ -541,16 +541,47 @@ impl<W: Work> State<W> {
     /// a job given up on or flushed is left to its caller, which takes it back), whose
     /// member is below its `max_in_flight` with the workers it has.
     fn takable_part(&self) -> Option<usize> {
-        self.parts.iter().position(|(_, job, _)| match job {
-            None => true,
-            Some(job) => self.in_flight.get(job).is_some_and(|f| {
-                f.state == Flight::Running
-                    && self.members.get(&f.member).is_some_and(|m| {
-                        m.config.max_in_flight == 0
-                            || m.running + m.helping < m.config.max_in_flight
-                    })
-            }),
-        })
+        self.parts
+            .iter()
+            .position(|(_, job, _)| self.part_takable(*job))
+    }
+
+    /// Whether an idle worker may take a part of `job` now: the job still runs, and its
+    /// member takes work (not flushing, leaving, or held back with a thread stuck), is below
+    /// its `max_in_flight`, and — in a shared crew where another member has jobs waiting —
+    /// below its even share of the workers, so that one member's parts do not keep the
+    /// others' jobs waiting.
+    fn part_takable(&self, job: Option<u64>) -> bool {
+        let Some(job) = job else {
+            return true;
+        };
+        let Some(f) = self.in_flight.get(&job) else {
+            return false;
+        };
+        let Some(m) = self.members.get(&f.member) else {
+            return false;
+        };
+        let busy = m.running + m.helping;
+        if f.state != Flight::Running || m.flushing || m.removed || m.quarantined() {
+            return false;
+        }
+        if m.config.max_in_flight > 0 && busy >= m.config.max_in_flight {
+            return false;
+        }
+        let others_waiting = self
+            .members
+            .iter()
+            .any(|(&id, other)| id != f.member && other.takable() > 0);
+        if others_waiting {
+            let busy_members = self
+                .members
+                .values()
+                .filter(|o| o.running + o.helping > 0 || o.takable() > 0)
+                .count()
+                .max(1);
+            return busy < (self.live / busy_members).max(1);
+        }
+        true
     }
 
     /// The first member with output waiting and nobody outputting it.
@@ -1002,15 +1033,22 @@ impl<W: Work> Shared<W> {
                     self.wake_one(&mut state);
                 }
                 drop(state);
+                // A part that posts parts of its own posts them as parts of the same job.
+                CURRENT_JOB.with(|c| c.set(job));
                 part();
+                CURRENT_JOB.with(|c| c.set(None));
                 state = self.lock();
                 let helped = state.helping.remove(&number);
                 if let Some(m) = helped.as_ref().and_then(|h| h.member)
                     && let Some(mm) = state.members.get_mut(&m)
                 {
                     mm.helping -= 1;
-                    // Below its `max_in_flight` again, it may have jobs to take.
+                    // Below its `max_in_flight` again, it may have jobs to take; this
+                    // worker may leave below, so another is woken for them.
                     state.list(m);
+                    if !state.covered() {
+                        self.wake_one(&mut state);
+                    }
                 }
                 if helped.is_some_and(|h| h.stuck) {
                     // Counted stuck (and replaced) while the job it helped was given up on:
@@ -1370,11 +1408,19 @@ impl<W: Work> Shared<W> {
     /// abandoned and hung): they are part of a hung job, and are replaced as its worker is.
     /// Returns how many.
     pub(super) fn stuck_helpers(state: &mut State<W>, given_up: &[u64]) -> usize {
-        let mut count = 0;
+        let mut freed = Vec::new();
         for h in state.helping.values_mut() {
             if !h.stuck && h.job.is_some_and(|j| given_up.contains(&j)) {
                 h.stuck = true;
-                count += 1;
+                // Its member gets the slot back now, as for the job's own worker (a hung
+                // part must not keep the member below its `max_in_flight` for good).
+                freed.extend(h.member.take());
+            }
+        }
+        let count = freed.len();
+        for member in freed {
+            if let Some(m) = state.members.get_mut(&member) {
+                m.helping -= 1;
             }
         }
         count
@@ -1434,7 +1480,9 @@ impl<W: Work> Host for Shared<W> {
         state
             .parts
             .extend(parts.into_iter().map(|part| (set, job, part)));
-        for _ in 0..count {
+        // As many as may take one now (none when the job's member is at its bound).
+        let wanted = if state.part_takable(job) { count } else { 0 };
+        for _ in 0..wanted {
             if !self.wake_one(&mut state) {
                 break;
             }

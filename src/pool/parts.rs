@@ -6,7 +6,10 @@
 //! for those that others are running. It never waits for a part nobody runs: without idle
 //! workers, it runs them all itself, one after another. Idle workers take queued parts
 //! before new jobs (a part belongs to a job already in flight, whose frame waits for it),
-//! in the order they were queued.
+//! in the order they were queued — but only parts of a job still running, of a member
+//! that takes work, each worker counting toward the member's `max_in_flight`, and, in a
+//! shared crew while another member has jobs waiting, up to the member's even share of the
+//! workers. Parts no worker may take are left to the caller.
 //!
 //! A part runs outside every lock of the crew; a panicking part is caught and answered
 //! `None`. A part that hangs holds the thread that runs it, and the job waits for it: the

@@ -385,3 +385,144 @@ fn a_worker_hung_in_a_part_of_a_timed_out_job_is_replaced_like_the_jobs_own() {
     assert_eq!(pool.stats().workers, 2);
     pool.stop(BOUND);
 }
+
+#[test]
+fn a_worker_hung_in_a_part_gives_its_members_slot_back_at_the_timeout() {
+    // `max_in_flight` 2, three workers: job 0 and its hung part take both slots. At the
+    // timeout both are given up; the member must have its two slots back (not one: the hung
+    // part's worker has not returned), or job 1's two parts never run at once.
+    let (tx, rx) = mpsc::channel();
+    let gate = Arc::new((Mutex::new(false), Condvar::new()));
+    let work = Arc::new(HangOnce {
+        all_hang: false,
+        helpers: Mutex::new(None),
+        gate: gate.clone(),
+        met: tx,
+        lost: Mutex::default(),
+    });
+    let pool = Pool::start(
+        work.clone(),
+        PoolConfig {
+            workers: 3,
+            timeout: Some(Duration::from_millis(100)),
+            max_in_flight: 2,
+            ..PoolConfig::default()
+        },
+    )
+    .unwrap();
+    *work.helpers.lock().unwrap() = Some(pool.crew().helpers());
+    pool.submit(0, tag(0), 1, None);
+    let started = Instant::now();
+    while work.lost.lock().unwrap().is_empty() {
+        assert!(started.elapsed() < BOUND, "job 0 did not time out");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    pool.submit(1, tag(1), 1, None);
+    let met = rx.recv_timeout(BOUND).expect("job 1 ran");
+    assert_eq!(met, vec![Some(true), Some(true)], "both slots were free");
+    *gate.0.lock().unwrap() = true;
+    gate.1.notify_all();
+    pool.stop(BOUND);
+}
+
+/// Two members of one crew: `a`'s one job has eight parts, `b`'s jobs report that they
+/// ran. Part 0 (its own worker's) waits for `gate`; the others each wait for a ticket (or
+/// the gate), counted as they start.
+struct Busy {
+    parts: usize,
+    helpers: Mutex<Option<Helpers>>,
+    /// (tickets, gate open).
+    gate: Arc<(Mutex<(usize, bool)>, Condvar)>,
+    started: Arc<AtomicUsize>,
+    ran: mpsc::Sender<u64>,
+}
+
+impl Work for Busy {
+    type Job = u64;
+    type Event = ();
+
+    fn process(&self, job: &mut u64, _worker: u32, _attempt: u32) -> Verdict {
+        if self.parts == 0 {
+            let _ = self.ran.send(*job);
+            return Verdict::Keep;
+        }
+        let helpers = self.helpers.lock().unwrap().clone().unwrap();
+        let parts = (0..self.parts)
+            .map(|i| {
+                let (gate, started) = (self.gate.clone(), self.started.clone());
+                Box::new(move || {
+                    started.fetch_add(1, Ordering::SeqCst);
+                    let mut g = gate.0.lock().unwrap();
+                    loop {
+                        if g.1 {
+                            break;
+                        }
+                        if i > 0 && g.0 > 0 {
+                            g.0 -= 1;
+                            break;
+                        }
+                        g = gate.1.wait(g).unwrap();
+                    }
+                }) as Box<dyn FnOnce() + Send>
+            })
+            .collect();
+        helpers.run(parts);
+        Verdict::Keep
+    }
+
+    fn deliver(&self, _job: u64, _tag: Tag, _report: Report) {}
+    fn lost(&self, _first: Tag, _count: u64, _reason: Loss) {}
+    fn forward(&self, _event: ()) {}
+    fn fatal(&self, _tag: Tag, _message: &str) {}
+}
+
+#[test]
+fn one_members_parts_leave_the_other_members_their_share_of_the_workers() {
+    // Four shared workers, all in member a's parts (its worker and three helpers); then
+    // member b's job comes, and one helper's part ends. Parts go before new jobs, but not
+    // past a's even share (two of four) while b has a job waiting: that helper takes b's
+    // job, not a's next part.
+    let crew = Crew::start(
+        CrewConfig {
+            workers: 4,
+            max_workers: 0,
+            idle_timeout: Duration::from_secs(3600),
+        },
+        true,
+    )
+    .unwrap();
+    let gate = Arc::new((Mutex::new((0usize, false)), Condvar::new()));
+    let started = Arc::new(AtomicUsize::new(0));
+    let (tx, rx) = mpsc::channel();
+    let member = |parts| {
+        Arc::new(Busy {
+            parts,
+            helpers: Mutex::new(Some(crew.helpers())),
+            gate: gate.clone(),
+            started: started.clone(),
+            ran: tx.clone(),
+        })
+    };
+    let a = crew.join(member(8), MemberConfig::default()).unwrap();
+    let b = crew.join(member(0), MemberConfig::default()).unwrap();
+    a.submit(0, tag(0), 1, None);
+    let since = Instant::now();
+    while started.load(Ordering::SeqCst) < 4 {
+        assert!(
+            since.elapsed() < BOUND,
+            "a's parts did not take the four workers"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    b.submit(7, tag(0), 1, None);
+    // One helper's part ends.
+    gate.0.lock().unwrap().0 = 1;
+    gate.1.notify_all();
+    let ran = rx.recv_timeout(Duration::from_secs(5));
+    gate.0.lock().unwrap().1 = true;
+    gate.1.notify_all();
+    assert_eq!(ran, Ok(7), "b's job waited behind a's parts");
+    a.stop(BOUND);
+    b.stop(BOUND);
+    crew.stop(BOUND);
+}
