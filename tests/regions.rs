@@ -667,3 +667,23 @@ fn packed_4_2_2_crops_keep_pixel_pairs_whole_or_fail_the_region() {
     assert!(odd.get::<&str>("error").unwrap().contains("pixel pair"));
     assert_eq!(stat(&pool, "pushed"), 1);
 }
+
+#[test]
+fn fresh_ids_are_found_below_a_region_at_the_largest_id() {
+    let (mut buffer, info) = frame(VideoFormat::Gray8, 32, 16, 0, 0);
+    add_roi(&mut buffer, "other", (0, 0, 4, 4), i32::MAX);
+    add_roi(&mut buffer, "box", (8, 0, 8, 8), 0);
+    add_roi(&mut buffer, "box", (16, 0, 8, 8), 0);
+    let (mut h, pool) = harness("workers=2 infer-on=rois roi-types=box", &info);
+    pool.set_handler(|job: &mut Job<'_>| {
+        gst_video::VideoRegionOfInterestMeta::add(job.buffer, "inner", (0, 0, 1, 1));
+        Ok(Verdict::Keep)
+    });
+    h.push(buffer).unwrap();
+    let out = pull(&mut h);
+    let ids: Vec<i32> = regions(&out).iter().map(|r| r.0).collect();
+    let unique: std::collections::HashSet<_> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "every region its own id: {ids:?}");
+    assert_eq!(ids.len(), 5);
+    assert!(!ids.contains(&0));
+}

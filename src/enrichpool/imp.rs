@@ -1043,7 +1043,7 @@ impl ObjectImpl for EnrichPool {
                          rois-processed, rois-failed, rois-dropped (by a handler), rois-found \
                          (regions found inside crops), rois-invalid (empty, zero-size or wholly \
                          outside the frame), rois-clipped (partly outside: cropped to the frame), \
-                         rois-over-max, rois-renumbered (a repeated id replaced), carried (frames that \
+                         rois-over-max, rois-renumbered (an id of 0 or of another region replaced), carried (frames that \
                          left with stale results), carry-expired (skipped past carry-forward), \
                          carry-missed (their source lost), carry-flushed (held for their source \
                          when a flush came), hedges, \

@@ -132,7 +132,11 @@ pub(super) fn choose(
         let mut id = meta.id();
         if id == 0 || ids.get(&id).is_some_and(|&n| n > 1) {
             id = next_id;
-            next_id = next_id.saturating_add(1);
+            *ids.entry(id).or_default() += 1;
+            next_id = match next_id.checked_add(1) {
+                Some(next) if !ids.contains_key(&next) => next,
+                _ => (1..).find(|i| !ids.contains_key(i)).unwrap_or(1),
+            };
             meta.set_id(id);
             choice.renumbered += 1;
         }
@@ -146,15 +150,17 @@ pub(super) fn choose(
     choice
 }
 
-/// An id above every region id of the frame (and above 0).
+/// An id no region of the frame has, above 0: one above the largest, or (when the largest
+/// is `i32::MAX`) the smallest free one.
 pub(super) fn next_free_id(buffer: &gst::BufferRef) -> i32 {
-    buffer
+    let ids: std::collections::HashSet<i32> = buffer
         .iter_meta::<gst_video::VideoRegionOfInterestMeta>()
         .map(|m| m.id())
-        .max()
-        .unwrap_or(0)
-        .max(0)
-        .saturating_add(1)
+        .collect();
+    match ids.iter().copied().max().unwrap_or(0).max(0).checked_add(1) {
+        Some(id) => id,
+        None => (1..).find(|id| !ids.contains(id)).unwrap_or(1),
+    }
 }
 
 /// Adds a region meta with an id no other region of the frame has.
