@@ -638,7 +638,9 @@ fn max_in_flight_bounds_the_workers_a_frames_crops_take() {
     h.push(buffer).unwrap();
     let out = pull(&mut h);
     assert_eq!(regions(&out).iter().filter(|r| r.4.is_some()).count(), 6);
-    assert_eq!(most.load(std::sync::atomic::Ordering::SeqCst), 2);
+    // (Two when a second worker came in time; never more.)
+    let most = most.load(std::sync::atomic::Ordering::SeqCst);
+    assert!((1..=2).contains(&most), "{most} crops at once");
 }
 
 #[test]
