@@ -223,10 +223,7 @@ impl Work for HangOnce {
                 .map(|_| {
                     let gate = self.gate.clone();
                     Box::new(move || {
-                        let mut open = gate.0.lock().unwrap();
-                        while !*open {
-                            open = gate.1.wait(open).unwrap();
-                        }
+                        wait_open(&gate);
                         true
                     }) as Box<dyn FnOnce() -> bool + Send>
                 })
@@ -241,10 +238,7 @@ impl Work for HangOnce {
                 Box::new(move || s0.arrive(2)),
                 Box::new(move || {
                     s1.arrive(1);
-                    let mut open = gate.0.lock().unwrap();
-                    while !*open {
-                        open = gate.1.wait(open).unwrap();
-                    }
+                    wait_open(&gate);
                     true
                 }),
             ];
@@ -270,9 +264,13 @@ impl Work for HangOnce {
     fn fatal(&self, _tag: Tag, _message: &str) {}
 }
 
+/// A pool of `workers` (`timeout` 100 ms, `max_in_flight` as given) doing [`HangOnce`]'s
+/// jobs, with the channel its later jobs report on and the gate its hung parts wait at.
 #[allow(clippy::type_complexity)]
 fn hang_once(
     all_hang: bool,
+    workers: usize,
+    max_in_flight: usize,
 ) -> (
     Pool<HangOnce>,
     Arc<HangOnce>,
@@ -291,8 +289,9 @@ fn hang_once(
     let pool = Pool::start(
         work.clone(),
         PoolConfig {
-            workers: 2,
+            workers,
             timeout: Some(Duration::from_millis(100)),
+            max_in_flight,
             ..PoolConfig::default()
         },
     )
@@ -301,34 +300,47 @@ fn hang_once(
     (pool, work, rx, gate)
 }
 
+/// Polls `done` until it holds (failing after `BOUND`).
+fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < BOUND, "{what} did not happen");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Waits until `gate` is open.
+fn wait_open(gate: &(Mutex<bool>, Condvar)) {
+    let mut open = gate.0.lock().unwrap();
+    while !*open {
+        open = gate.1.wait(open).unwrap();
+    }
+}
+
+/// Lets every part waiting at `gate` go.
+fn open(gate: &(Mutex<bool>, Condvar)) {
+    *gate.0.lock().unwrap() = true;
+    gate.1.notify_all();
+}
+
 #[test]
 fn parts_of_a_timed_out_job_are_left_to_its_caller_not_taken_by_the_replacements() {
     // Two workers, `timeout` 100 ms; job 0's six parts all hang: its worker and one helper
     // take one each. At the timeout both are replaced; the four parts still queued belong to
     // a job given up on, and must not take the replacements, or job 1 never runs.
-    let (pool, work, rx, gate) = hang_once(true);
+    let (pool, work, rx, gate) = hang_once(true, 2, 0);
     pool.submit(0, tag(0), 1, None);
-    let started = Instant::now();
-    while work.lost.lock().unwrap().is_empty() {
-        assert!(started.elapsed() < BOUND, "job 0 did not time out");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_until("job 0's timeout", || !work.lost.lock().unwrap().is_empty());
     pool.submit(1, tag(1), 1, None);
     let met = rx
         .recv_timeout(BOUND)
         .expect("job 1 ran on the replacements");
     assert_eq!(met, vec![Some(true), Some(true)]);
     // Let the hung parts go: job 0's worker takes its four parts back and runs them.
-    *gate.0.lock().unwrap() = true;
-    gate.1.notify_all();
-    let started = Instant::now();
-    while pool.crew().stats().stuck > 0 {
-        assert!(
-            started.elapsed() < BOUND,
-            "the stuck threads did not come back"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    open(&gate);
+    wait_until("the stuck threads' return", || {
+        pool.crew().stats().stuck == 0
+    });
     pool.stop(BOUND);
 }
 
@@ -337,31 +349,9 @@ fn a_worker_hung_in_a_part_of_a_timed_out_job_is_replaced_like_the_jobs_own() {
     // Two workers, `timeout` 100 ms: job 0's caller waits for its second part, which hangs
     // on the other worker. At the timeout both threads are stuck; both must be replaced, or
     // the crew is left with one worker and the next job's two parts never run at once.
-    let (tx, rx) = mpsc::channel();
-    let gate = Arc::new((Mutex::new(false), Condvar::new()));
-    let work = Arc::new(HangOnce {
-        all_hang: false,
-        helpers: Mutex::new(None),
-        gate: gate.clone(),
-        met: tx,
-        lost: Mutex::default(),
-    });
-    let pool = Pool::start(
-        work.clone(),
-        PoolConfig {
-            workers: 2,
-            timeout: Some(Duration::from_millis(100)),
-            ..PoolConfig::default()
-        },
-    )
-    .unwrap();
-    *work.helpers.lock().unwrap() = Some(pool.crew().helpers());
+    let (pool, work, rx, gate) = hang_once(false, 2, 0);
     pool.submit(0, tag(0), 1, None);
-    let started = Instant::now();
-    while work.lost.lock().unwrap().is_empty() {
-        assert!(started.elapsed() < BOUND, "job 0 did not time out");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_until("job 0's timeout", || !work.lost.lock().unwrap().is_empty());
     assert_eq!(*work.lost.lock().unwrap(), vec![(0, Loss::Timeout)]);
     assert_eq!(pool.crew().stats().stuck, 2, "the caller and its helper");
     pool.submit(1, tag(1), 1, None);
@@ -372,16 +362,10 @@ fn a_worker_hung_in_a_part_of_a_timed_out_job_is_replaced_like_the_jobs_own() {
         "two workers ran job 1's parts at once"
     );
     // The hung part returns: both stuck threads leave (the crew is whole without them).
-    *gate.0.lock().unwrap() = true;
-    gate.1.notify_all();
-    let started = Instant::now();
-    while pool.crew().stats().stuck > 0 {
-        assert!(
-            started.elapsed() < BOUND,
-            "the stuck threads did not come back"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    open(&gate);
+    wait_until("the stuck threads' return", || {
+        pool.crew().stats().stuck == 0
+    });
     assert_eq!(pool.stats().workers, 2);
     pool.stop(BOUND);
 }
@@ -391,37 +375,13 @@ fn a_worker_hung_in_a_part_gives_its_members_slot_back_at_the_timeout() {
     // `max_in_flight` 2, three workers: job 0 and its hung part take both slots. At the
     // timeout both are given up; the member must have its two slots back (not one: the hung
     // part's worker has not returned), or job 1's two parts never run at once.
-    let (tx, rx) = mpsc::channel();
-    let gate = Arc::new((Mutex::new(false), Condvar::new()));
-    let work = Arc::new(HangOnce {
-        all_hang: false,
-        helpers: Mutex::new(None),
-        gate: gate.clone(),
-        met: tx,
-        lost: Mutex::default(),
-    });
-    let pool = Pool::start(
-        work.clone(),
-        PoolConfig {
-            workers: 3,
-            timeout: Some(Duration::from_millis(100)),
-            max_in_flight: 2,
-            ..PoolConfig::default()
-        },
-    )
-    .unwrap();
-    *work.helpers.lock().unwrap() = Some(pool.crew().helpers());
+    let (pool, work, rx, gate) = hang_once(false, 3, 2);
     pool.submit(0, tag(0), 1, None);
-    let started = Instant::now();
-    while work.lost.lock().unwrap().is_empty() {
-        assert!(started.elapsed() < BOUND, "job 0 did not time out");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_until("job 0's timeout", || !work.lost.lock().unwrap().is_empty());
     pool.submit(1, tag(1), 1, None);
     let met = rx.recv_timeout(BOUND).expect("job 1 ran");
     assert_eq!(met, vec![Some(true), Some(true)], "both slots were free");
-    *gate.0.lock().unwrap() = true;
-    gate.1.notify_all();
+    open(&gate);
     pool.stop(BOUND);
 }
 
@@ -506,14 +466,9 @@ fn one_members_parts_leave_the_other_members_their_share_of_the_workers() {
     let a = crew.join(member(8), MemberConfig::default()).unwrap();
     let b = crew.join(member(0), MemberConfig::default()).unwrap();
     a.submit(0, tag(0), 1, None);
-    let since = Instant::now();
-    while started.load(Ordering::SeqCst) < 4 {
-        assert!(
-            since.elapsed() < BOUND,
-            "a's parts did not take the four workers"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_until("a's parts taking the four workers", || {
+        started.load(Ordering::SeqCst) >= 4
+    });
     b.submit(7, tag(0), 1, None);
     // One helper's part ends.
     gate.0.lock().unwrap().0 = 1;
