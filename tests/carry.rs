@@ -3,6 +3,8 @@
 //! always sent and ends the reuse; frames done before their source wait for it without
 //! holding a worker; a lost source leaves them bare, counted; a flush forgets them.
 
+#[path = "common/harness.rs"]
+mod harness;
 #[path = "common/servers.rs"]
 mod servers;
 #[path = "common/sync.rs"]
@@ -10,25 +12,18 @@ mod sync;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use gst::prelude::*;
 use gst_check::Harness;
 use gstordered::EnrichPool;
 use gstordered::enrichpool::{Job, Verdict};
 use gstordered::meta::{AnalysisLabel, Enrichment, FrameAnalysis, SeqMeta};
+use harness::{pool_harness, pull_within, stat, wait_for};
 use sync::Gate;
 
 const LIMIT: Duration = Duration::from_secs(60);
 const FRAME: gst::ClockTime = gst::ClockTime::from_mseconds(40);
-
-fn init() {
-    static INIT: std::sync::Once = std::sync::Once::new();
-    INIT.call_once(|| {
-        gst::init().unwrap();
-        gstordered::plugin_register_static().unwrap();
-    });
-}
 
 /// A 16×8 GRAY8 frame `n` (40 ms apart) labelled as `frameanalyzer` would.
 fn frame(n: u64, label: AnalysisLabel) -> gst::Buffer {
@@ -52,52 +47,14 @@ fn frame(n: u64, label: AnalysisLabel) -> gst::Buffer {
 }
 
 fn harness(props: &str) -> (Harness, EnrichPool) {
-    init();
-    let mut h = Harness::new_parse(&format!("enrichpool name=pool {props}"));
-    let bin = h.element().unwrap().downcast::<gst::Bin>().unwrap();
-    let pool = bin
-        .by_name("pool")
-        .unwrap()
-        .downcast::<EnrichPool>()
-        .unwrap();
+    let (mut h, pool) = pool_harness(props);
     h.set_src_caps_str("video/x-raw,format=GRAY8,width=16,height=8,framerate=25/1");
     (h, pool)
 }
 
-fn stat(pool: &EnrichPool, name: &str) -> u64 {
-    pool.property::<gst::Structure>("stats")
-        .get::<u64>(name)
-        .unwrap()
-}
-
-fn wait_for(what: &str, done: impl Fn() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(
-            started.elapsed() < LIMIT,
-            "{what} did not happen within {LIMIT:?}"
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
-
 /// Pulls `n` frames, sorted by sequence number.
 fn pull_sorted(h: &mut Harness, n: usize) -> Vec<gst::Buffer> {
-    let mut out = Vec::new();
-    let started = Instant::now();
-    while out.len() < n {
-        match h.try_pull() {
-            Some(b) => out.push(b),
-            None => {
-                assert!(
-                    started.elapsed() < LIMIT,
-                    "{} of {n} frames came out",
-                    out.len()
-                );
-                std::thread::sleep(Duration::from_millis(2));
-            }
-        }
-    }
+    let mut out: Vec<gst::Buffer> = (0..n).map(|_| pull_within(h, LIMIT)).collect();
     out.sort_by_key(|b| SeqMeta::read(b).unwrap().unwrap().seq);
     out
 }
@@ -285,8 +242,8 @@ fn frames_done_before_their_source_wait_for_it_then_leave_with_its_results() {
     }
     // Frames 1–3 are done (the pool delivered them) while the source still runs: they are
     // held, and no worker waits for the source on their behalf.
-    wait_for("frames 1-3 delivered", || stat(&pool, "pushed") == 3);
-    wait_for("the source at the gate", || {
+    wait_for("frames 1-3 delivered", LIMIT, || stat(&pool, "pushed") == 3);
+    wait_for("the source at the gate", LIMIT, || {
         handled.load(Ordering::SeqCst) == 1
     });
     assert!(h.try_pull().is_none(), "a frame left before its source");
@@ -327,7 +284,7 @@ fn when_the_source_is_lost_the_held_frames_leave_bare_and_counted() {
     for n in 0..4 {
         h.push(frame(n, AnalysisLabel::Static)).unwrap();
     }
-    wait_for("frames 1-3 delivered", || stat(&pool, "pushed") == 3);
+    wait_for("frames 1-3 delivered", LIMIT, || stat(&pool, "pushed") == 3);
     gate.open();
     let out = pull_sorted(&mut h, 3);
     for b in &out {
@@ -337,7 +294,7 @@ fn when_the_source_is_lost_the_held_frames_leave_bare_and_counted() {
             "nothing to carry from a lost source"
         );
     }
-    wait_for("the source counted lost", || {
+    wait_for("the source counted lost", LIMIT, || {
         stat(&pool, "dropped-failed") == 1
     });
     assert_eq!(stat(&pool, "carry-missed"), 3);
@@ -351,7 +308,7 @@ fn a_flush_forgets_held_frames_and_counts_them() {
     for n in 0..4 {
         h.push(frame(n, AnalysisLabel::Static)).unwrap();
     }
-    wait_for("frames 1-3 delivered", || stat(&pool, "pushed") == 3);
+    wait_for("frames 1-3 delivered", LIMIT, || stat(&pool, "pushed") == 3);
     assert!(h.push_event(gst::event::FlushStart::new()));
     gate.open();
     assert!(h.push_event(gst::event::FlushStop::new(true)));

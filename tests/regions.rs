@@ -4,6 +4,8 @@
 //! regions on every border, padded strides and every kind of layout; bad regions are
 //! counted, never a crash.
 
+#[path = "common/harness.rs"]
+mod harness;
 #[path = "common/servers.rs"]
 mod servers;
 
@@ -16,17 +18,10 @@ use gst_video::VideoFormat;
 use gstordered::EnrichPool;
 use gstordered::enrichpool::{Job, Verdict};
 use gstordered::meta::Enrichment;
+use harness::{init, pool_harness, pull_within, stat, wait_for};
 
 /// The longest any wait here may take (a regression that deadlocks fails, not hangs).
 const LIMIT: Duration = Duration::from_secs(60);
-
-fn init() {
-    static INIT: std::sync::Once = std::sync::Once::new();
-    INIT.call_once(|| {
-        gst::init().unwrap();
-        gstordered::plugin_register_static().unwrap();
-    });
-}
 
 /// The byte at column `xb` (bytes) of row `y` of plane 0: different for neighbouring bytes
 /// and rows, so that an offset, a stride or a swapped row shows.
@@ -94,36 +89,13 @@ fn add_roi(buffer: &mut gst::Buffer, kind: &str, rect: (u32, u32, u32, u32), id:
 
 /// `enrichpool` in a harness, with `props`, fed caps for `info`.
 fn harness(props: &str, info: &gst_video::VideoInfo) -> (Harness, EnrichPool) {
-    init();
-    let mut h = Harness::new_parse(&format!("enrichpool name=pool {props}"));
-    let bin = h.element().unwrap().downcast::<gst::Bin>().unwrap();
-    let pool = bin
-        .by_name("pool")
-        .unwrap()
-        .downcast::<EnrichPool>()
-        .unwrap();
+    let (mut h, pool) = pool_harness(props);
     h.set_src_caps(info.to_caps().unwrap());
     (h, pool)
 }
 
 fn pull(h: &mut Harness) -> gst::Buffer {
-    let started = Instant::now();
-    loop {
-        if let Some(b) = h.try_pull() {
-            return b;
-        }
-        assert!(
-            started.elapsed() < LIMIT,
-            "no frame came out within {LIMIT:?}"
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
-
-fn stat(pool: &EnrichPool, name: &str) -> u64 {
-    pool.property::<gst::Structure>("stats")
-        .get::<u64>(name)
-        .unwrap()
+    pull_within(h, LIMIT)
 }
 
 /// The frame's regions: (id, parent id, type, rect, its `enrichment` param).
@@ -523,11 +495,9 @@ fn with_on_error_fail_a_failed_crop_fails_its_frame() {
         matches!(pushed, Ok(_) | Err(gst::FlowError::Error)),
         "{pushed:?}"
     );
-    let started = Instant::now();
-    while stat(&pool, "dropped-failed") == 0 {
-        assert!(started.elapsed() < LIMIT, "the frame was not failed");
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    wait_for("the frame's failure", LIMIT, || {
+        stat(&pool, "dropped-failed") > 0
+    });
     assert_eq!(stat(&pool, "pushed"), 0);
     assert_eq!(stat(&pool, "rois-failed"), 1);
     // The gap and nothing else came out.
