@@ -269,7 +269,8 @@ impl Work for Enricher {
         let Some(element) = self.element.upgrade() else {
             return pool::Verdict::Fail("element is gone".into());
         };
-        if attempt == 0 {
+        // Only a source's own regions are carried forward: only a source counts them.
+        if attempt == 0 && frame.reuse == Some(Role::Source) {
             frame.rois_before = frame
                 .buffer
                 .iter_meta::<gst_video::VideoRegionOfInterestMeta>()
