@@ -246,8 +246,10 @@ impl EnrichPool {
         let cancel_from = remote.as_ref().map_or(0, |r| r.canceller.generation());
         // Decided here, in stream order: `carry-forward` links a frame to the last one sent
         // before it.
-        let carry = self.enricher.carry_forward.load(Ordering::Relaxed);
-        let selected = read(&self.enricher.selector).selects(tag.seq, &buffer);
+        let (selected, carry) = {
+            let selector = read(&self.enricher.selector);
+            (selector.selects(tag.seq, &buffer), selector.carry_forward)
+        };
         if let Some(remote) = &remote {
             remote.count(selected);
         }
@@ -536,13 +538,10 @@ impl EnrichPool {
         *write(&self.enricher.regions) = settings.cascade.plan(&settings.pool).map(Arc::new);
         self.enricher.reuse.clear();
         self.enricher.reuse.reset_counts();
-        self.enricher
-            .carry_forward
-            .store(settings.cascade.carry_forward.nseconds(), Ordering::Relaxed);
         *write(&self.enricher.selector) = Selector {
             interval: settings.remote.interval.max(1) as u64,
             only_label: settings.remote.only_label.clone(),
-            scene_cuts: settings.cascade.carry_forward > gst::ClockTime::ZERO,
+            carry_forward: settings.cascade.carry_forward.nseconds(),
         };
         self.enricher.skipped.store(0, Ordering::Relaxed);
         *write(&self.enricher.helpers) = Some(pool.crew().helpers());

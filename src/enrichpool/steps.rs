@@ -133,22 +133,20 @@ pub(super) struct Enricher {
     pub roi_counts: RoiCounts,
     /// `carry-forward`'s links between frames.
     pub reuse: Reuse,
-    /// `carry-forward` in ns while running (0: off).
-    pub carry_forward: AtomicU64,
     /// Which frames the steps run on, while running.
     pub selector: RwLock<Selector>,
     /// Frames `interval` or `only-label` kept from the steps, since the start.
     pub skipped: AtomicU64,
 }
 
-/// Which frames the steps run on: `interval`, `only-label`, and scene cuts with
-/// `carry-forward`; fixed at start.
+/// Which frames the steps run on (`interval`, `only-label`), and how long their results are
+/// carried to the others (`carry-forward`, ns; 0: off, and with it on, a scene cut is always
+/// taken); fixed at start.
 #[derive(Debug, Clone)]
 pub(super) struct Selector {
     pub interval: u64,
     pub only_label: Option<String>,
-    /// A frame labelled `scene-cut` is always taken.
-    pub scene_cuts: bool,
+    pub carry_forward: u64,
 }
 
 impl Default for Selector {
@@ -156,7 +154,7 @@ impl Default for Selector {
         Selector {
             interval: 1,
             only_label: None,
-            scene_cuts: false,
+            carry_forward: 0,
         }
     }
 }
@@ -168,7 +166,7 @@ impl Selector {
             Some(Ok(a)) => Some(a.label),
             _ => None,
         };
-        (self.scene_cuts && label() == Some(AnalysisLabel::SceneCut))
+        (self.carry_forward > 0 && label() == Some(AnalysisLabel::SceneCut))
             || (seq.is_multiple_of(self.interval.max(1))
                 && self
                     .only_label
@@ -205,7 +203,6 @@ impl Enricher {
             helpers: RwLock::new(None),
             roi_counts: RoiCounts::default(),
             reuse: Reuse::default(),
-            carry_forward: AtomicU64::new(0),
             selector: RwLock::new(Selector::default()),
             skipped: AtomicU64::new(0),
         }
