@@ -400,21 +400,14 @@ impl Crops {
                 .set
                 .infer_cancellable(image, avoid, Some((&remote.canceller, *cancel_from)))
                 .map_err(|err| err.to_string())?;
-            for tensor in &answer.response.outputs {
-                outputs.set_value(tensor.name.as_str(), step::tensor_value(tensor));
-            }
+            step::set_outputs(&answer, &mut outputs);
             found.extend(
                 step::detections(&answer.response.outputs, w, h)
                     .into_iter()
                     .map(|d| Found {
-                        kind: d.class.clone(),
+                        params: vec![d.param()],
+                        kind: d.class,
                         rect: d.rect,
-                        params: vec![
-                            gst::Structure::builder("detection")
-                                .field("class", d.class.as_str())
-                                .field("score", d.score)
-                                .build(),
-                        ],
                     }),
             );
             server = answer.server;

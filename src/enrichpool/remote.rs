@@ -93,6 +93,16 @@ pub(super) struct Detection {
     pub rect: (u32, u32, u32, u32),
 }
 
+impl Detection {
+    /// The `detection` param of its region meta.
+    pub fn param(&self) -> gst::Structure {
+        gst::Structure::builder("detection")
+            .field("class", self.class.as_str())
+            .field("score", self.score)
+            .build()
+    }
+}
+
 pub(super) fn detections(outputs: &[Tensor], width: u32, height: u32) -> Vec<Detection> {
     let find = |name: &str| outputs.iter().find(|t| t.name == name);
     let (Some(boxes), Some(scores)) = (find("boxes"), find("scores")) else {
@@ -144,6 +154,13 @@ pub(super) fn detections(outputs: &[Tensor], width: u32, height: u32) -> Vec<Det
         .collect()
 }
 
+/// Every output of an answer as a field of `outputs`.
+pub(super) fn set_outputs(answer: &Answer, outputs: &mut gst::StructureRef) {
+    for tensor in &answer.response.outputs {
+        outputs.set_value(tensor.name.as_str(), tensor_value(tensor));
+    }
+}
+
 /// Puts an answer on the frame: every output as a field of `outputs`, detections as ROI
 /// metas (type: the class) with a `detection` parameter (`class`, `score`).
 pub(super) fn apply(
@@ -152,18 +169,11 @@ pub(super) fn apply(
     outputs: &mut gst::StructureRef,
     info: Option<&gst_video::VideoInfo>,
 ) {
-    for tensor in &answer.response.outputs {
-        outputs.set_value(tensor.name.as_str(), tensor_value(tensor));
-    }
+    set_outputs(answer, outputs);
     let Some(info) = info else { return };
     for d in detections(&answer.response.outputs, info.width(), info.height()) {
         let mut meta = super::regions::add_region(buffer, &d.class, d.rect);
-        meta.add_param(
-            gst::Structure::builder("detection")
-                .field("class", d.class.as_str())
-                .field("score", d.score)
-                .build(),
-        );
+        meta.add_param(d.param());
     }
 }
 
