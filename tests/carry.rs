@@ -445,3 +445,101 @@ fn only_this_elements_own_detections_are_carried_and_never_the_rois_array() {
         }
     }
 }
+
+/// What leaves the pool's src pad, in order: frames by sequence number, and EOS.
+fn record_output(h: &Harness) -> Arc<std::sync::Mutex<Vec<String>>> {
+    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let l = log.clone();
+    let pool = h
+        .element()
+        .unwrap()
+        .downcast::<gst::Bin>()
+        .unwrap()
+        .by_name("pool")
+        .unwrap();
+    pool.static_pad("src").unwrap().add_probe(
+        gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_DOWNSTREAM,
+        move |_, info| {
+            match &info.data {
+                Some(gst::PadProbeData::Buffer(b)) => l
+                    .lock()
+                    .unwrap()
+                    .push(format!("frame {}", SeqMeta::read(b).unwrap().unwrap().seq)),
+                Some(gst::PadProbeData::Event(e)) if e.type_() == gst::EventType::Eos => {
+                    l.lock().unwrap().push("eos".into())
+                }
+                _ => {}
+            }
+            gst::PadProbeReturn::Ok
+        },
+    );
+    log
+}
+
+#[test]
+fn eos_waits_for_the_frames_held_for_their_source() {
+    // Frames 1–3 are done and held while their source (frame 0) is still at its gate when
+    // EOS comes: EOS leaves after all four, never before a held frame.
+    let server = servers::FakeServer::start("geometry");
+    let (mut h, pool, gate, _) = held_source(&server, "");
+    let log = record_output(&h);
+    for n in 0..4 {
+        h.push(frame(n, AnalysisLabel::Static)).unwrap();
+    }
+    wait_for("frames 1-3 delivered", LIMIT, || stat(&pool, "pushed") == 3);
+    assert!(h.push_event(gst::event::Eos::new()));
+    assert!(log.lock().unwrap().is_empty(), "{:?}", log.lock().unwrap());
+    gate.open();
+    wait_for("EOS out", LIMIT, || log.lock().unwrap().len() == 5);
+    assert_eq!(
+        *log.lock().unwrap(),
+        vec!["frame 0", "frame 1", "frame 2", "frame 3", "eos"]
+    );
+    assert_eq!(stat(&pool, "carried"), 3);
+}
+
+#[test]
+fn stopping_while_frames_are_held_forgets_them_without_a_hang() {
+    // READY while the source hangs at its gate and frames 1–3 are held: the stop gives the
+    // busy worker its grace, forgets the held frames (counted), and returns.
+    let server = servers::FakeServer::start("geometry");
+    let (mut h, pool, gate, _) = held_source(&server, "");
+    for n in 0..4 {
+        h.push(frame(n, AnalysisLabel::Static)).unwrap();
+    }
+    wait_for("frames 1-3 delivered", LIMIT, || stat(&pool, "pushed") == 3);
+    let element = h.element().unwrap();
+    sync::within(LIMIT, move || {
+        element.set_state(gst::State::Ready).unwrap();
+    });
+    assert_eq!(stat(&pool, "carry-flushed"), 3);
+    assert!(h.try_pull().is_none(), "a held frame left after the stop");
+    gate.open();
+}
+
+#[test]
+fn a_new_segment_ends_the_reuse_of_the_frames_before_it() {
+    // A frame after a restart (new segment, new epoch) never carries the results of one
+    // before it, however young they are.
+    let server = servers::FakeServer::start("geometry");
+    let (mut h, pool) = harness(&format!(
+        "workers=2 servers={} model=frames only-label=motion carry-forward=1000000000",
+        server.http_url()
+    ));
+    h.push(frame(0, AnalysisLabel::Motion)).unwrap();
+    h.push(frame(1, AnalysisLabel::Static)).unwrap();
+    let before = pull_sorted(&mut h, 2);
+    assert_eq!(staleness(&before[1]), Some((true, FRAME.nseconds())));
+    let mut segment = gst::FormattedSegment::<gst::ClockTime>::new();
+    segment.set_base(FRAME * 2);
+    assert!(h.push_event(gst::event::Segment::new(&segment)));
+    h.push(frame(0, AnalysisLabel::Static)).unwrap();
+    let after = pull_sorted(&mut h, 1);
+    assert_eq!(SeqMeta::read(&after[0]).unwrap().unwrap().epoch, 1);
+    assert_eq!(
+        staleness(&after[0]),
+        None,
+        "results carried across the restart"
+    );
+    assert_eq!(stat(&pool, "carried"), 1);
+}

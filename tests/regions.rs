@@ -8,6 +8,8 @@
 mod harness;
 #[path = "common/servers.rs"]
 mod servers;
+#[path = "common/sync.rs"]
+mod sync;
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -663,4 +665,54 @@ fn fresh_ids_are_found_below_a_region_at_the_largest_id() {
     assert_eq!(unique.len(), ids.len(), "every region its own id: {ids:?}");
     assert_eq!(ids.len(), 5);
     assert!(!ids.contains(&0));
+}
+
+#[test]
+fn a_flush_while_crops_run_leaves_nothing_of_the_frame_after_it() {
+    // Two crops of frame 0 wait at a gate (one on another worker) when a flushing seek
+    // comes: the flush returns, nothing of frame 0 follows it, and the stream goes on.
+    let (mut buffer, info) = frame(VideoFormat::Gray8, 32, 16, 0, 0);
+    add_roi(&mut buffer, "box", (0, 0, 8, 8), 1);
+    add_roi(&mut buffer, "box", (8, 0, 8, 8), 2);
+    let (mut h, pool) = harness("workers=4 infer-on=rois", &info);
+    let gate = sync::Gate::default();
+    let waiting = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (g, w) = (gate.clone(), waiting.clone());
+    pool.set_handler(move |job: &mut Job<'_>| {
+        if job.buffer.pts() == Some(gst::ClockTime::ZERO) {
+            w.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            g.wait();
+        }
+        job.outputs.set("done", true);
+        Ok(Verdict::Keep)
+    });
+    h.push(buffer).unwrap();
+    wait_for("both crops at the gate", LIMIT, || {
+        waiting.load(std::sync::atomic::Ordering::SeqCst) == 2
+    });
+    assert!(h.push_event(gst::event::FlushStart::new()));
+    assert!(h.push_event(gst::event::FlushStop::new(true)));
+    *gate.0.lock().unwrap() = true;
+    gate.1.notify_all();
+    assert!(
+        h.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
+            gst::ClockTime,
+        >::new()))
+    );
+    let (mut next, _) = frame(VideoFormat::Gray8, 32, 16, 0, 1);
+    add_roi(&mut next, "box", (0, 0, 8, 8), 1);
+    h.push(next).unwrap();
+    let out = pull(&mut h);
+    assert_eq!(
+        out.pts(),
+        Some(gst::ClockTime::from_mseconds(40)),
+        "frame 0 came out"
+    );
+    assert!(regions(&out)[0].4.is_some());
+    assert_eq!(stat(&pool, "flushed"), 1);
+    // Frame 0's crops are done too, and its late result went nowhere.
+    wait_for("frame 0's crops' return", LIMIT, || {
+        stat(&pool, "in-flight") == 0
+    });
+    assert!(h.try_pull().is_none());
 }
