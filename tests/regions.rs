@@ -692,8 +692,7 @@ fn a_flush_while_crops_run_leaves_nothing_of_the_frame_after_it() {
     });
     assert!(h.push_event(gst::event::FlushStart::new()));
     assert!(h.push_event(gst::event::FlushStop::new(true)));
-    *gate.0.lock().unwrap() = true;
-    gate.1.notify_all();
+    gate.open();
     assert!(
         h.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
             gst::ClockTime,
