@@ -32,8 +32,10 @@ PACKAGES=(
   libvulkan1
   mesa-vulkan-drivers
 )
-# Only for `test`: tests/bounded.sh takes a backtrace with gdb when a test binary crashes.
-TEST_PACKAGES=(gdb)
+# Only for `test`: gdb (tests/bounded.sh takes a backtrace when a test binary crashes);
+# OpenCV's facedetect with its cascades (tests/workerbin.rs runs it in worker bins);
+# roundrobin, from plugins-bad (tests/funnel.rs splits streams into branches with it).
+TEST_PACKAGES=(gdb gstreamer1.0-opencv opencv-data gstreamer1.0-plugins-bad)
 
 deps() {
   local missing=()

@@ -3,7 +3,7 @@
 # this script in CI). Needs the plugin on GST_PLUGIN_PATH (meson devenv, or the folder of
 # libgstordered.so).
 #
-#   examples/recipes.sh [live|file|rtp|shared|servers|cascade]...      (default: all)
+#   examples/recipes.sh [live|file|rtp|shared|faces|branches|servers|cascade]...   (default: all)
 #
 # `servers` and `cascade` need SERVERS (comma-separated grpc:// or http:// URLs of Open Inference
 # Protocol servers) and MODEL (the model's name; default `frames`, the test model in
@@ -75,6 +75,34 @@ shared() {
   launch "${cams[@]}"
 }
 
+# OpenCV's facedetect (Debian: gstreamer1.0-opencv, opencv-data) on two workers, each with
+# its own instance (`worker-bin`), the frames in order; a still portrait (FACE_IMAGE, default
+# the test image) repeated for 30 frames. Prints how many frames came out with a face
+# (facedetect's messages, posted from inside the instances on the pipeline's bus).
+faces() {
+  local face=${FACE_IMAGE:-$(dirname "$0")/../tests/data/astronaut.jpg}
+  local args=(filesrc location="$face" ! jpegdec ! imagefreeze num-buffers=30 ! videoconvert
+    ! enrichpool workers=2 worker-bin="videoconvert ! facedetect display=false ! videoconvert" $S
+    ! resequencer $S ! fakesink)
+  echo "+ gst-launch-1.0 ${args[*]}"
+  local out
+  out=$(gst-launch-1.0 -e -m "${args[@]}")
+  awk '/^Got message .* \(element\): [a-z]+-stats, / { last[$6] = $0 } END { for (e in last) print last[e] }' <<<"$out"
+  echo "frames with a face: $(grep -c 'element "facedetect.*faces=.*face' <<<"$out")"
+}
+
+# roundrobin into three branches of different speeds (3 ms a frame, none, 0.5 ms), back into
+# the resequencer's request pads: an ordered funnel. Not live, in PTS order: the fast
+# branches wait for the slow one, and every frame leaves, in order, none skipped.
+branches() {
+  launch videotestsrc num-buffers=200 pattern=ball ! video/x-raw,width=160,height=120 \
+    ! roundrobin name=rr \
+    rr.src_0 ! queue ! identity sleep-time=3000 ! r.sink_0 \
+    rr.src_1 ! queue ! r.sink_1 \
+    rr.src_2 ! queue ! identity sleep-time=500 ! r.sink_2 \
+    resequencer name=r order-by=pts $S ! fakesink
+}
+
 # Remote enrichment on inference servers, frames in order, with the overlay.
 servers() {
   if [[ -z ${SERVERS:-} ]]; then
@@ -106,10 +134,10 @@ cascade() {
 }
 
 recipes=("$@")
-((${#recipes[@]})) || recipes=(live file rtp shared servers cascade)
+((${#recipes[@]})) || recipes=(live file rtp shared faces branches servers cascade)
 for recipe in "${recipes[@]}"; do
   case $recipe in
-    live | file | rtp | shared | servers | cascade) echo "== $recipe"; "$recipe" ;;
+    live | file | rtp | shared | faces | branches | servers | cascade) echo "== $recipe"; "$recipe" ;;
     *) echo "unknown recipe $recipe" >&2; exit 2 ;;
   esac
 done

@@ -243,6 +243,24 @@ fn the_gst_launch_recipes_run_with_and_without_servers() {
     assert!(stdout.contains("recipes: ok"), "{stdout}");
     assert!(!stdout.contains("servers: skipped"), "{stdout}");
     assert!(!stdout.contains("cascade: skipped"), "{stdout}");
+    // facedetect in worker bins: every frame out, with its face.
+    let faces = stdout
+        .split("== ")
+        .find(|s| s.starts_with("faces"))
+        .unwrap_or_else(|| panic!("no faces recipe in {stdout}"));
+    assert!(faces.contains("frames with a face: 30\n"), "{faces}");
+    assert!(faces.contains(" pushed=(guint64)30,"), "{faces}");
+    assert!(faces.contains(" bin-errors=(guint64)0,"), "{faces}");
+    // roundrobin into branches of different speeds, back through the request pads.
+    let branches = stdout
+        .split("== ")
+        .find(|s| s.starts_with("branches"))
+        .unwrap_or_else(|| panic!("no branches recipe in {stdout}"));
+    assert!(
+        branches.contains("resequencer-stats, in=(guint64)200, pushed=(guint64)200,"),
+        "{branches}"
+    );
+    assert!(branches.contains(" skipped=(guint64)0,"), "{branches}");
     // The cascade: the classifier ran on the crop of every box the detector found (the test
     // model answers one box per image), one per frame.
     let cascade = stdout

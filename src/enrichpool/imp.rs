@@ -37,8 +37,11 @@ use super::Handler;
 use super::regions::{DEFAULT_MAX_ROIS, InferOn};
 use super::settings::*;
 use super::shared::{self, SharedPool};
-use super::stats::{RemoteStats, pool_stats_structure, processing_latency, stats_structure};
-use super::steps::{Enricher, Frame, Reported, Role, Selector};
+use super::stats::{
+    RemoteStats, StepCounts, pool_stats_structure, processing_latency, stats_structure,
+};
+use super::steps::{Enricher, Frame, PENDING_CAPS, Reported, Role, Selector, SrcCaps};
+use super::workerbin::{Outside, WorkerBins};
 use crate::glue::{StatsTimer, lock, read, write};
 use crate::meta::{Gap, GapReason, InFlightQuery, SeqMeta};
 use crate::pool::{Loss, Pool, PoolStats, Submitted, Tag};
@@ -69,6 +72,8 @@ struct State {
     in_segment: gst::FormattedSegment<gst::ClockTime>,
     /// From the last caps event, when they are video/x-raw.
     video: Option<Arc<gst_video::VideoInfo>>,
+    /// From the last caps event.
+    caps: Option<gst::Caps>,
     /// Stats of the last pool, kept after it stopped.
     last_stats: PoolStats,
     last_remote: Option<RemoteStats>,
@@ -87,6 +92,7 @@ impl Default for State {
             next_seq: 0,
             in_segment: gst::FormattedSegment::new(),
             video: None,
+            caps: None,
             last_stats: PoolStats::default(),
             last_remote: None,
             stats_timer: StatsTimer::default(),
@@ -149,10 +155,13 @@ impl EnrichPool {
             &self.current_stats(),
             &self.settings(),
             self.remote_stats().as_ref(),
-            self.enricher.overlay_skipped.load(Ordering::Relaxed),
-            &self.enricher.roi_counts,
-            &self.enricher.reuse.counts,
-            self.enricher.skipped.load(Ordering::Relaxed),
+            StepCounts {
+                overlay_skipped: self.enricher.overlay_skipped.load(Ordering::Relaxed),
+                rois: &self.enricher.roi_counts,
+                reuse: &self.enricher.reuse.counts,
+                skipped: self.enricher.skipped.load(Ordering::Relaxed),
+                bins: &self.enricher.bin_counts,
+            },
         )
     }
 
@@ -237,8 +246,9 @@ impl EnrichPool {
                     tag
                 }
             };
-            (tag, running_time, state.video.clone())
+            (tag, running_time, (state.video.clone(), state.caps.clone()))
         };
+        let (video, caps) = video;
 
         let bytes = buffer.size() as u64;
         let remote = read(&self.enricher.remote).clone();
@@ -266,7 +276,7 @@ impl EnrichPool {
         } else {
             None
         };
-        let frame = Frame::new(buffer, tag.seq, video, cancel_from, selected, role);
+        let frame = Frame::new(buffer, tag.seq, video, caps, cancel_from, selected, role);
         match pool.submit(frame, tag, bytes, running_time) {
             Submitted::Queued { .. } | Submitted::Leaked => self.enricher.flow.get(),
             Submitted::Stopped => Err(gst::FlowError::Flushing),
@@ -297,6 +307,19 @@ impl EnrichPool {
                 self.enricher.reuse.clear();
                 // Stored only now: an older sticky event pushed meanwhile must not win.
                 let events = std::mem::take(&mut self.state().sticky_after_flush);
+                // `worker-bin`: events waiting for the first frame's caps are treated alike,
+                // and what comes after the flush waits for them too.
+                let held = {
+                    let mut src_caps = lock(&self.enricher.src_caps);
+                    let held = src_caps.held.take();
+                    // Still no caps downstream (a flush before the first frame came out):
+                    // what comes after the flush waits for them too.
+                    if read(&self.enricher.bins).is_some() && !self.srcpad.has_current_caps() {
+                        src_caps.held = Some(Vec::new());
+                    }
+                    held.unwrap_or_default()
+                };
+                self.keep_sticky(held);
                 self.keep_sticky(events);
                 {
                     let mut state = self.state();
@@ -331,7 +354,8 @@ impl EnrichPool {
                 let video = gst_video::VideoInfo::from_caps(caps.caps())
                     .ok()
                     .map(Arc::new);
-                if video.is_none() && read(&self.enricher.remote).is_some() {
+                let bins = read(&self.enricher.bins).clone();
+                if video.is_none() && read(&self.enricher.remote).is_some() && bins.is_none() {
                     gst::element_imp_error!(
                         self,
                         gst::CoreError::Negotiation,
@@ -340,7 +364,27 @@ impl EnrichPool {
                     return false;
                 }
                 // Frames carry the info of the caps they came with.
-                self.state().video = video;
+                {
+                    let mut state = self.state();
+                    state.video = video;
+                    state.caps = Some(caps.caps_owned());
+                }
+                if let Some(bins) = bins {
+                    // Downstream gets the bin's output caps at this place; when the bin tells
+                    // them only once it has seen a frame, with that frame.
+                    let event = match bins.negotiate(&caps.caps_owned()) {
+                        Some(out) => gst::event::Caps::builder(&out)
+                            .seqnum(event.seqnum())
+                            .build(),
+                        None => gst::event::CustomDownstream::new(gst::Structure::new_empty(
+                            PENDING_CAPS,
+                        )),
+                    };
+                    return match self.pool() {
+                        Some(pool) => pool.event(event),
+                        None => false,
+                    };
+                }
             }
             EventView::Segment(segment) => {
                 // Running times (for max-size-time) exist only for time segments; frames of
@@ -409,6 +453,22 @@ impl EnrichPool {
 
     fn sink_query(&self, pad: &gst::Pad, query: &mut gst::QueryRef) -> bool {
         gst::log!(CAT, obj = pad, "handling {query:?}");
+        let bins = read(&self.enricher.bins).clone();
+        if let Some(bins) = bins {
+            match query.view() {
+                // What the bin takes, given what downstream takes.
+                gst::QueryView::Caps(_) | gst::QueryView::AcceptCaps(_) => {
+                    return bins.query_sink(query);
+                }
+                // The bin's elements read the frames, not downstream: upstream allocates
+                // its own.
+                gst::QueryView::Allocation(_) => return false,
+                _ => {}
+            }
+        } else if matches!(query.view(), gst::QueryView::Caps(_)) && self.has_worker_bin() {
+            // Not built yet (before start): the bin may take anything.
+            return Self::any_caps(query);
+        }
         if !query.is_serialized() {
             return gst::Pad::query_default(pad, Some(&*self.obj()), query);
         }
@@ -425,6 +485,17 @@ impl EnrichPool {
     }
 
     fn src_query(&self, pad: &gst::Pad, query: &mut gst::QueryRef) -> bool {
+        if let gst::QueryView::Caps(_) = query.view() {
+            let bins = read(&self.enricher.bins).clone();
+            if let Some(bins) = bins {
+                // What the bin outputs, given what upstream gives.
+                return bins.query_src(query);
+            }
+            if self.has_worker_bin() {
+                // Not built yet (before start): the bin may output anything.
+                return Self::any_caps(query);
+            }
+        }
         if let gst::QueryViewMut::Latency(q) = query.view_mut() {
             let mut upstream = gst::query::Latency::new();
             if !self.sinkpad.peer_query(&mut upstream) {
@@ -472,8 +543,26 @@ impl EnrichPool {
         if event.type_() == gst::EventType::Reconfigure {
             // Downstream may be linked now: the next chain tries again.
             self.enricher.flow.clear(gst::FlowError::NotLinked);
+            // Downstream may want other caps: each instance negotiates again.
+            let bins = read(&self.enricher.bins).clone();
+            if let Some(bins) = bins {
+                bins.reconfigure();
+            }
         }
         gst::Pad::event_default(pad, Some(&*self.obj()), event)
+    }
+
+    fn has_worker_bin(&self) -> bool {
+        !lock(&self.settings).worker_bin.trim().is_empty()
+    }
+
+    /// Answers a caps query with its filter, or ANY.
+    fn any_caps(query: &mut gst::QueryRef) -> bool {
+        if let gst::QueryViewMut::Caps(q) = query.view_mut() {
+            let caps = q.filter_owned().unwrap_or_else(gst::Caps::new_any);
+            q.set_result(&caps);
+        }
+        true
     }
 
     /// How far out of order this pool's output can be, in frames.
@@ -485,7 +574,39 @@ impl EnrichPool {
     }
 
     fn start(&self) -> Result<(), gst::ErrorMessage> {
+        let started = self.start_pool();
+        if started.is_err() {
+            // Instances built before the failure go with it.
+            write(&self.enricher.bins).take();
+        }
+        started
+    }
+
+    fn start_pool(&self) -> Result<(), gst::ErrorMessage> {
         let settings = self.settings();
+        self.enricher.bin_counts.reset();
+        *lock(&self.enricher.src_caps) = SrcCaps::default();
+        let bins = if settings.worker_bin.trim().is_empty() {
+            None
+        } else {
+            let outside = Outside {
+                sinkpad: self.sinkpad.clone(),
+                srcpad: self.srcpad.clone(),
+                element: self.obj().upcast_ref::<gst::Element>().downgrade(),
+            };
+            let timeout = (settings.pool.timeout > gst::ClockTime::ZERO)
+                .then(|| Duration::from_nanos(settings.pool.timeout.nseconds()));
+            let bins = WorkerBins::start(
+                &settings.worker_bin,
+                settings.pool.workers.max(1),
+                outside,
+                timeout,
+                self.enricher.bin_counts.clone(),
+            )
+            .map_err(|err| gst::error_msg!(gst::ResourceError::Settings, ("{}", err)))?;
+            Some(Arc::new(bins))
+        };
+        *write(&self.enricher.bins) = bins;
         let name = settings.pool.shared_pool.clone();
         let (pool, shared) = if name.is_empty() {
             let set = settings.remote.start_set().map_err(|err| {
@@ -607,6 +728,8 @@ impl EnrichPool {
         // Frames held for a source that will not come now.
         self.enricher.reuse.clear();
         write(&self.enricher.helpers).take();
+        // Instances busy with a frame left behind go when their workers return.
+        write(&self.enricher.bins).take();
     }
 
     fn restart_stats_timer(&self) {
@@ -887,6 +1010,25 @@ impl ObjectImpl for EnrichPool {
                     .default_value(0)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecString::builder("worker-bin")
+                    .nick("Worker bin")
+                    .blurb(
+                        "A gst-launch description (e.g. `videoconvert ! facedetect \
+                         display=false ! videoconvert`) run as the first step: each worker \
+                         runs its frames through an instance of this bin of its own, built at \
+                         start. The buffer the bin outputs for a frame is the frame that \
+                         leaves (its metas kept; timestamps and OrderedSeqMeta carried over), \
+                         and the src caps are the bin's output caps. One output per input: \
+                         none is a gap `dropped`, more are dropped and counted (bin-extras), \
+                         an error inside an instance fails the frame per on-error and the \
+                         instance is rebuilt; set timeout to bound a bin that hangs. It runs \
+                         on every frame (interval and only-label choose the later steps'); the \
+                         servers, handler and process signal see its output. Only for \
+                         elements that treat frames independently: no encoder with inter \
+                         frames, no tracker",
+                    )
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecBoolean::builder("overlay")
                     .nick("Overlay")
                     .blurb(
@@ -1140,6 +1282,7 @@ impl ObjectImpl for EnrichPool {
             "tls-ca-file" => s.remote.tls_ca_file = text(value),
             "batch-size" => s.remote.batch_size = value.get().expect("type checked upstream"),
             "batch-timeout" => s.remote.batch_timeout = ns(value),
+            "worker-bin" => s.worker_bin = text(value).unwrap_or_default(),
             "stats-interval" => {
                 s.stats_interval = ns(value);
                 drop(s);
@@ -1187,6 +1330,7 @@ impl ObjectImpl for EnrichPool {
             "stats" => self.stats().to_value(),
             "pool-stats" => self.pool_stats().to_value(),
             "stats-interval" => s.stats_interval.nseconds().to_value(),
+            "worker-bin" => s.worker_bin.to_value(),
             other => unreachable!("unknown property {other}"),
         }
     }

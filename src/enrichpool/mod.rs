@@ -16,6 +16,7 @@ mod settings;
 mod shared;
 mod stats;
 mod steps;
+mod workerbin;
 
 pub use regions::InferOn;
 pub use settings::{Leaky, OnError};

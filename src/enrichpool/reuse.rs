@@ -107,6 +107,8 @@ pub(super) struct Held {
     pub age: u64,
     /// For the overlay.
     pub video: Option<std::sync::Arc<gst_video::VideoInfo>>,
+    /// The caps it leaves with (`worker-bin`).
+    pub caps: Option<gst::Caps>,
 }
 
 /// A frame to output now, with what to carry onto it (if anything).
@@ -116,6 +118,7 @@ pub(super) struct Release {
     pub report: Report,
     pub carried: Option<(std::sync::Arc<Carried>, u64)>,
     pub video: Option<std::sync::Arc<gst_video::VideoInfo>>,
+    pub caps: Option<gst::Caps>,
 }
 
 #[derive(Default)]
@@ -340,6 +343,7 @@ impl Release {
             report: held.report,
             carried: None,
             video: held.video,
+            caps: held.caps,
         }
     }
 }

@@ -417,6 +417,8 @@ pub(super) struct Settings {
     pub latency: i64,
     pub overlay: bool,
     pub stats_interval: gst::ClockTime,
+    /// `worker-bin`: a gst-launch description; empty for none.
+    pub worker_bin: String,
 }
 
 impl Default for Settings {
@@ -428,6 +430,7 @@ impl Default for Settings {
             latency: DEFAULT_LATENCY,
             overlay: DEFAULT_OVERLAY,
             stats_interval: DEFAULT_STATS_INTERVAL,
+            worker_bin: String::new(),
         }
     }
 }

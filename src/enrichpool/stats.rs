@@ -9,6 +9,7 @@ use super::regions::RoiCounts;
 use super::remote::Remote;
 use super::reuse::ReuseCounts;
 use super::settings::Settings;
+use super::workerbin::BinCounts;
 use crate::pool::{CrewStats, PoolStats, WorkerStats};
 
 /// The remote part of `stats`.
@@ -35,15 +36,28 @@ impl RemoteStats {
     }
 }
 
+/// What the element's steps counted, besides the pool.
+pub(super) struct StepCounts<'a> {
+    pub overlay_skipped: u64,
+    pub rois: &'a RoiCounts,
+    pub reuse: &'a ReuseCounts,
+    pub skipped: u64,
+    pub bins: &'a BinCounts,
+}
+
 pub(super) fn stats_structure(
     stats: &PoolStats,
     settings: &Settings,
     remote: Option<&RemoteStats>,
-    overlay_skipped: u64,
-    rois: &RoiCounts,
-    reuse: &ReuseCounts,
-    skipped: u64,
+    steps: StepCounts<'_>,
 ) -> gst::Structure {
+    let StepCounts {
+        overlay_skipped,
+        rois,
+        reuse,
+        skipped,
+        bins,
+    } = steps;
     let count = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     let dropped = stats.leaked + stats.failed + stats.timeout + stats.dropped;
     let workers = worker_array(&stats.per_worker);
@@ -82,7 +96,11 @@ pub(super) fn stats_structure(
         .field("carried", count(&reuse.carried))
         .field("carry-expired", count(&reuse.expired))
         .field("carry-missed", count(&reuse.missed))
-        .field("carry-flushed", count(&reuse.flushed));
+        .field("carry-flushed", count(&reuse.flushed))
+        .field("bin-errors", count(&bins.errors))
+        .field("bin-no-output", count(&bins.no_output))
+        .field("bin-extras", count(&bins.extras))
+        .field("bin-rebuilt", count(&bins.rebuilt));
     with_servers(builder, remote).build()
 }
 

@@ -16,6 +16,7 @@ use super::overlay;
 use super::regions::{self, Crops, Outcome, RoiCounts};
 use super::remote::{self, Remote};
 use super::reuse::{Carried, Held, Release, Reuse};
+use super::workerbin::{BinCounts, WorkerBins};
 use super::{Handler, Job, Verdict};
 use crate::glue::{FlowCell, lock, post_stats, read};
 use crate::meta::{AnalysisLabel, Enrichment, FrameAnalysis, Gap, GapReason};
@@ -44,6 +45,10 @@ pub(super) struct Frame {
     seq: u64,
     /// The caps' video info, for remote requests and detections.
     video: Option<Arc<gst_video::VideoInfo>>,
+    /// The caps it came with (after `worker-bin`: the caps it came out of the bin with).
+    caps: Option<gst::Caps>,
+    /// `worker-bin` ran on it; a retry (a later step failed) does not run it again.
+    bin_done: bool,
     /// Servers that failed this frame; later attempts go elsewhere first.
     avoid: Vec<usize>,
     /// The server that answered.
@@ -62,6 +67,8 @@ pub(super) struct Frame {
     /// Region metas it had before its steps ran (but those the steps removed): those after
     /// are the steps' own, which a source carries forward.
     rois_before: usize,
+    /// `rois_before` was counted (once the bin, if any, has run).
+    rois_counted: bool,
 }
 
 /// A frame's part in `carry-forward`.
@@ -78,14 +85,18 @@ impl Frame {
         buffer: gst::Buffer,
         seq: u64,
         video: Option<Arc<gst_video::VideoInfo>>,
+        caps: Option<gst::Caps>,
         cancel_from: u64,
         selected: bool,
         reuse: Option<Role>,
     ) -> Frame {
         Frame {
+            caps,
+            bin_done: false,
             cancel_from,
             reuse,
             rois_before: 0,
+            rois_counted: false,
             buffer,
             outputs: None,
             seq,
@@ -137,7 +148,29 @@ pub(super) struct Enricher {
     pub selector: RwLock<Selector>,
     /// Frames `interval` or `only-label` kept from the steps, since the start.
     pub skipped: AtomicU64,
+    /// `worker-bin`'s instances, while running with one.
+    pub bins: RwLock<Option<Arc<WorkerBins>>>,
+    /// What the worker bins did, since the start.
+    pub bin_counts: Arc<BinCounts>,
+    /// With `worker-bin`: the src pad's caps follow the frames (see `SrcCaps`).
+    pub src_caps: Mutex<SrcCaps>,
 }
+
+/// With `worker-bin`, the caps on the src pad are those the frames come out of the bin with:
+/// a frame whose caps differ from the pad's is preceded by a CAPS event. Until the first
+/// caps are known (a bin that tells its output caps only once it has seen a frame, like a
+/// decoder), the sticky events after the stream's start wait here, as a decoder holds them.
+#[derive(Default)]
+pub(super) struct SrcCaps {
+    /// Events waiting for the first caps; `None`: none wait.
+    pub held: Option<Vec<gst::Event>>,
+    /// A warning about extra outputs was posted.
+    pub warned_extras: bool,
+}
+
+/// The internal barrier that stands for a CAPS event whose output caps the bin does not tell
+/// yet: at its place the src pad's events start waiting for the first frame's caps.
+pub(super) const PENDING_CAPS: &str = "ordered-enrichpool-pending-caps";
 
 /// Which frames the steps run on (`interval`, `only-label`), and how long their results are
 /// carried to the others (`carry-forward`, ns; 0: off, and with it on, a scene cut is always
@@ -205,6 +238,9 @@ impl Enricher {
             reuse: Reuse::default(),
             selector: RwLock::new(Selector::default()),
             skipped: AtomicU64::new(0),
+            bins: RwLock::new(None),
+            bin_counts: Arc::new(BinCounts::default()),
+            src_caps: Mutex::new(SrcCaps::default()),
         }
     }
 }
@@ -266,8 +302,21 @@ impl Work for Enricher {
         let Some(element) = self.element.upgrade() else {
             return pool::Verdict::Fail("element is gone".into());
         };
-        // Only a source's own regions are carried forward: only a source counts them.
-        if attempt == 0 && frame.reuse == Some(Role::Source) {
+        // `worker-bin` runs on every frame: its output caps are the src caps.
+        // (Not read in the condition: its guard would be held while the bin runs.)
+        let bins = read(&self.bins).clone();
+        if !frame.bin_done
+            && let Some(bins) = bins
+        {
+            if let Some(verdict) = self.run_bin(&bins, frame) {
+                return verdict;
+            }
+            frame.bin_done = true;
+        }
+        // Only a source's own regions are carried forward: only a source counts them (those
+        // the bin added are its own too).
+        if !frame.rois_counted && frame.reuse == Some(Role::Source) {
+            frame.rois_counted = true;
             frame.rois_before = frame
                 .buffer
                 .iter_meta::<gst_video::VideoRegionOfInterestMeta>()
@@ -332,6 +381,7 @@ impl Work for Enricher {
             enriched,
             reuse,
             video,
+            caps,
             rois_before,
             ..
         } = frame;
@@ -339,10 +389,10 @@ impl Work for Enricher {
             Self::attach(&mut buffer, outputs, server, tag, &report, &self.srcpad);
         }
         match reuse {
-            None => self.push(buffer, tag, report),
+            None => self.push(buffer, caps, tag, report),
             Some(Role::Source) => {
                 let carried = Carried::of(&buffer, rois_before);
-                self.push(buffer, tag, report);
+                self.push(buffer, caps, tag, report);
                 for release in self.reuse.source_done(tag, Some(carried)) {
                     self.push_release(release);
                 }
@@ -354,6 +404,7 @@ impl Work for Enricher {
                     report,
                     age,
                     video,
+                    caps,
                 };
                 if let Some(release) = self.reuse.done_linked(held, source) {
                     self.push_release(release);
@@ -377,6 +428,9 @@ impl Work for Enricher {
         {
             // Every frame before EOS has left: the last message covers the whole stream.
             post_stats(&element, element.imp().stats());
+        }
+        if read(&self.bins).is_some() && !self.hold_for_caps(&event) {
+            return;
         }
         if !self.srcpad.push_event(event) {
             gst::debug!(CAT, obj = self.srcpad, "downstream refused an event");
@@ -403,6 +457,129 @@ impl Work for Enricher {
 }
 
 impl Enricher {
+    /// `worker-bin`: runs the frame through an instance of the bin; its output becomes the
+    /// frame. `Some`: the frame ends here (failed, or the bin output nothing).
+    fn run_bin(&self, bins: &WorkerBins, frame: &mut Frame) -> Option<pool::Verdict> {
+        let ran = match bins.run(&frame.buffer, frame.caps.as_ref()) {
+            Ok(ran) => ran,
+            Err(message) => {
+                gst::debug!(
+                    CAT,
+                    obj = self.srcpad,
+                    "worker-bin failed frame {}: {message}",
+                    frame.seq
+                );
+                return Some(pool::Verdict::Fail(format!("worker-bin: {message}")));
+            }
+        };
+        if ran.extras > 0 {
+            self.warn_extras(ran.extras);
+        }
+        let Some((buffer, caps)) = ran.output else {
+            gst::debug!(
+                CAT,
+                obj = self.srcpad,
+                "worker-bin output nothing for frame {}",
+                frame.seq
+            );
+            return Some(pool::Verdict::Drop);
+        };
+        frame.buffer = buffer;
+        if caps.is_some() && caps != frame.caps {
+            frame.video = caps
+                .as_ref()
+                .and_then(|c| gst_video::VideoInfo::from_caps(c).ok())
+                .map(Arc::new);
+            frame.caps = caps;
+        }
+        None
+    }
+
+    /// Warns, once per start, that a bin output more than one buffer for a frame.
+    fn warn_extras(&self, extras: u64) {
+        let first = !std::mem::replace(&mut lock(&self.src_caps).warned_extras, true);
+        if first && let Some(element) = self.element.upgrade() {
+            gst::element_warning!(
+                element,
+                gst::StreamError::Format,
+                (
+                    "worker-bin output {} buffers more than the one per frame; the extra ones are dropped",
+                    extras
+                ),
+                [
+                    "one output per input is the contract; counted in stats as bin-extras; this warning is posted once"
+                ]
+            );
+        }
+    }
+
+    /// `worker-bin`: before a frame, the caps it came out of the bin with, when the src pad
+    /// has others; then the events that waited for them.
+    fn follow_caps(&self, caps: gst::Caps) {
+        let push_caps = || {
+            if self.srcpad.current_caps().as_ref() != Some(&caps)
+                && !self.srcpad.push_event(gst::event::Caps::new(&caps))
+            {
+                gst::debug!(CAT, obj = self.srcpad, "downstream refused caps {caps}");
+            }
+        };
+        push_caps();
+        let held = lock(&self.src_caps).held.take();
+        if let Some(held) = held {
+            for event in held {
+                self.srcpad.push_event(event);
+            }
+            // A CAPS event among them (the bin's output changed again before any frame
+            // left): the frame's own caps go last.
+            push_caps();
+        }
+    }
+
+    /// `worker-bin`: while events wait for the first caps, a gap announcement waits with
+    /// them (it must not overtake the caps and segment). `false`: it is to go now.
+    fn hold_gap(&self, gap: &gst::Event) -> bool {
+        match lock(&self.src_caps).held.as_mut() {
+            Some(held) => {
+                held.push(gap.clone());
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// `worker-bin`: whether a barrier event goes downstream now. The stand-in for caps the
+    /// bin did not tell makes the events after it wait (if the src pad has no caps yet) for
+    /// the first frame's; EOS with events waiting goes after caps the bin can output.
+    fn hold_for_caps(&self, event: &gst::Event) -> bool {
+        if event.type_() == gst::EventType::CustomDownstream
+            && event.structure().is_some_and(|s| s.name() == PENDING_CAPS)
+        {
+            if !self.srcpad.has_current_caps() {
+                lock(&self.src_caps).held.get_or_insert_with(Vec::new);
+            }
+            return false;
+        }
+        let mut src_caps = lock(&self.src_caps);
+        let Some(held) = src_caps.held.as_mut() else {
+            return true;
+        };
+        if event.type_() != gst::EventType::Eos {
+            held.push(event.clone());
+            return false;
+        }
+        let held = src_caps.held.take().unwrap_or_default();
+        drop(src_caps);
+        let bins = read(&self.bins).clone();
+        let fallback = bins.and_then(|b| b.fallback_caps());
+        if let Some(caps) = fallback {
+            self.srcpad.push_event(gst::event::Caps::new(&caps));
+        }
+        for event in held {
+            self.srcpad.push_event(event);
+        }
+        true
+    }
+
     /// Announces lost frames as an `ordered-gap` event.
     fn push_gap(&self, first: Tag, count: u64, reason: Loss) {
         let reason = match reason {
@@ -426,7 +603,11 @@ impl Enricher {
             epoch: first.epoch,
             reason,
         };
-        self.srcpad.push_event(gap.to_event());
+        let event = gap.to_event();
+        if self.hold_gap(&event) {
+            return;
+        }
+        self.srcpad.push_event(event);
     }
 
     /// Attaches the frame's `EnrichmentMeta`.
@@ -469,6 +650,7 @@ impl Enricher {
             report,
             carried,
             video,
+            caps,
         } = release;
         if let Some((carried, age)) = carried {
             carried.put_on(buffer.make_mut(), age);
@@ -480,7 +662,7 @@ impl Enricher {
             };
             self.overlay_failed(result);
         }
-        self.push(buffer, tag, report);
+        self.push(buffer, caps, tag, report);
     }
 
     /// Whether a frame is drawn on by its steps: not one that carries results forward,
@@ -576,9 +758,12 @@ impl Enricher {
         pool::Verdict::Keep
     }
 
-    fn push(&self, buffer: gst::Buffer, tag: Tag, report: Report) {
+    fn push(&self, buffer: gst::Buffer, caps: Option<gst::Caps>, tag: Tag, report: Report) {
         // Announced before the frame goes: the pipeline may reconfigure before it arrives.
         self.maybe_report_latency(report.recent_latency);
+        if let Some(caps) = caps.filter(|_| read(&self.bins).is_some()) {
+            self.follow_caps(caps);
+        }
         let res = self.srcpad.push(buffer);
         if let Err(err) = res {
             gst::debug!(

@@ -16,12 +16,13 @@
 //! held.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Condvar, LazyLock, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard};
 
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 
+use super::funnel::{self, Input};
 use crate::glue::{StatsTimer, lock, post_stats};
 use crate::latency::Latencies;
 use crate::meta::{Gap, InFlightQuery, MalformedError, SeqMeta};
@@ -118,6 +119,8 @@ impl InFlight {
 struct Held {
     buffer: gst::Buffer,
     ingress: Option<u64>,
+    /// From a request pad: that pad's sticky events when it came.
+    sticky: Option<Arc<Vec<gst::Event>>>,
 }
 
 /// A serialized item in the window besides frames.
@@ -154,7 +157,14 @@ struct State {
     /// Whether the pools upstream were asked for their disorder since start or the last flush.
     asked_in_flight: bool,
     task_waiting: bool,
-    chain_waiting: bool,
+    /// Streaming threads waiting for room (one per request pad, at most).
+    chains_waiting: u32,
+    /// The request pads' branches (kept across states, like the pads).
+    inputs: Vec<Input>,
+    /// A STREAM_START from a request pad went into the window: the others' are not.
+    funnel_started: bool,
+    /// The always sink pad is at EOS (with request pads, EOS waits for every pad's).
+    always_eos: bool,
     /// The streaming thread is pushing (the fast path): the task does not pop meanwhile.
     chain_pushing: bool,
     clock_wait: Option<gst::SingleShotClockId>,
@@ -185,7 +195,7 @@ struct State {
 impl State {
     fn new(settings: &Settings) -> Self {
         State {
-            window: Window::new(window_config(settings, Upstream::default())),
+            window: Window::new(window_config(settings, Upstream::default(), false)),
             flushing: true,
             flow: Ok(gst::FlowSuccess::Ok),
             in_segment: gst::FormattedSegment::new(),
@@ -197,7 +207,10 @@ impl State {
             upstream: None,
             asked_in_flight: false,
             task_waiting: false,
-            chain_waiting: false,
+            chains_waiting: 0,
+            inputs: Vec::new(),
+            funnel_started: false,
+            always_eos: false,
             chain_pushing: false,
             clock_wait: None,
             stats_timer: StatsTimer::default(),
@@ -232,7 +245,7 @@ impl State {
     }
 
     fn wake_chain(&self, cond: &Condvar) {
-        if self.chain_waiting {
+        if self.chains_waiting > 0 {
             cond.notify_all();
         }
     }
@@ -252,7 +265,36 @@ impl State {
         self.query_turn = None;
         self.abandoned_queries.clear();
         self.restarts_warned = self.window.stats().restarts;
+        self.always_eos = false;
+        for input in &mut self.inputs {
+            input.reset_stream();
+        }
         pending
+    }
+
+    fn input(&mut self, pad: &gst::Pad) -> Option<&mut Input> {
+        self.inputs.iter_mut().find(|i| &i.pad == pad)
+    }
+
+    /// Whether every input has reached EOS (with request pads: each of them, and the always
+    /// sink pad if it is linked).
+    fn all_eos(&self, always_linked: bool) -> bool {
+        (!always_linked || self.always_eos) && self.inputs.iter().all(|i| i.eos)
+    }
+
+    /// With request pads: tells the window what every input is past, and wakes whoever
+    /// waits on it.
+    fn settle(&mut self, always_linked: bool, cond: &Condvar) {
+        if self.inputs.is_empty() {
+            return;
+        }
+        let open = always_linked && !self.always_eos;
+        let pts = self.window.mode() == Some(Mode::Pts);
+        if let Some((epoch, key)) = funnel::frontier(&self.inputs, open, pts) {
+            self.window.settle(epoch, key.saturating_add(1));
+        }
+        self.wake_task(cond);
+        cond.notify_all();
     }
 }
 
@@ -301,13 +343,32 @@ fn own_latency(settings: &Settings, upstream: Upstream, known: Option<Mode>) -> 
 /// The window's bounds: `max-window`, raised to how far out of order the pools upstream can
 /// put frames (a smaller window would skip frames still being processed); deadlines at our
 /// wait on top of upstream's latency.
-fn window_config(settings: &Settings, upstream: Upstream) -> Config {
+fn window_config(settings: &Settings, upstream: Upstream, funnel: bool) -> Config {
     let needed = upstream.in_flight;
+    // An ordered funnel not live bounds the window itself: its fast pads wait for room,
+    // the lagging ones are always let in, and nothing is skipped for want of room.
+    let unbounded = funnel && !upstream.live;
     Config {
-        max_window: (settings.max_window as u64).max(needed).min(1 << 20) as usize,
+        max_window: if unbounded {
+            1 << 20
+        } else {
+            (settings.max_window as u64).max(needed).min(1 << 20) as usize
+        },
         latency: wait(settings).saturating_add(upstream.min_latency),
         deadlines: upstream.live,
     }
+}
+
+/// The duration of a frame, from the caps' framerate.
+fn frame_duration_of(caps: &gst::CapsRef) -> Option<u64> {
+    caps.structure(0)
+        .and_then(|s| s.get::<gst::Fraction>("framerate").ok())
+        .filter(|f| f.numer() > 0 && f.denom() > 0)
+        .and_then(|f| {
+            gst::ClockTime::SECOND
+                .mul_div_floor(f.denom() as u64, f.numer() as u64)
+                .map(|d| d.nseconds())
+        })
 }
 
 /// The frame's place in the order, from its sequence meta (read once, by the chain) or its
@@ -376,6 +437,8 @@ pub struct Resequencer {
     /// and whether it is live.
     upstream_known: AtomicBool,
     upstream_live: AtomicBool,
+    /// The sticky events of the request pad whose frame went out last.
+    last_sticky: Mutex<Option<Arc<Vec<gst::Event>>>>,
 }
 
 impl Resequencer {
@@ -384,9 +447,15 @@ impl Resequencer {
     }
 
     fn stats(&self) -> gst::Structure {
+        let max_window = self.settings().max_window as usize;
         let (stats, window) = {
             let state = self.state();
-            (state.window.stats(), state.window.config().max_window)
+            let mut window = state.window.config().max_window;
+            if !state.inputs.is_empty() {
+                // Request pads not live: the window is bounded by the pads' waits.
+                window = window.min(max_window);
+            }
+            (state.window.stats(), window)
         };
         stats_structure(stats, &lock(&self.latencies), window)
     }
@@ -434,11 +503,8 @@ impl Resequencer {
             return;
         }
         let latency = (!known).then(|| {
-            let mut query = gst::query::Latency::new();
-            self.sinkpad.peer_query(&mut query).then(|| {
-                let (live, min, _) = query.result();
-                (live, min.nseconds())
-            })
+            self.upstream_latency()
+                .map(|(live, min, _)| (live, min.nseconds()))
         });
         let in_flight = (!asked_in_flight).then(|| self.ask_in_flight());
         self.update_upstream(
@@ -465,17 +531,22 @@ impl Resequencer {
     /// Asks the pools upstream how far out of order they can put frames, and whether their
     /// latency is measured yet.
     fn ask_in_flight(&self) -> InFlight {
-        let mut query = InFlightQuery::query();
-        let pools = self.sinkpad.peer_query(&mut query);
-        InFlight {
-            pools,
-            frames: if pools {
-                InFlightQuery::frames(&query).unwrap_or(0)
-            } else {
-                0
-            },
-            measured: pools && InFlightQuery::measured(&query),
+        // Every branch's pools: their disorder adds up, each must have measured.
+        let mut answer = InFlight {
+            pools: false,
+            frames: 0,
+            measured: true,
+        };
+        for pad in self.upstream_pads() {
+            let mut query = InFlightQuery::query();
+            if pad.peer_query(&mut query) {
+                answer.pools = true;
+                answer.frames += InFlightQuery::frames(&query).unwrap_or(0);
+                answer.measured &= InFlightQuery::measured(&query);
+            }
         }
+        answer.measured &= answer.pools;
+        answer
     }
 
     /// Changes what is known of upstream (under the lock: answers that come meanwhile are
@@ -499,10 +570,11 @@ impl Resequencer {
         let settings = self.settings();
         let mut state = self.state();
         let upstream = state.upstream.unwrap_or_default();
-        let config = window_config(&settings, upstream);
+        let funnel = !state.inputs.is_empty();
+        let config = window_config(&settings, upstream, funnel);
         state.window.set_config(config);
         state.wake_task(&self.cond);
-        let raised = config.max_window > settings.max_window as usize;
+        let raised = !funnel && config.max_window > settings.max_window as usize;
         if raised && !state.warned_window {
             state.warned_window = true;
             drop(state);
@@ -524,9 +596,10 @@ impl Resequencer {
 
     fn sink_chain(
         &self,
-        _pad: &gst::Pad,
+        pad: &gst::Pad,
         buffer: gst::Buffer,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let funnel = pad != &self.sinkpad;
         let settings = self.settings();
         let order_by = settings.order_by;
         if !self.upstream_known.load(Ordering::Acquire) {
@@ -556,7 +629,22 @@ impl Resequencer {
         if state.eos {
             return Err(gst::FlowError::Eos);
         }
-        let key = key_of(order_by, state.pts_epoch, meta, &buffer);
+        let pts_epoch = if funnel {
+            let Some(input) = state.input(pad) else {
+                // Released meanwhile.
+                return Err(gst::FlowError::Flushing);
+            };
+            if input.flushing {
+                return Err(gst::FlowError::Flushing);
+            }
+            if input.eos {
+                return Err(gst::FlowError::Eos);
+            }
+            input.pts_epoch
+        } else {
+            state.pts_epoch
+        };
+        let key = key_of(order_by, pts_epoch, meta, &buffer);
         let key = match key {
             Ok(key) => key,
             Err(reason) => {
@@ -576,19 +664,43 @@ impl Resequencer {
             }
         };
         let pts = buffer.pts();
+        let (frame_duration, running_time, sticky) = match state.input(pad).filter(|_| funnel) {
+            Some(input) => (
+                input.frame_duration,
+                input.segment.to_running_time(pts),
+                Some(input.sticky.clone()),
+            ),
+            None => (
+                state.frame_duration,
+                state.in_segment.to_running_time(pts),
+                None,
+            ),
+        };
         let timing = Timing {
             pts: pts.map(|t| t.nseconds()),
-            duration: buffer
-                .duration()
-                .map(|t| t.nseconds())
-                .or(state.frame_duration),
-            running_time: state.in_segment.to_running_time(pts).map(|t| t.nseconds()),
+            duration: buffer.duration().map(|t| t.nseconds()).or(frame_duration),
+            running_time: running_time.map(|t| t.nseconds()),
         };
+        if funnel {
+            state = self.admit(state, pad, key, &settings)?;
+        }
 
-        let mut item = Held { buffer, ingress };
+        let mut item = Held {
+            buffer,
+            ingress,
+            sticky,
+        };
         loop {
             match state.window.push(key, timing, item, now) {
                 Arrival::Accepted => {
+                    if funnel && let Some(input) = state.input(pad) {
+                        let (epoch, k) = match key {
+                            FrameKey::Sequence { epoch, seq } => (epoch, seq),
+                            FrameKey::Pts { epoch, pts } => (epoch, pts),
+                        };
+                        input.last = Some(input.last.map_or((epoch, k), |l| l.max((epoch, k))));
+                        state.settle(self.sinkpad.is_linked(), &self.cond);
+                    }
                     let restarts = state.window.stats().restarts;
                     let warn = restarts > state.restarts_warned;
                     state.restarts_warned = restarts;
@@ -648,6 +760,36 @@ impl Resequencer {
                     item = back;
                     state = self.wait_for_room(state)?;
                 }
+            }
+        }
+    }
+
+    /// With request pads: waits until a frame of `pad` may go into the window. A frame of a
+    /// later segment waits for the other pads to reach it; not live, a full window lets in
+    /// only the pads the others wait for (backpressure on the fast ones, never a skip).
+    fn admit<'a>(
+        &'a self,
+        mut state: MutexGuard<'a, State>,
+        pad: &gst::Pad,
+        key: FrameKey,
+        settings: &Settings,
+    ) -> Result<MutexGuard<'a, State>, gst::FlowError> {
+        loop {
+            let later_segment = match key {
+                FrameKey::Pts { epoch, .. } => funnel::behind_epoch(&state.inputs, pad, epoch),
+                FrameKey::Sequence { .. } => false,
+            };
+            let live = self.upstream_live.load(Ordering::Acquire);
+            let pts = matches!(key, FrameKey::Pts { .. });
+            let full = !live
+                && state.window.depth() >= settings.max_window as usize
+                && !funnel::lagging(&state.inputs, pad, pts);
+            if !later_segment && !full {
+                return Ok(state);
+            }
+            state = self.wait_for_room(state)?;
+            if state.input(pad).is_none_or(|i| i.flushing) {
+                return Err(gst::FlowError::Flushing);
             }
         }
     }
@@ -742,9 +884,9 @@ impl Resequencer {
         }
         state.flow?;
         state.wake_task(&self.cond);
-        state.chain_waiting = true;
+        state.chains_waiting += 1;
         state = self.cond.wait(state).unwrap_or_else(|e| e.into_inner());
-        state.chain_waiting = false;
+        state.chains_waiting -= 1;
         if state.flushing {
             return Err(gst::FlowError::Flushing);
         }
@@ -756,7 +898,20 @@ impl Resequencer {
         use gst::EventView;
 
         gst::log!(CAT, obj = pad, "handling {event:?}");
+        if pad != &self.sinkpad {
+            return self.funnel_event(pad, event);
+        }
         match event.view() {
+            EventView::Eos(_) if !self.state().inputs.is_empty() => {
+                // With request pads, EOS goes once every pad is at EOS.
+                let mut state = self.state();
+                state.always_eos = true;
+                let all = state.all_eos(true);
+                state.settle(true, &self.cond);
+                if !all {
+                    return true;
+                }
+            }
             EventView::FlushStart(_) => {
                 {
                     let mut state = self.state();
@@ -804,17 +959,7 @@ impl Resequencer {
                 }
             }
             EventView::Caps(caps) => {
-                let duration = caps
-                    .caps()
-                    .structure(0)
-                    .and_then(|s| s.get::<gst::Fraction>("framerate").ok())
-                    .filter(|f| f.numer() > 0 && f.denom() > 0)
-                    .and_then(|f| {
-                        gst::ClockTime::SECOND
-                            .mul_div_floor(f.denom() as u64, f.numer() as u64)
-                            .map(|d| d.nseconds())
-                    });
-                self.state().frame_duration = duration;
+                self.state().frame_duration = frame_duration_of(caps.caps());
             }
             EventView::StreamStart(_) => {
                 let mut state = self.state();
@@ -901,6 +1046,125 @@ impl Resequencer {
         true
     }
 
+    /// An event on a request pad (see `funnel`): flushes once every flushing pad is done,
+    /// one STREAM_START, EOS once every pad is at EOS; sticky events kept with the pad's
+    /// frames, the others queued among the frames as on the always pad.
+    fn funnel_event(&self, pad: &gst::Pad, event: gst::Event) -> bool {
+        use gst::EventView;
+
+        let always_linked = self.sinkpad.is_linked();
+        match event.view() {
+            EventView::FlushStart(_) => {
+                let first = {
+                    let mut state = self.state();
+                    if let Some(input) = state.input(pad) {
+                        input.flushing = true;
+                    }
+                    !state.flushing
+                };
+                self.cond.notify_all();
+                return if first {
+                    self.sink_event(&self.sinkpad, event)
+                } else {
+                    true
+                };
+            }
+            EventView::FlushStop(_) => {
+                let last = {
+                    let mut state = self.state();
+                    if let Some(input) = state.input(pad) {
+                        input.flushing = false;
+                    }
+                    state.inputs.iter().all(|i| !i.flushing)
+                };
+                if !last {
+                    return true;
+                }
+                *lock(&self.last_sticky) = None;
+                return self.sink_event(&self.sinkpad, event);
+            }
+            EventView::StreamStart(_) => {
+                let first = !std::mem::replace(&mut self.state().funnel_started, true);
+                if let Some(input) = self.state().input(pad) {
+                    input.eos = false;
+                }
+                return !first || self.sink_event(&self.sinkpad, event);
+            }
+            EventView::Caps(caps) => {
+                let duration = frame_duration_of(caps.caps());
+                let mut state = self.state();
+                if let Some(input) = state.input(pad) {
+                    input.frame_duration = duration;
+                    input.store_sticky(&event);
+                }
+                return true;
+            }
+            EventView::Segment(segment) => {
+                let segment = segment.segment();
+                let Some(segment) = segment.downcast_ref::<gst::ClockTime>() else {
+                    gst::element_imp_error!(
+                        self,
+                        gst::StreamError::Format,
+                        (
+                            "Only segments in time format can be ordered, got {:?}",
+                            segment.format()
+                        )
+                    );
+                    return false;
+                };
+                let mut state = self.state();
+                let Some(input) = state.input(pad) else {
+                    return false;
+                };
+                input.segment = segment.clone();
+                input.store_sticky(&event);
+                let mut announce = None;
+                if input.last_segment.as_ref() != Some(segment) {
+                    if input.last_segment.is_some() {
+                        input.pts_epoch = input.pts_epoch.wrapping_add(1);
+                    }
+                    input.last_segment = Some(segment.clone());
+                    announce = Some(input.pts_epoch);
+                }
+                // The first pad into a segment tells the window where it starts.
+                if let Some(epoch) = announce
+                    && (state.last_segment.is_none() || epoch > state.pts_epoch)
+                {
+                    if state.last_segment.is_some() {
+                        state.window.new_segment();
+                    }
+                    state.pts_epoch = epoch;
+                    state.last_segment = Some(segment.clone());
+                    state
+                        .window
+                        .expect_first(epoch, segment.start().map_or(0, |s| s.nseconds()));
+                }
+                // Pads waiting for the others to reach this segment look again.
+                state.settle(always_linked, &self.cond);
+                return true;
+            }
+            EventView::Eos(_) => {
+                let all = {
+                    let mut state = self.state();
+                    if let Some(input) = state.input(pad) {
+                        input.eos = true;
+                    }
+                    state.settle(always_linked, &self.cond);
+                    state.all_eos(always_linked)
+                };
+                return !all || self.sink_event(&self.sinkpad, event);
+            }
+            _ => {}
+        }
+        if event.is_sticky() && event.is_serialized() {
+            if let Some(input) = self.state().input(pad) {
+                input.store_sticky(&event);
+            }
+            return true;
+        }
+        self.sink_event(&self.sinkpad, event)
+    }
+
     fn handle_gap(&self, gap: Result<Gap, crate::meta::MalformedError>) -> bool {
         let gap = match gap {
             Ok(gap) => gap,
@@ -938,7 +1202,9 @@ impl Resequencer {
 
     fn sink_query(&self, pad: &gst::Pad, query: &mut gst::QueryRef) -> bool {
         gst::log!(CAT, obj = pad, "handling {query:?}");
-        if !query.is_serialized() {
+        // A request pad's serialized queries are answered at once, as `funnel` does: one
+        // queued among the frames would settle the other pads' holes before it.
+        if !query.is_serialized() || pad != &self.sinkpad {
             return gst::Pad::query_default(pad, Some(&*self.obj()), query);
         }
         // In its place behind the frames before it: wait for the task to get there.
@@ -971,11 +1237,9 @@ impl Resequencer {
 
     fn src_query(&self, pad: &gst::Pad, query: &mut gst::QueryRef) -> bool {
         if let gst::QueryViewMut::Latency(q) = query.view_mut() {
-            let mut upstream = gst::query::Latency::new();
-            if !self.sinkpad.peer_query(&mut upstream) {
+            let Some((live, min, max)) = self.upstream_latency() else {
                 return false;
-            }
-            let (live, min, max) = upstream.result();
+            };
             // Asked again each time: whether the pools upstream have measured their latency
             // yet decides what `latency` automatic adds.
             let in_flight = self.ask_in_flight();
@@ -1025,7 +1289,56 @@ impl Resequencer {
                 self.start_task();
             }
         }
-        self.sinkpad.push_event(event)
+        let pads = self.upstream_pads();
+        if pads.len() <= 1 {
+            return self.sinkpad.push_event(event);
+        }
+        // Upstream of every branch, as `funnel` does.
+        let mut sent = false;
+        for pad in pads {
+            sent |= pad.push_event(event.clone());
+        }
+        sent
+    }
+
+    /// The sink pads frames come from: the always one and the request ones that are linked
+    /// (the always one alone when nothing is).
+    fn upstream_pads(&self) -> Vec<gst::Pad> {
+        let mut pads: Vec<gst::Pad> = self
+            .obj()
+            .sink_pads()
+            .into_iter()
+            .filter(|p| p.is_linked())
+            .collect();
+        if pads.is_empty() {
+            pads.push(self.sinkpad.clone());
+        }
+        pads
+    }
+
+    /// Asks upstream of every sink pad: live if any is, the largest minimum and the smallest
+    /// maximum (as `funnel`'s default handling does).
+    fn upstream_latency(&self) -> Option<(bool, gst::ClockTime, Option<gst::ClockTime>)> {
+        let mut answer: Option<(bool, gst::ClockTime, Option<gst::ClockTime>)> = None;
+        for pad in self.upstream_pads() {
+            let mut query = gst::query::Latency::new();
+            if !pad.peer_query(&mut query) {
+                continue;
+            }
+            let (live, min, max) = query.result();
+            answer = Some(match answer {
+                None => (live, min, max),
+                Some((l, mi, ma)) => (
+                    l || live,
+                    mi.max(min),
+                    match (ma, max) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    },
+                ),
+            });
+        }
+        answer
     }
 
     fn start_task(&self) {
@@ -1147,9 +1460,13 @@ impl Resequencer {
                     Held {
                         mut buffer,
                         ingress,
+                        sticky,
                     },
                 discont,
             } => {
+                if let Some(sticky) = sticky {
+                    self.push_sticky(&sticky);
+                }
                 if discont {
                     buffer.make_mut().set_flags(gst::BufferFlags::DISCONT);
                 }
@@ -1178,6 +1495,25 @@ impl Resequencer {
             }
             Output::Event(Serial::Query(_)) => {
                 unreachable!("queries are answered in the task loop")
+            }
+        }
+    }
+
+    /// Before a frame of a request pad: that pad's sticky events that did not go out last.
+    fn push_sticky(&self, sticky: &Arc<Vec<gst::Event>>) {
+        let events = {
+            let mut last = lock(&self.last_sticky);
+            if last.as_ref().is_some_and(|l| Arc::ptr_eq(l, sticky)) {
+                return;
+            }
+            let events =
+                funnel::sticky_to_push(&self.srcpad, sticky, last.as_deref().map(|v| v.as_slice()));
+            *last = Some(sticky.clone());
+            events
+        };
+        for event in events {
+            if !self.srcpad.push_event(event) {
+                gst::debug!(CAT, imp = self, "downstream refused a sticky event");
             }
         }
     }
@@ -1255,6 +1591,44 @@ impl Resequencer {
     }
 }
 
+/// A sink pad (the always one, or a request one named `name`) calling the element's
+/// chain, event and query functions.
+fn sink_pad(templ: &gst::PadTemplate, name: Option<String>) -> gst::Pad {
+    let builder = gst::Pad::builder_from_template(templ);
+    let builder = match name {
+        Some(name) => builder.name(name),
+        None => builder,
+    };
+    builder
+        .chain_function(|pad, parent, buffer| {
+            Resequencer::catch_panic_pad_function(
+                parent,
+                || Err(gst::FlowError::Error),
+                |imp| imp.sink_chain(pad, buffer),
+            )
+        })
+        .event_function(|pad, parent, event| {
+            Resequencer::catch_panic_pad_function(
+                parent,
+                || false,
+                |imp| imp.sink_event(pad, event),
+            )
+        })
+        .query_function(|pad, parent, query| {
+            Resequencer::catch_panic_pad_function(
+                parent,
+                || false,
+                |imp| imp.sink_query(pad, query),
+            )
+        })
+        .flags(
+            gst::PadFlags::PROXY_CAPS
+                | gst::PadFlags::PROXY_ALLOCATION
+                | gst::PadFlags::PROXY_SCHEDULING,
+        )
+        .build()
+}
+
 #[glib::object_subclass]
 impl ObjectSubclass for Resequencer {
     const NAME: &'static str = "GstResequencer";
@@ -1263,34 +1637,7 @@ impl ObjectSubclass for Resequencer {
 
     fn with_class(klass: &Self::Class) -> Self {
         let templ = klass.pad_template("sink").expect("sink template");
-        let sinkpad = gst::Pad::builder_from_template(&templ)
-            .chain_function(|pad, parent, buffer| {
-                Resequencer::catch_panic_pad_function(
-                    parent,
-                    || Err(gst::FlowError::Error),
-                    |imp| imp.sink_chain(pad, buffer),
-                )
-            })
-            .event_function(|pad, parent, event| {
-                Resequencer::catch_panic_pad_function(
-                    parent,
-                    || false,
-                    |imp| imp.sink_event(pad, event),
-                )
-            })
-            .query_function(|pad, parent, query| {
-                Resequencer::catch_panic_pad_function(
-                    parent,
-                    || false,
-                    |imp| imp.sink_query(pad, query),
-                )
-            })
-            .flags(
-                gst::PadFlags::PROXY_CAPS
-                    | gst::PadFlags::PROXY_ALLOCATION
-                    | gst::PadFlags::PROXY_SCHEDULING,
-            )
-            .build();
+        let sinkpad = sink_pad(&templ, None);
 
         let templ = klass.pad_template("src").expect("src template");
         let srcpad = gst::Pad::builder_from_template(&templ)
@@ -1324,6 +1671,7 @@ impl ObjectSubclass for Resequencer {
             latencies: Mutex::new(Latencies::default()),
             upstream_known: AtomicBool::new(false),
             upstream_live: AtomicBool::new(false),
+            last_sticky: Mutex::new(None),
         }
     }
 }
@@ -1364,7 +1712,9 @@ impl ObjectImpl for Resequencer {
                          frames ahead of it are skipped; when none is missing, upstream waits. \
                          Raised (with a warning) to how far out of order the enrichpools \
                          upstream can put frames (their max-size-buffers), so that frames still \
-                         being processed are not skipped; stats `window` tells the size in use",
+                         being processed are not skipped; stats `window` tells the size in use. \
+                         With request pads and not live: a full window makes the fast pads wait \
+                         (the lagging ones are let in) and skips nothing",
                     )
                     .minimum(1)
                     .maximum(1 << 20)
@@ -1458,7 +1808,10 @@ impl ElementImpl for Resequencer {
                 "Generic",
                 "Pushes frames that were processed in parallel strictly in their original \
                  order (OrderedSeqMeta sequence or PTS), skipping frames that will not come \
-                 after a deadline, a gap notice or when the window is full",
+                 after a deadline, a gap notice or when the window is full. Request pads \
+                 sink_%u take branches (after roundrobin), each in its own order: an ordered \
+                 funnel, where not live a fast branch waits for the slow ones instead of \
+                 skipping their frames",
                 "gst-ordered developers",
             )
         });
@@ -1466,9 +1819,59 @@ impl ElementImpl for Resequencer {
     }
 
     fn pad_templates() -> &'static [gst::PadTemplate] {
-        static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> =
-            LazyLock::new(|| crate::glue::always_pads(&gst::Caps::new_any()));
+        static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            let mut templates = crate::glue::always_pads(&gst::Caps::new_any());
+            templates.push(funnel::template());
+            templates
+        });
         TEMPLATES.as_ref()
+    }
+
+    fn request_new_pad(
+        &self,
+        templ: &gst::PadTemplate,
+        name: Option<&str>,
+        _caps: Option<&gst::Caps>,
+    ) -> Option<gst::Pad> {
+        let obj = self.obj();
+        let name = match name {
+            Some(name) if obj.static_pad(name).is_some() => return None,
+            Some(name) => name.to_string(),
+            None => funnel::free_name(obj.upcast_ref()),
+        };
+        let pad = sink_pad(templ, Some(name));
+        self.state().inputs.push(Input::new(pad.clone()));
+        if obj.add_pad(&pad).is_err() {
+            self.state().inputs.retain(|i| i.pad != pad);
+            return None;
+        }
+        // Not live, the window is bounded by the pads' backpressure from now on.
+        self.reconfigure();
+        Some(pad)
+    }
+
+    fn release_pad(&self, pad: &gst::Pad) {
+        let always_linked = self.sinkpad.is_linked();
+        let eos_now = {
+            let mut state = self.state();
+            let before = state.inputs.len();
+            state.inputs.retain(|i| &i.pad != pad);
+            let released = state.inputs.len() < before;
+            // The pads left were all waiting for this one's EOS.
+            let eos_now = released
+                && state.running
+                && !state.eos
+                && !state.inputs.is_empty()
+                && state.all_eos(always_linked);
+            state.settle(always_linked, &self.cond);
+            eos_now
+        };
+        let _ = pad.set_active(false);
+        let _ = self.obj().remove_pad(pad);
+        if eos_now {
+            self.sink_event(&self.sinkpad, gst::event::Eos::new());
+        }
+        self.reconfigure();
     }
 
     fn change_state(
@@ -1479,7 +1882,19 @@ impl ElementImpl for Resequencer {
         match transition {
             gst::StateChange::ReadyToPaused => {
                 let settings = self.settings();
-                *self.state() = State::new(&settings);
+                {
+                    let mut state = self.state();
+                    // The request pads stay; their streams start over.
+                    let mut inputs = std::mem::take(&mut state.inputs);
+                    for input in &mut inputs {
+                        input.reset_stream();
+                        input.flushing = false;
+                    }
+                    *state = State::new(&settings);
+                    state.inputs = inputs;
+                }
+                *lock(&self.last_sticky) = None;
+                self.reconfigure();
                 self.forget_upstream();
                 *lock(&self.latencies) = Latencies::default();
             }

@@ -5,6 +5,7 @@
 use gst::glib;
 use gst::prelude::*;
 
+mod funnel;
 mod imp;
 
 pub use imp::OrderBy;

@@ -88,6 +88,10 @@ pub struct Window<T, E> {
     draining: bool,
     /// A frame of a new stream waits: the current one drains like at end of stream.
     restart_pending: bool,
+    /// Keys below this, in this epoch, will not come any more (every input of an ordered
+    /// funnel is past them): their holes are skipped at once. A later epoch: all of the
+    /// current one is settled.
+    settled: Option<(u32, u64)>,
     skipped_ranges: VecDeque<(u64, u64)>,
     stats: Stats,
 }
@@ -115,6 +119,7 @@ impl<T, E> Window<T, E> {
             wanted: None,
             draining: false,
             restart_pending: false,
+            settled: None,
             skipped_ranges: VecDeque::new(),
             stats: Stats::default(),
         }
@@ -222,6 +227,15 @@ impl<T, E> Window<T, E> {
             item,
             drain: true,
         });
+    }
+
+    /// Nothing with a key below `until` in `epoch` (nothing at all of an earlier epoch) will
+    /// come any more: the holes there are skipped at once, the frames there are due. An
+    /// ordered funnel says so once every input has brought a later frame.
+    pub fn settle(&mut self, epoch: u32, until: u64) {
+        if self.settled.is_none_or(|s| s < (epoch, until)) {
+            self.settled = Some((epoch, until));
+        }
     }
 
     /// A new segment: in sequence order, a frame whose number goes back is the first of a new
@@ -734,12 +748,19 @@ impl<T, E> Window<T, E> {
         if self.draining || self.restart_pending {
             return Some(u64::MAX);
         }
-        self.events
+        let settled = match (self.settled, self.epoch) {
+            (Some((epoch, _)), Some(current)) if epoch > current => return Some(u64::MAX),
+            (Some((epoch, until)), Some(current)) if epoch == current => Some(until),
+            _ => None,
+        };
+        let drained = self
+            .events
             .iter()
             .rev()
             .find(|p| p.drain)
             .and_then(|p| p.position)
-            .map(|pos| pos.saturating_add(1))
+            .map(|pos| pos.saturating_add(1));
+        drained.max(settled)
     }
 
     /// Whether a frame is later in running time than every frame of the stream seen so far
@@ -1363,6 +1384,47 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn settled_keys_skip_their_holes_at_once_in_both_orders() {
+        let big = Config {
+            max_window: 1 << 20,
+            latency: 100,
+            deadlines: false,
+        };
+        let mut w = W::new(big);
+        accept(&mut w, 0);
+        accept(&mut w, 3);
+        assert_eq!(drain(&mut w, None), vec!["0!"]);
+        // Every input is past 2: 1 and 2 will not come.
+        w.settle(0, 3);
+        assert_eq!(drain(&mut w, None), vec!["skip1x2", "3!"]);
+        assert_eq!(w.stats().skipped, 2);
+
+        // PTS order: a frame after a hole is held until it is settled too.
+        let mut w = W::new(big);
+        w.expect_first(0, 0);
+        let t = |n: u64| Timing {
+            pts: Some(n * 10),
+            duration: Some(10),
+            running_time: Some(n * 10),
+        };
+        assert!(matches!(w.push(pts(0), t(0), 0, None), Arrival::Accepted));
+        assert!(matches!(w.push(pts(2), t(2), 2, None), Arrival::Accepted));
+        assert_eq!(drain(&mut w, None), vec!["0!"], "10 may still come");
+        w.settle(0, 20);
+        assert!(
+            drain(&mut w, None).is_empty(),
+            "an input may still bring 10..20"
+        );
+        w.settle(0, 21);
+        assert_eq!(drain(&mut w, None), vec!["skip-1x1", "2!"]);
+        // A later epoch settles all of this one.
+        assert!(matches!(w.push(pts(5), t(5), 5, None), Arrival::Accepted));
+        assert!(drain(&mut w, None).is_empty());
+        w.settle(1, 0);
+        assert_eq!(drain(&mut w, None), vec!["skip-1x2", "5!"]);
     }
 
     #[test]

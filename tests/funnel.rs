@@ -1,0 +1,303 @@
+//! The resequencer's request pads (`sink_%u`): an ordered funnel after `roundrobin` into
+//! branches of different speeds. Every frame out once, in order, none skipped when none is
+//! lost, live or not, in PTS and in sequence order; a branch that loses frames costs exactly
+//! those, counted as skips; the fast pads wait for the slow one (backpressure, not loss);
+//! EOS once every pad is at EOS; a pad released while running; sticky events per pad.
+
+#[path = "common/harness.rs"]
+mod harness;
+#[path = "common/launch.rs"]
+mod launch;
+#[path = "common/misbehave.rs"]
+mod misbehave;
+
+use std::time::Duration;
+
+use gst::prelude::*;
+use gst_check::Harness;
+use harness::{init, pull_within, wait_for};
+
+fn stat(element: &gst::Element, name: &str) -> u64 {
+    element
+        .property::<gst::Structure>("stats")
+        .get::<u64>(name)
+        .unwrap()
+}
+
+/// `roundrobin` into three branches — 3 ms a frame, none, 0.5 ms — back into the
+/// resequencer's request pads. `stamp`: what stands before roundrobin; `branch0`: extra
+/// elements in the first branch.
+fn branches(src: &str, stamp: &str, branch0: &str, reseq: &str) -> launch::Run {
+    init();
+    misbehave::register();
+    launch::run(
+        &format!(
+            "{src} ! {stamp} roundrobin name=rr \
+             rr.src_0 ! queue ! identity sleep-time=3000 {branch0} ! r.sink_0 \
+             rr.src_1 ! queue ! r.sink_1 \
+             rr.src_2 ! queue ! identity sleep-time=500 ! r.sink_2 \
+             resequencer name=r {reseq} ! appsink name=sink sync=false"
+        ),
+        Duration::from_secs(120),
+        |_| {},
+    )
+}
+
+fn offsets(run: &launch::Run) -> Vec<u64> {
+    run.samples
+        .iter()
+        .map(|s| s.buffer().unwrap().offset())
+        .collect()
+}
+
+fn resequencer(run: &launch::Run) -> gst::Element {
+    run.pipeline.by_name("r").unwrap()
+}
+
+const NOT_LIVE: &str = "videotestsrc num-buffers=200 ! video/x-raw,width=64,height=48";
+const LIVE: &str =
+    "videotestsrc is-live=true num-buffers=60 ! video/x-raw,width=64,height=48,framerate=60/1";
+/// Stamps sequence metas before the split, for `order-by=sequence`.
+const STAMP: &str = "enrichpool workers=1 !";
+
+#[test]
+fn branches_of_different_speeds_not_live_every_frame_in_order_in_both_orders() {
+    for (stamp, order) in [("", "pts"), (STAMP, "sequence")] {
+        // A small window: in the old design (`funnel ! resequencer`), a full window let the
+        // fast branches' frames out past the slow branch's, skipping those.
+        let r = branches(
+            NOT_LIVE,
+            stamp,
+            "",
+            &format!("order-by={order} max-window=4"),
+        );
+        assert_eq!(
+            offsets(&r),
+            (0..200).collect::<Vec<_>>(),
+            "order-by={order}"
+        );
+        let reseq = resequencer(&r);
+        assert_eq!(stat(&reseq, "skipped"), 0, "order-by={order}");
+        assert_eq!(stat(&reseq, "pushed"), 200, "order-by={order}");
+    }
+}
+
+#[test]
+fn branches_of_different_speeds_live_every_frame_in_order_in_both_orders() {
+    for (stamp, order) in [("", "pts"), (STAMP, "sequence")] {
+        let r = branches(LIVE, stamp, "", &format!("order-by={order}"));
+        assert_eq!(offsets(&r), (0..60).collect::<Vec<_>>(), "order-by={order}");
+        assert_eq!(stat(&resequencer(&r), "skipped"), 0, "order-by={order}");
+    }
+}
+
+#[test]
+fn a_branch_that_drops_frames_costs_exactly_those_counted_as_skips() {
+    // The first branch gets frames 0, 3, 6, …; it drops those whose number is 6 mod 7:
+    // 6, 27, 48, … (6 mod 21), ten of 200.
+    let lost: Vec<u64> = (0..200).filter(|n| n % 21 == 6).collect();
+    assert_eq!(lost.len(), 10);
+    let expected: Vec<u64> = (0..200).filter(|n| !lost.contains(n)).collect();
+    for (stamp, order) in [("", "pts"), (STAMP, "sequence")] {
+        let r = branches(
+            NOT_LIVE,
+            stamp,
+            "! orderedmisbehave mode=nothing every=7",
+            &format!("order-by={order} max-window=4"),
+        );
+        assert_eq!(offsets(&r), expected, "order-by={order}");
+        let reseq = resequencer(&r);
+        assert_eq!(stat(&reseq, "skipped"), 10, "order-by={order}");
+        assert_eq!(stat(&reseq, "pushed"), 190, "order-by={order}");
+    }
+}
+
+const CAPS: &str = "video/x-raw,format=GRAY8,width=4,height=4,framerate=100/1";
+
+/// The resequencer with request pads `sink_0` (and the src pad) and `sink_1`, PTS order.
+fn two_pads(props: &str) -> (Harness, Harness) {
+    init();
+    let mut h0 = Harness::with_padnames("resequencer", Some("sink_0"), Some("src"));
+    let element = h0.element().unwrap();
+    for prop in props.split_whitespace() {
+        let (k, v) = prop.split_once('=').unwrap();
+        element.set_property_from_str(k, v);
+    }
+    let mut h1 = Harness::with_element(&element, Some("sink_1"), None);
+    // Not live (a harness answers the LATENCY query as a live source by default).
+    h0.set_live(false);
+    h1.set_live(false);
+    h0.set_src_caps_str(CAPS);
+    h1.set_src_caps_str(CAPS);
+    (h0, h1)
+}
+
+/// Frame `n` of a 100 fps stream (PTS n × 10 ms).
+fn frame(n: u64) -> gst::Buffer {
+    let mut b = gst::Buffer::from_mut_slice(vec![n as u8; 16]);
+    {
+        let b = b.get_mut().unwrap();
+        b.set_pts(gst::ClockTime::from_mseconds(10 * n));
+        b.set_duration(gst::ClockTime::from_mseconds(10));
+        b.set_offset(n);
+    }
+    b
+}
+
+/// Waits for EOS at the harness's sink; fails the test after 10 s.
+fn wait_eos(h: &mut Harness) {
+    let started = std::time::Instant::now();
+    while !std::iter::from_fn(|| h.try_pull_event()).any(|e| e.type_() == gst::EventType::Eos) {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no EOS within 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn out(h: &mut Harness) -> u64 {
+    pull_within(h, Duration::from_secs(10)).offset()
+}
+
+#[test]
+fn a_fast_pad_waits_for_the_slow_one_instead_of_skipping() {
+    let (mut h0, mut h1) = two_pads("order-by=pts max-window=2");
+    let element = h0.element().unwrap();
+    let depth = {
+        let element = element.clone();
+        move || stat(&element, "depth")
+    };
+    // The fast pad brings the even frames, all at once, on a thread of its own.
+    let fast = {
+        let pad = h0.srcpad().unwrap();
+        std::thread::spawn(move || {
+            for n in [0, 2, 4, 6, 8] {
+                assert_eq!(pad.push(frame(n)), Ok(gst::FlowSuccess::Ok));
+            }
+        })
+    };
+    assert_eq!(out(&mut h0), 0);
+    // 2 and 4 are held for 1 and 3 (the slow pad may still bring them): the window is full,
+    // and the fast pad waits in its push of 6.
+    wait_for(
+        &format!(
+            "two frames held ({})",
+            element.property::<gst::Structure>("stats")
+        ),
+        Duration::from_secs(10),
+        || depth() == 2,
+    );
+    assert!(!fast.is_finished(), "the fast pad waits for room");
+    assert!(h0.try_pull().is_none(), "nothing is skipped meanwhile");
+    for n in [1, 3, 5, 7, 9] {
+        assert_eq!(h1.push(frame(n)), Ok(gst::FlowSuccess::Ok));
+    }
+    fast.join().unwrap();
+    let got: Vec<u64> = (0..9).map(|_| out(&mut h0)).collect();
+    assert_eq!(got, (1..10).collect::<Vec<_>>());
+    assert_eq!(stat(&element, "skipped"), 0);
+
+    // EOS leaves once every pad is at EOS.
+    assert!(h0.push_event(gst::event::Eos::new()));
+    assert!(
+        std::iter::from_fn(|| h0.try_pull_event()).all(|e| e.type_() != gst::EventType::Eos),
+        "no EOS while sink_1 may still bring frames"
+    );
+    assert!(h1.push_event(gst::event::Eos::new()));
+    wait_eos(&mut h0);
+}
+
+#[test]
+fn a_pad_released_while_running_is_waited_for_no_more() {
+    let (mut h0, h1) = two_pads("order-by=pts");
+    let element = h0.element().unwrap();
+    let pad1 = element.static_pad("sink_1").unwrap();
+    assert_eq!(h0.push(frame(0)), Ok(gst::FlowSuccess::Ok));
+    assert_eq!(h0.push(frame(2)), Ok(gst::FlowSuccess::Ok));
+    assert_eq!(out(&mut h0), 0);
+    assert!(h0.try_pull().is_none(), "2 waits: sink_1 may bring 1");
+    drop(h1);
+    // The harness keeps the request pad; the application releases it.
+    if let Some(pad) = element.static_pad("sink_1") {
+        element.release_request_pad(&pad);
+    }
+    assert!(element.static_pad("sink_1").is_none());
+    drop(pad1);
+    assert_eq!(out(&mut h0), 2, "released: 1 will not come");
+    assert_eq!(stat(&element, "skipped"), 1);
+    // EOS on the one pad left is the end.
+    assert!(h0.push_event(gst::event::Eos::new()));
+    wait_eos(&mut h0);
+}
+
+#[test]
+fn each_frame_goes_out_after_the_sticky_events_of_its_own_pad() {
+    init();
+    let mut h0 = Harness::with_padnames("resequencer", Some("sink_0"), Some("src"));
+    let element = h0.element().unwrap();
+    element.set_property_from_str("order-by", "pts");
+    let mut h1 = Harness::with_element(&element, Some("sink_1"), None);
+    let small = "video/x-raw,format=GRAY8,width=4,height=4,framerate=100/1";
+    let large = "video/x-raw,format=GRAY8,width=8,height=8,framerate=100/1";
+    h0.set_src_caps_str(small);
+    h1.set_src_caps_str(large);
+    for n in 0..4 {
+        let h = if n % 2 == 0 { &mut h0 } else { &mut h1 };
+        assert_eq!(h.push(frame(n)), Ok(gst::FlowSuccess::Ok));
+    }
+    for n in 0..4 {
+        assert_eq!(out(&mut h0), n);
+    }
+    let events: Vec<gst::Event> = std::iter::from_fn(|| h0.try_pull_event()).collect();
+    let widths: Vec<i32> = events
+        .iter()
+        .filter_map(|e| match e.view() {
+            gst::EventView::Caps(c) => c.caps().structure(0)?.get::<i32>("width").ok(),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(widths, vec![4, 8, 4, 8], "each frame in its own pad's caps");
+    let count = |t: gst::EventType| events.iter().filter(|e| e.type_() == t).count();
+    assert_eq!(count(gst::EventType::StreamStart), 1, "{events:?}");
+    assert_eq!(
+        count(gst::EventType::Segment),
+        1,
+        "the same segment once: {events:?}"
+    );
+}
+
+/// Frame `n` at `pts_ms`.
+fn frame_at(n: u64, pts_ms: u64) -> gst::Buffer {
+    let mut b = frame(n);
+    b.get_mut()
+        .unwrap()
+        .set_pts(gst::ClockTime::from_mseconds(pts_ms));
+    b
+}
+
+#[test]
+fn a_new_segment_on_one_pad_waits_for_the_others_to_finish_the_old_one() {
+    let (mut h0, mut h1) = two_pads("order-by=pts max-window=2");
+    let element = h0.element().unwrap();
+    // The next item of a playlist: PTS from 0 again, running time going on.
+    let mut next_item = gst::FormattedSegment::<gst::ClockTime>::new();
+    next_item.set_base(gst::ClockTime::from_mseconds(40));
+    assert_eq!(h0.push(frame_at(0, 0)), Ok(gst::FlowSuccess::Ok));
+    assert_eq!(h1.push(frame_at(1, 10)), Ok(gst::FlowSuccess::Ok));
+    assert_eq!(h0.push(frame_at(2, 20)), Ok(gst::FlowSuccess::Ok));
+    // The fast pad is in the next item before the slow one brings the old one's last frame.
+    assert!(h0.push_event(gst::event::Segment::new(&next_item)));
+    let fast = {
+        let pad = h0.srcpad().unwrap();
+        std::thread::spawn(move || pad.push(frame_at(4, 0)))
+    };
+    assert_eq!(h1.push(frame_at(3, 30)), Ok(gst::FlowSuccess::Ok));
+    assert!(h1.push_event(gst::event::Segment::new(&next_item)));
+    assert_eq!(h1.push(frame_at(5, 10)), Ok(gst::FlowSuccess::Ok));
+    assert_eq!(fast.join().unwrap(), Ok(gst::FlowSuccess::Ok));
+    let got: Vec<u64> = (0..6).map(|_| out(&mut h0)).collect();
+    assert_eq!(got, (0..6).collect::<Vec<_>>());
+    assert_eq!(stat(&element, "skipped"), 0);
+    assert_eq!(stat(&element, "late"), 0);
+}
