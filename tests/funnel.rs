@@ -198,11 +198,13 @@ fn a_fast_pad_waits_for_the_slow_one_instead_of_skipping() {
     assert_eq!(got, (1..10).collect::<Vec<_>>());
     assert_eq!(stat(&element, "skipped"), 0);
 
-    // EOS leaves once every pad is at EOS.
+    // EOS leaves once every pad is at EOS: after sink_0's, sink_1's frames still go.
     assert!(h0.push_event(gst::event::Eos::new()));
+    assert_eq!(h1.push(frame(10)), Ok(gst::FlowSuccess::Ok));
+    assert_eq!(out(&mut h0), 10);
     assert!(
         std::iter::from_fn(|| h0.try_pull_event()).all(|e| e.type_() != gst::EventType::Eos),
-        "no EOS while sink_1 may still bring frames"
+        "no EOS before sink_1's last frame"
     );
     assert!(h1.push_event(gst::event::Eos::new()));
     wait_eos(&mut h0);
@@ -292,6 +294,13 @@ fn a_new_segment_on_one_pad_waits_for_the_others_to_finish_the_old_one() {
         let pad = h0.srcpad().unwrap();
         std::thread::spawn(move || pad.push(frame_at(4, 0)))
     };
+    // A wait shows only by not ending: the fast pad's frame of the next item must still be
+    // waiting for sink_1 to finish the first one.
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(
+        !fast.is_finished(),
+        "frame 4 waits for sink_1 to reach its segment"
+    );
     assert_eq!(h1.push(frame_at(3, 30)), Ok(gst::FlowSuccess::Ok));
     assert!(h1.push_event(gst::event::Segment::new(&next_item)));
     assert_eq!(h1.push(frame_at(5, 10)), Ok(gst::FlowSuccess::Ok));
@@ -300,4 +309,86 @@ fn a_new_segment_on_one_pad_waits_for_the_others_to_finish_the_old_one() {
     assert_eq!(got, (0..6).collect::<Vec<_>>());
     assert_eq!(stat(&element, "skipped"), 0);
     assert_eq!(stat(&element, "late"), 0);
+}
+
+#[test]
+fn a_hole_every_pad_is_past_is_skipped_at_once() {
+    let (mut h0, mut h1) = two_pads("order-by=pts");
+    let element = h0.element().unwrap();
+    for n in [0, 2, 4] {
+        assert_eq!(h0.push(frame(n)), Ok(gst::FlowSuccess::Ok));
+    }
+    // sink_1 loses 3: once it brings 5, nothing can bring 3 any more.
+    for n in [1, 5] {
+        assert_eq!(h1.push(frame(n)), Ok(gst::FlowSuccess::Ok));
+    }
+    let got: Vec<u64> = (0..5).map(|_| out(&mut h0)).collect();
+    assert_eq!(got, vec![0, 1, 2, 4, 5], "before any EOS");
+    assert_eq!(stat(&element, "skipped"), 1);
+}
+
+#[test]
+fn a_requested_pad_left_unlinked_is_not_waited_for() {
+    let (mut h0, mut h1) = two_pads("order-by=pts max-window=2");
+    let element = h0.element().unwrap();
+    let idle = element.request_pad_simple("sink_%u").unwrap();
+    assert!(!idle.is_linked());
+    for n in 0..5 {
+        let h = if n % 2 == 0 { &mut h0 } else { &mut h1 };
+        assert_eq!(h.push(frame(n)), Ok(gst::FlowSuccess::Ok));
+    }
+    assert!(h0.push_event(gst::event::Eos::new()));
+    assert!(h1.push_event(gst::event::Eos::new()));
+    let got: Vec<u64> = (0..5).map(|_| out(&mut h0)).collect();
+    assert_eq!(got, (0..5).collect::<Vec<_>>());
+    wait_eos(&mut h0);
+    element.release_request_pad(&idle);
+}
+
+#[test]
+fn sequence_order_across_a_playlist_keeps_every_frame_in_order() {
+    init();
+    // Two clips through concat: the pool before the split starts a new epoch at the second.
+    let r = launch::run(
+        "concat name=c ! enrichpool workers=1 ! roundrobin name=rr \
+         rr.src_0 ! queue ! identity sleep-time=3000 ! r.sink_0 \
+         rr.src_1 ! queue ! r.sink_1 \
+         rr.src_2 ! queue ! identity sleep-time=500 ! r.sink_2 \
+         resequencer name=r order-by=sequence max-window=4 ! appsink name=sink sync=false \
+         videotestsrc num-buffers=60 ! video/x-raw,width=64,height=48 ! c. \
+         videotestsrc num-buffers=60 ! video/x-raw,width=64,height=48 ! c.",
+        Duration::from_secs(120),
+        |_| {},
+    );
+    let keys: Vec<(u32, u64)> = r
+        .samples
+        .iter()
+        .map(|s| {
+            let m = gstordered::meta::SeqMeta::read(s.buffer().unwrap())
+                .unwrap()
+                .unwrap();
+            (m.epoch, m.seq)
+        })
+        .collect();
+    assert_eq!(keys.len(), 120, "{keys:?}");
+    assert!(keys.windows(2).all(|w| w[0] < w[1]), "{keys:?}");
+    let reseq = resequencer(&r);
+    assert_eq!(stat(&reseq, "skipped"), 0);
+    assert_eq!(stat(&reseq, "restarts"), 0);
+}
+
+#[test]
+fn a_branch_that_loses_every_frame_does_not_hold_the_others_for_ever() {
+    // The first branch brings nothing: not live, the others wait for it with a full window,
+    // then (nothing moving for `latency`'s 200 ms) are let in over the bound, and its frames
+    // are skips at EOS.
+    let r = branches(
+        NOT_LIVE,
+        "",
+        "! orderedmisbehave mode=nothing every=1",
+        "order-by=pts max-window=4",
+    );
+    let expected: Vec<u64> = (0..200).filter(|n| n % 3 != 0).collect();
+    assert_eq!(offsets(&r), expected);
+    assert_eq!(stat(&resequencer(&r), "skipped"), 67);
 }

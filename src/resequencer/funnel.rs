@@ -34,6 +34,12 @@ pub(super) struct Input {
 }
 
 impl Input {
+    /// Whether it may still bring frames: linked (a pad requested and left unlinked brings
+    /// none) and not at EOS.
+    pub fn open(&self) -> bool {
+        !self.eos && self.pad.is_linked()
+    }
+
     /// How far it is: its latest key, or in PTS order the start of a later segment it has
     /// reached (it brings nothing of the earlier ones any more).
     fn progress(&self, pts: bool) -> Option<(u32, u64)> {
@@ -90,7 +96,7 @@ impl Input {
 }
 
 /// Up to where the inputs are settled: the least of the latest keys of the inputs that may
-/// still bring frames. `None` while one of them has brought none yet, while the always sink
+/// still bring frames (linked, not at EOS). `None` while one of them has brought none yet, while the always sink
 /// pad is linked and not at EOS (its frames may come in any order), or when every input is
 /// at EOS.
 /// `pts`: the window orders by PTS (keys are per segment).
@@ -99,7 +105,7 @@ pub(super) fn frontier(inputs: &[Input], always_pad_open: bool, pts: bool) -> Op
         return None;
     }
     let mut least: Option<(u32, u64)> = None;
-    for input in inputs.iter().filter(|i| !i.eos) {
+    for input in inputs.iter().filter(|i| i.open()) {
         let last = input.progress(pts)?;
         least = Some(least.map_or(last, |l| l.min(last)));
     }
@@ -117,7 +123,7 @@ pub(super) fn lagging(inputs: &[Input], pad: &gst::Pad, pts: bool) -> bool {
     };
     inputs
         .iter()
-        .filter(|i| !i.eos && &i.pad != pad)
+        .filter(|i| i.open() && &i.pad != pad)
         .all(|i| i.progress(pts).is_some_and(|other| other >= mine))
 }
 
@@ -126,7 +132,7 @@ pub(super) fn lagging(inputs: &[Input], pad: &gst::Pad, pts: bool) -> bool {
 pub(super) fn behind_epoch(inputs: &[Input], pad: &gst::Pad, epoch: u32) -> bool {
     inputs
         .iter()
-        .any(|i| &i.pad != pad && !i.eos && i.pts_epoch < epoch)
+        .any(|i| &i.pad != pad && i.open() && i.pts_epoch < epoch)
 }
 
 /// The events of a frame's pad to push before it: those it has that did not go out last.

@@ -17,6 +17,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use gst::glib;
 use gst::prelude::*;
@@ -165,6 +166,9 @@ struct State {
     funnel_started: bool,
     /// The always sink pad is at EOS (with request pads, EOS waits for every pad's).
     always_eos: bool,
+    /// With request pads: the frontier at which a fast pad waited in vain; until the pads
+    /// move past it, the window takes frames over `max-window`.
+    lifted: Option<Option<(u32, u64)>>,
     /// The streaming thread is pushing (the fast path): the task does not pop meanwhile.
     chain_pushing: bool,
     clock_wait: Option<gst::SingleShotClockId>,
@@ -211,6 +215,7 @@ impl State {
             inputs: Vec::new(),
             funnel_started: false,
             always_eos: false,
+            lifted: None,
             chain_pushing: false,
             clock_wait: None,
             stats_timer: StatsTimer::default(),
@@ -266,10 +271,18 @@ impl State {
         self.abandoned_queries.clear();
         self.restarts_warned = self.window.stats().restarts;
         self.always_eos = false;
+        self.lifted = None;
         for input in &mut self.inputs {
             input.reset_stream();
         }
         pending
+    }
+
+    /// With request pads: up to where every input is (see `funnel::frontier`).
+    fn frontier(&self, always_linked: bool) -> Option<(u32, u64)> {
+        let open = always_linked && !self.always_eos;
+        let pts = self.window.mode() == Some(Mode::Pts);
+        funnel::frontier(&self.inputs, open, pts)
     }
 
     fn input(&mut self, pad: &gst::Pad) -> Option<&mut Input> {
@@ -279,7 +292,7 @@ impl State {
     /// Whether every input has reached EOS (with request pads: each of them, and the always
     /// sink pad if it is linked).
     fn all_eos(&self, always_linked: bool) -> bool {
-        (!always_linked || self.always_eos) && self.inputs.iter().all(|i| i.eos)
+        (!always_linked || self.always_eos) && self.inputs.iter().all(|i| !i.open())
     }
 
     /// With request pads: tells the window what every input is past, and wakes whoever
@@ -288,9 +301,7 @@ impl State {
         if self.inputs.is_empty() {
             return;
         }
-        let open = always_linked && !self.always_eos;
-        let pts = self.window.mode() == Some(Mode::Pts);
-        if let Some((epoch, key)) = funnel::frontier(&self.inputs, open, pts) {
+        if let Some((epoch, key)) = self.frontier(always_linked) {
             self.window.settle(epoch, key.saturating_add(1));
         }
         self.wake_task(cond);
@@ -451,7 +462,8 @@ impl Resequencer {
         let (stats, window) = {
             let state = self.state();
             let mut window = state.window.config().max_window;
-            if !state.inputs.is_empty() {
+            let live = state.upstream.is_some_and(|u| u.live);
+            if !state.inputs.is_empty() && !live {
                 // Request pads not live: the window is bounded by the pads' waits.
                 window = window.min(max_window);
             }
@@ -574,6 +586,8 @@ impl Resequencer {
         let config = window_config(&settings, upstream, funnel);
         state.window.set_config(config);
         state.wake_task(&self.cond);
+        // Request pads waiting for room see the new bound.
+        state.wake_chain(&self.cond);
         let raised = !funnel && config.max_window > settings.max_window as usize;
         if raised && !state.warned_window {
             state.warned_window = true;
@@ -682,7 +696,17 @@ impl Resequencer {
             running_time: running_time.map(|t| t.nseconds()),
         };
         if funnel {
-            state = self.admit(state, pad, key, &settings)?;
+            let waited;
+            (state, waited) = self.admit(state, pad, key, &settings)?;
+            if clocked && waited {
+                // It waited: its hold starts now (the clock is not read under the lock).
+                drop(state);
+                now = self.now();
+                state = self.state();
+                if state.flushing {
+                    return Err(gst::FlowError::Flushing);
+                }
+            }
         }
 
         let mut item = Held {
@@ -767,27 +791,52 @@ impl Resequencer {
     /// With request pads: waits until a frame of `pad` may go into the window. A frame of a
     /// later segment waits for the other pads to reach it; not live, a full window lets in
     /// only the pads the others wait for (backpressure on the fast ones, never a skip).
+    ///
+    /// A wait that sees nothing move for `latency`'s wait (the slow pads' branches may be
+    /// starved: `roundrobin` waits on this very pad) lifts the bound until the pads move again:
+    /// the window grows, nothing is skipped.
     fn admit<'a>(
         &'a self,
         mut state: MutexGuard<'a, State>,
         pad: &gst::Pad,
         key: FrameKey,
         settings: &Settings,
-    ) -> Result<MutexGuard<'a, State>, gst::FlowError> {
+    ) -> Result<(MutexGuard<'a, State>, bool), gst::FlowError> {
+        let always_linked = self.sinkpad.is_linked();
+        let patience = Duration::from_nanos(wait(settings));
+        let mut waited_at_all = false;
+        let mut since = (Instant::now(), state.frontier(always_linked));
         loop {
-            let later_segment = match key {
-                FrameKey::Pts { epoch, .. } => funnel::behind_epoch(&state.inputs, pad, epoch),
-                FrameKey::Sequence { .. } => false,
-            };
+            let frontier = state.frontier(always_linked);
+            let lifted = state.lifted == Some(frontier);
+            // Frames of a later segment (PTS: a later key epoch; sequence: the pool upstream
+            // starts a new epoch there) wait for the other pads to be done with this one.
+            let epoch = state.input(pad).map_or(0, |i| i.pts_epoch);
+            let later_segment = funnel::behind_epoch(&state.inputs, pad, epoch);
             let live = self.upstream_live.load(Ordering::Acquire);
             let pts = matches!(key, FrameKey::Pts { .. });
             let full = !live
                 && state.window.depth() >= settings.max_window as usize
                 && !funnel::lagging(&state.inputs, pad, pts);
-            if !later_segment && !full {
-                return Ok(state);
+            if lifted || (!later_segment && !full) {
+                return Ok((state, waited_at_all));
             }
-            state = self.wait_for_room(state)?;
+            if since.1 != frontier {
+                since = (Instant::now(), frontier);
+            }
+            let waited = since.0.elapsed();
+            if waited >= patience {
+                gst::debug!(
+                    CAT,
+                    imp = self,
+                    "{}: nothing moved for {waited:?}: letting it in over max-window",
+                    pad.name()
+                );
+                state.lifted = Some(frontier);
+                continue;
+            }
+            waited_at_all = true;
+            state = self.wait_for_room_within(state, patience - waited)?;
             if state.input(pad).is_none_or(|i| i.flushing) {
                 return Err(gst::FlowError::Flushing);
             }
@@ -819,6 +868,8 @@ impl Resequencer {
                     state = self.give_turn(state, id);
                 }
                 Some(output) => {
+                    // Room was made: request pads waiting for it look again.
+                    state.wake_chain(&self.cond);
                     drop(state);
                     let pushed = self.push_output(output, now);
                     // The clock is read again only after a push, which can take time (the
@@ -876,7 +927,16 @@ impl Resequencer {
     /// Lets the task take outputs until the window has room, or the element stops.
     fn wait_for_room<'a>(
         &'a self,
+        state: MutexGuard<'a, State>,
+    ) -> Result<MutexGuard<'a, State>, gst::FlowError> {
+        self.wait_for_room_within(state, Duration::MAX)
+    }
+
+    /// As [`Self::wait_for_room`], at most `limit`.
+    fn wait_for_room_within<'a>(
+        &'a self,
         mut state: MutexGuard<'a, State>,
+        limit: Duration,
     ) -> Result<MutexGuard<'a, State>, gst::FlowError> {
         // A task stopped by a flow error makes no room: return the error instead.
         if state.flushing {
@@ -885,7 +945,14 @@ impl Resequencer {
         state.flow?;
         state.wake_task(&self.cond);
         state.chains_waiting += 1;
-        state = self.cond.wait(state).unwrap_or_else(|e| e.into_inner());
+        state = if limit == Duration::MAX {
+            self.cond.wait(state).unwrap_or_else(|e| e.into_inner())
+        } else {
+            self.cond
+                .wait_timeout(state, limit)
+                .map(|(s, _)| s)
+                .unwrap_or_else(|e| e.into_inner().0)
+        };
         state.chains_waiting -= 1;
         if state.flushing {
             return Err(gst::FlowError::Flushing);
@@ -969,6 +1036,7 @@ impl Resequencer {
                     // starts again, and the window stops draining.
                     state.window.resume_after_finish();
                     state.eos = false;
+                    state.always_eos = false;
                     state.error_posted = false;
                     if state.flow == Err(gst::FlowError::Eos) {
                         state.flow = Ok(gst::FlowSuccess::Ok);
@@ -1150,7 +1218,12 @@ impl Resequencer {
                         input.eos = true;
                     }
                     state.settle(always_linked, &self.cond);
-                    state.all_eos(always_linked)
+                    let all = state.all_eos(always_linked);
+                    if all {
+                        // A new stream after this one starts with a STREAM_START again.
+                        state.funnel_started = false;
+                    }
+                    all
                 };
                 return !all || self.sink_event(&self.sinkpad, event);
             }
@@ -1290,8 +1363,8 @@ impl Resequencer {
             }
         }
         let pads = self.upstream_pads();
-        if pads.len() <= 1 {
-            return self.sinkpad.push_event(event);
+        if let [only] = pads.as_slice() {
+            return only.push_event(event);
         }
         // Upstream of every branch, as `funnel` does.
         let mut sent = false;
@@ -1520,6 +1593,11 @@ impl Resequencer {
 
     fn push_gap(&self, skip: Skip) {
         gst::debug!(CAT, imp = self, "skipping {skip:?}");
+        // A GAP needs the caps and segment before it: with request pads they go with the
+        // next frame, so none goes before the first.
+        if self.srcpad.sticky_event::<gst::event::Segment>(0).is_none() {
+            return;
+        }
         if let (Some(pts), Some(duration)) = (skip.pts, skip.duration) {
             let event = gst::event::Gap::builder(gst::ClockTime::from_nseconds(pts))
                 .duration(gst::ClockTime::from_nseconds(duration))
@@ -1840,7 +1918,14 @@ impl ElementImpl for Resequencer {
             None => funnel::free_name(obj.upcast_ref()),
         };
         let pad = sink_pad(templ, Some(name));
-        self.state().inputs.push(Input::new(pad.clone()));
+        {
+            let mut state = self.state();
+            let mut input = Input::new(pad.clone());
+            // Joining mid-stream: in the segment the others are in, not the first one.
+            input.pts_epoch = state.pts_epoch;
+            input.last_segment = state.last_segment.clone();
+            state.inputs.push(input);
+        }
         if obj.add_pad(&pad).is_err() {
             self.state().inputs.retain(|i| i.pad != pad);
             return None;
@@ -1852,11 +1937,15 @@ impl ElementImpl for Resequencer {
 
     fn release_pad(&self, pad: &gst::Pad) {
         let always_linked = self.sinkpad.is_linked();
-        let eos_now = {
+        let (eos_now, flush_done) = {
             let mut state = self.state();
             let before = state.inputs.len();
+            let was_flushing = state.inputs.iter().any(|i| &i.pad == pad && i.flushing);
             state.inputs.retain(|i| &i.pad != pad);
             let released = state.inputs.len() < before;
+            // The others stopped flushing and waited for this one.
+            let flush_done =
+                was_flushing && state.flushing && state.inputs.iter().all(|i| !i.flushing);
             // The pads left were all waiting for this one's EOS.
             let eos_now = released
                 && state.running
@@ -1864,10 +1953,14 @@ impl ElementImpl for Resequencer {
                 && !state.inputs.is_empty()
                 && state.all_eos(always_linked);
             state.settle(always_linked, &self.cond);
-            eos_now
+            (eos_now, flush_done)
         };
         let _ = pad.set_active(false);
         let _ = self.obj().remove_pad(pad);
+        if flush_done {
+            *lock(&self.last_sticky) = None;
+            self.sink_event(&self.sinkpad, gst::event::FlushStop::new(true));
+        }
         if eos_now {
             self.sink_event(&self.sinkpad, gst::event::Eos::new());
         }
