@@ -1048,18 +1048,10 @@ impl Resequencer {
                 }
             }
             EventView::Segment(segment) => {
-                let segment = segment.segment();
-                let Some(segment) = segment.downcast_ref::<gst::ClockTime>() else {
-                    gst::element_imp_error!(
-                        self,
-                        gst::StreamError::Format,
-                        (
-                            "Only segments in time format can be ordered, got {:?}",
-                            segment.format()
-                        )
-                    );
+                let Some(segment) = self.time_segment(segment.segment()) else {
                     return false;
                 };
+                let segment = &segment;
                 let mut state = self.state();
                 state.in_segment = segment.clone();
                 // A segment that differs from the last one starts a new stream: PTS are not
@@ -1168,18 +1160,10 @@ impl Resequencer {
                 return true;
             }
             EventView::Segment(segment) => {
-                let segment = segment.segment();
-                let Some(segment) = segment.downcast_ref::<gst::ClockTime>() else {
-                    gst::element_imp_error!(
-                        self,
-                        gst::StreamError::Format,
-                        (
-                            "Only segments in time format can be ordered, got {:?}",
-                            segment.format()
-                        )
-                    );
+                let Some(segment) = self.time_segment(segment.segment()) else {
                     return false;
                 };
+                let segment = &segment;
                 let mut state = self.state();
                 let Some(input) = state.input(pad) else {
                     return false;
@@ -1236,6 +1220,25 @@ impl Resequencer {
             return true;
         }
         self.sink_event(&self.sinkpad, event)
+    }
+
+    /// A segment in time format; any other is an error (posted).
+    fn time_segment(
+        &self,
+        segment: &gst::Segment,
+    ) -> Option<gst::FormattedSegment<gst::ClockTime>> {
+        let time = segment.downcast_ref::<gst::ClockTime>().cloned();
+        if time.is_none() {
+            gst::element_imp_error!(
+                self,
+                gst::StreamError::Format,
+                (
+                    "Only segments in time format can be ordered, got {:?}",
+                    segment.format()
+                )
+            );
+        }
+        time
     }
 
     fn handle_gap(&self, gap: Result<Gap, crate::meta::MalformedError>) -> bool {
