@@ -707,8 +707,10 @@ impl<T, E> Window<T, E> {
             // Released out of turn: a hole before it is reported first, once.
             if let Some(expected) = self.contiguous_pts.filter(|&e| e < key) {
                 let hole = key - expected;
+                // Durations are rounded to nanoseconds (60 fps: 16666666 and 16666667 by
+                // turns): a hole of one frame may be a nanosecond longer than the last one.
                 let count = match self.last.and_then(|l| l.timing.duration) {
-                    Some(d) if d > 0 => hole.div_ceil(d),
+                    Some(d) if d > 0 => ((hole + d / 2) / d).max(1),
                     _ => 1,
                 };
                 self.stats.skipped += count;
@@ -1384,6 +1386,38 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn a_pts_hole_of_rounded_durations_counts_its_frames() {
+        let mut w = W::new(Config {
+            max_window: 1 << 20,
+            latency: 100,
+            deadlines: false,
+        });
+        // 60 fps: frames at 0, 16666666 (lasting 16666667), then a hole of one frame.
+        w.expect_first(0, 0);
+        let frame = |pts: u64, duration: u64| Timing {
+            pts: Some(pts),
+            duration: Some(duration),
+            running_time: Some(pts),
+        };
+        let key = |pts: u64| FrameKey::Pts { epoch: 0, pts };
+        assert!(matches!(
+            w.push(key(0), frame(0, 16_666_666), 0, None),
+            Arrival::Accepted
+        ));
+        assert!(matches!(
+            w.push(key(16_666_666), frame(16_666_666, 16_666_666), 1, None),
+            Arrival::Accepted
+        ));
+        assert!(matches!(
+            w.push(key(50_000_000), frame(50_000_000, 16_666_667), 3, None),
+            Arrival::Accepted
+        ));
+        w.settle(0, 50_000_001);
+        drain(&mut w, None);
+        assert_eq!(w.stats().skipped, 1, "one frame missing, not two");
     }
 
     #[test]
