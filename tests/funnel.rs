@@ -123,6 +123,9 @@ fn two_pads(props: &str) -> (Harness, Harness) {
         let (k, v) = prop.split_once('=').unwrap();
         element.set_property_from_str(k, v);
     }
+    // Not live, a pad waits for room this long before the bound is lifted: far longer than
+    // any step of these tests.
+    element.set_property("latency", 60_000_000_000u64);
     let mut h1 = Harness::with_element(&element, Some("sink_1"), None);
     // Not live (a harness answers the LATENCY query as a live source by default).
     h0.set_live(false);
@@ -375,6 +378,73 @@ fn sequence_order_across_a_playlist_keeps_every_frame_in_order() {
     let reseq = resequencer(&r);
     assert_eq!(stat(&reseq, "skipped"), 0);
     assert_eq!(stat(&reseq, "restarts"), 0);
+}
+
+#[test]
+fn a_branch_slower_than_the_patience_still_finishes_each_item_of_a_playlist_first() {
+    init();
+    // One branch takes 300 ms a frame, longer than a waiting pad's patience (200 ms): the
+    // bound is lifted, but a frame of the next item still waits for it.
+    let r = launch::run(
+        "concat name=c ! roundrobin name=rr \
+         rr.src_0 ! queue ! identity sleep-time=300000 ! r.sink_0 \
+         rr.src_1 ! queue ! r.sink_1 \
+         resequencer name=r order-by=pts max-window=1 ! appsink name=sink sync=false \
+         videotestsrc num-buffers=6 ! video/x-raw,width=32,height=24,framerate=30/1 ! c. \
+         videotestsrc num-buffers=6 ! video/x-raw,width=32,height=24,framerate=30/1 ! c.",
+        Duration::from_secs(60),
+        |_| {},
+    );
+    let running: Vec<u64> = r
+        .samples
+        .iter()
+        .map(|s| {
+            let segment = s
+                .segment()
+                .unwrap()
+                .downcast_ref::<gst::ClockTime>()
+                .unwrap()
+                .clone();
+            segment
+                .to_running_time(s.buffer().unwrap().pts())
+                .unwrap()
+                .nseconds()
+        })
+        .collect();
+    assert_eq!(offsets(&r), [0, 1, 2, 3, 4, 5, 0, 1, 2, 3, 4, 5]);
+    assert!(running.windows(2).all(|w| w[0] < w[1]), "{running:?}");
+    let reseq = resequencer(&r);
+    assert_eq!(stat(&reseq, "skipped"), 0);
+    assert_eq!(stat(&reseq, "restarts"), 0);
+}
+
+#[test]
+fn a_branch_that_never_delivers_is_passed_over_at_the_cap() {
+    // max-window=4: a lifted bound holds up to 256 frames, then the silent branch is passed
+    // over (its frames skips), so memory stays bounded.
+    init();
+    misbehave::register();
+    let r = launch::run(
+        "videotestsrc num-buffers=900 ! video/x-raw,width=16,height=16 ! roundrobin name=rr \
+         rr.src_0 ! queue ! orderedmisbehave mode=nothing every=1 ! r.sink_0 \
+         rr.src_1 ! queue ! r.sink_1 \
+         resequencer name=r order-by=pts max-window=4 ! appsink name=sink sync=false",
+        Duration::from_secs(60),
+        |_| {},
+    );
+    let expected: Vec<u64> = (0..900).filter(|n| n % 2 == 1).collect();
+    assert_eq!(offsets(&r), expected);
+    let reseq = resequencer(&r);
+    assert!(
+        stat(&reseq, "max-depth") <= 256 + 2,
+        "{}",
+        stat(&reseq, "max-depth")
+    );
+    assert_eq!(
+        stat(&reseq, "skipped"),
+        450,
+        "every frame of the silent branch"
+    );
 }
 
 #[test]

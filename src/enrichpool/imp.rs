@@ -307,20 +307,16 @@ impl EnrichPool {
                 self.enricher.reuse.clear();
                 // Stored only now: an older sticky event pushed meanwhile must not win.
                 let events = std::mem::take(&mut self.state().sticky_after_flush);
-                // `worker-bin`: events waiting for the first frame's caps are treated alike,
-                // and what comes after the flush waits for them too.
-                let held = {
-                    let mut src_caps = lock(&self.enricher.src_caps);
-                    let held = src_caps.held.take();
-                    // Still no caps downstream (a flush before the first frame came out):
-                    // what comes after the flush waits for them too.
-                    if read(&self.enricher.bins).is_some() && !self.srcpad.has_current_caps() {
-                        src_caps.held = Some(Vec::new());
-                    }
-                    held.unwrap_or_default()
-                };
-                self.keep_sticky(held);
+                // `worker-bin`: events waiting for the first frame's caps are treated alike
+                // (they are older than those the pool still held).
+                let held = lock(&self.enricher.src_caps).held.take();
+                self.keep_sticky(held.unwrap_or_default());
                 self.keep_sticky(events);
+                // Still no caps downstream (a flush before the first frame came out): what
+                // comes after the flush waits for them too.
+                if read(&self.enricher.bins).is_some() && !self.srcpad.has_current_caps() {
+                    lock(&self.enricher.src_caps).held = Some(Vec::new());
+                }
                 {
                     let mut state = self.state();
                     state.epoch = state.epoch.wrapping_add(1);

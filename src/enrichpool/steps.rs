@@ -525,13 +525,12 @@ impl Enricher {
         };
         push_caps();
         let held = lock(&self.src_caps).held.take();
-        if let Some(held) = held {
-            for event in held {
+        // A CAPS event among them (the bin's output caps for a later input) is left out: the
+        // frame's own caps are the ones it goes with.
+        for event in held.into_iter().flatten() {
+            if event.type_() != gst::EventType::Caps {
                 self.srcpad.push_event(event);
             }
-            // A CAPS event among them (the bin's output changed again before any frame
-            // left): the frame's own caps go last.
-            push_caps();
         }
     }
 

@@ -286,6 +286,10 @@ impl Instance {
     /// The bin's output caps for `caps`, where it tells without a frame; `None` when it does
     /// not (a decoder knows only once it has seen one).
     fn negotiate(&mut self, caps: &gst::Caps) -> Option<gst::Caps> {
+        if self.caps.as_ref() == Some(caps) {
+            // The same caps again: what came out for them still holds.
+            return lock(&self.collected).caps.clone();
+        }
         lock(&self.collected).caps = None;
         if !self.prepare(Some(caps)) {
             return None;

@@ -31,6 +31,9 @@ pub(super) struct Input {
     pub frame_duration: Option<u64>,
     /// Its sticky events now (but STREAM_START and EOS), in sticky order.
     pub sticky: Arc<Vec<gst::Event>>,
+    /// Passed over: it held the others up past the cap of a lifted bound. Until it brings a
+    /// frame again, nothing waits for it.
+    pub quiet: bool,
 }
 
 impl Input {
@@ -42,7 +45,7 @@ impl Input {
 
     /// How far it is: its latest key, or in PTS order the start of a later segment it has
     /// reached (it brings nothing of the earlier ones any more).
-    fn progress(&self, pts: bool) -> Option<(u32, u64)> {
+    pub fn progress(&self, pts: bool) -> Option<(u32, u64)> {
         match (self.last, pts) {
             (Some(last), true) => Some(last.max((self.pts_epoch, 0))),
             (None, true) if self.pts_epoch > 0 => Some((self.pts_epoch, 0)),
@@ -61,12 +64,14 @@ impl Input {
             pts_epoch: 0,
             frame_duration: None,
             sticky: Arc::new(Vec::new()),
+            quiet: false,
         }
     }
 
     /// A flush (or a start): the stream begins again; caps and tags stay.
     pub fn reset_stream(&mut self) {
         self.last = None;
+        self.quiet = false;
         self.eos = false;
         self.segment = gst::FormattedSegment::new();
         self.last_segment = None;
@@ -105,7 +110,7 @@ pub(super) fn frontier(inputs: &[Input], always_pad_open: bool, pts: bool) -> Op
         return None;
     }
     let mut least: Option<(u32, u64)> = None;
-    for input in inputs.iter().filter(|i| i.open()) {
+    for input in inputs.iter().filter(|i| i.open() && !i.quiet) {
         let last = input.progress(pts)?;
         least = Some(least.map_or(last, |l| l.min(last)));
     }
@@ -123,7 +128,7 @@ pub(super) fn lagging(inputs: &[Input], pad: &gst::Pad, pts: bool) -> bool {
     };
     inputs
         .iter()
-        .filter(|i| i.open() && &i.pad != pad)
+        .filter(|i| i.open() && !i.quiet && &i.pad != pad)
         .all(|i| i.progress(pts).is_some_and(|other| other >= mine))
 }
 
@@ -132,7 +137,7 @@ pub(super) fn lagging(inputs: &[Input], pad: &gst::Pad, pts: bool) -> bool {
 pub(super) fn behind_epoch(inputs: &[Input], pad: &gst::Pad, epoch: u32) -> bool {
     inputs
         .iter()
-        .any(|i| &i.pad != pad && i.open() && i.pts_epoch < epoch)
+        .any(|i| &i.pad != pad && i.open() && !i.quiet && i.pts_epoch < epoch)
 }
 
 /// The events of a frame's pad to push before it: those it has that did not go out last.

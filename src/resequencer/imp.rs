@@ -44,6 +44,15 @@ const DEFAULT_ORDER_BY: OrderBy = OrderBy::Auto;
 const DEFAULT_LATENCY: u64 = u64::MAX;
 /// How long a missing frame is waited for with `latency` automatic.
 const AUTO_WAIT: u64 = 200_000_000;
+/// With request pads, not live: how long a pad waits for room with nothing moving before the
+/// bound is lifted (at least; `latency`, if longer).
+const FUNNEL_PATIENCE: Duration = Duration::from_millis(200);
+
+/// With request pads: how many frames a lifted bound lets the window hold before the pads
+/// that have not moved are passed over.
+fn funnel_cap(settings: &Settings) -> usize {
+    (settings.max_window as usize).saturating_mul(16).max(256)
+}
 const DEFAULT_MAX_WINDOW: u32 = 64;
 const DEFAULT_STATS_INTERVAL: u64 = 0;
 
@@ -718,6 +727,7 @@ impl Resequencer {
             match state.window.push(key, timing, item, now) {
                 Arrival::Accepted => {
                     if funnel && let Some(input) = state.input(pad) {
+                        input.quiet = false;
                         let (epoch, k) = match key {
                             FrameKey::Sequence { epoch, seq } => (epoch, seq),
                             FrameKey::Pts { epoch, pts } => (epoch, pts),
@@ -792,9 +802,11 @@ impl Resequencer {
     /// later segment waits for the other pads to reach it; not live, a full window lets in
     /// only the pads the others wait for (backpressure on the fast ones, never a skip).
     ///
-    /// A wait that sees nothing move for `latency`'s wait (the slow pads' branches may be
-    /// starved: `roundrobin` waits on this very pad) lifts the bound until the pads move again:
-    /// the window grows, nothing is skipped.
+    /// A wait that sees nothing move for [`FUNNEL_PATIENCE`] (or `latency`, if longer: the
+    /// slow pads' branches may be starved, `roundrobin` waiting on this very pad) lifts the
+    /// bound until the pads move again: the window grows, nothing is skipped. Up to
+    /// [`funnel_cap`]: there the pads that still have not moved are passed over (quiet):
+    /// their missing frames become skips, what they bring later is late.
     fn admit<'a>(
         &'a self,
         mut state: MutexGuard<'a, State>,
@@ -803,7 +815,8 @@ impl Resequencer {
         settings: &Settings,
     ) -> Result<(MutexGuard<'a, State>, bool), gst::FlowError> {
         let always_linked = self.sinkpad.is_linked();
-        let patience = Duration::from_nanos(wait(settings));
+        let patience = FUNNEL_PATIENCE.max(Duration::from_nanos(wait(settings)));
+        let cap = funnel_cap(settings);
         let mut waited_at_all = false;
         let mut since = (Instant::now(), state.frontier(always_linked));
         loop {
@@ -818,14 +831,42 @@ impl Resequencer {
             let full = !live
                 && state.window.depth() >= settings.max_window as usize
                 && !funnel::lagging(&state.inputs, pad, pts);
-            if lifted || (!later_segment && !full) {
+            if lifted && !later_segment && state.window.depth() >= cap {
+                // Lifted, and still nothing from them: the pads holding the others up are
+                // passed over, their holes settled.
+                let pts_order = state.window.mode() == Some(Mode::Pts);
+                let quiet: Vec<gst::Pad> = state
+                    .inputs
+                    .iter()
+                    .filter(|i| {
+                        i.open() && !i.quiet && &i.pad != pad && i.progress(pts_order) == frontier
+                    })
+                    .map(|i| i.pad.clone())
+                    .collect();
+                if !quiet.is_empty() {
+                    gst::warning!(
+                        CAT,
+                        imp = self,
+                        "{} frames held and nothing from {:?}: passing over them",
+                        cap,
+                        quiet.iter().map(|p| p.name()).collect::<Vec<_>>()
+                    );
+                    for input in state.inputs.iter_mut().filter(|i| quiet.contains(&i.pad)) {
+                        input.quiet = true;
+                    }
+                    state.settle(always_linked, &self.cond);
+                    continue;
+                }
+            }
+            // A later segment always waits: its frames would end the current one.
+            if !later_segment && (lifted || !full) {
                 return Ok((state, waited_at_all));
             }
             if since.1 != frontier {
                 since = (Instant::now(), frontier);
             }
             let waited = since.0.elapsed();
-            if waited >= patience {
+            if waited >= patience && !later_segment {
                 gst::debug!(
                     CAT,
                     imp = self,
@@ -836,9 +877,17 @@ impl Resequencer {
                 continue;
             }
             waited_at_all = true;
-            state = self.wait_for_room_within(state, patience - waited)?;
-            if state.input(pad).is_none_or(|i| i.flushing) {
-                return Err(gst::FlowError::Flushing);
+            let limit = if later_segment {
+                Duration::MAX
+            } else {
+                patience.saturating_sub(waited)
+            };
+            state = self.wait_for_room_within(state, limit)?;
+            match state.input(pad) {
+                None => return Err(gst::FlowError::Flushing),
+                Some(input) if input.flushing => return Err(gst::FlowError::Flushing),
+                Some(input) if input.eos => return Err(gst::FlowError::Eos),
+                Some(_) => {}
             }
         }
     }
@@ -1101,6 +1150,8 @@ impl Resequencer {
         if is_eos {
             state.window.finish();
             state.eos = true;
+            // With request pads, the next stream's first STREAM_START goes out again.
+            state.funnel_started = false;
         }
         state.wake_task(&self.cond);
         true
@@ -1202,12 +1253,7 @@ impl Resequencer {
                         input.eos = true;
                     }
                     state.settle(always_linked, &self.cond);
-                    let all = state.all_eos(always_linked);
-                    if all {
-                        // A new stream after this one starts with a STREAM_START again.
-                        state.funnel_started = false;
-                    }
-                    all
+                    state.all_eos(always_linked)
                 };
                 return !all || self.sink_event(&self.sinkpad, event);
             }
@@ -1597,8 +1643,10 @@ impl Resequencer {
     fn push_gap(&self, skip: Skip) {
         gst::debug!(CAT, imp = self, "skipping {skip:?}");
         // A GAP needs the caps and segment before it: with request pads they go with the
-        // next frame, so none goes before the first.
-        if self.srcpad.sticky_event::<gst::event::Segment>(0).is_none() {
+        // next frame (a new segment's too), so there the skip is told by DISCONT alone.
+        if !self.state().inputs.is_empty()
+            || self.srcpad.sticky_event::<gst::event::Segment>(0).is_none()
+        {
             return;
         }
         if let (Some(pts), Some(duration)) = (skip.pts, skip.duration) {
@@ -1775,8 +1823,10 @@ impl ObjectImpl for Resequencer {
                     .blurb(
                         "Live pipelines: how long a missing frame is waited for, in nanoseconds, \
                          counted from its expected running time (plus upstream latency); then \
-                         it is skipped. Added to the LATENCY query. Not used when upstream is \
-                         not live. 18446744073709551615 (GST_CLOCK_TIME_NONE) = automatic: a \
+                         it is skipped. Added to the LATENCY query. Not live, it only bounds \
+                         (if above 200 ms) how long a request pad waits for room with nothing \
+                         moving before the window takes frames over max-window. \
+                         18446744073709551615 (GST_CLOCK_TIME_NONE) = automatic: a \
                          200 ms wait, added to the LATENCY query except in sequence order behind \
                          a pool that has measured its latency (it announces the frames it \
                          loses, and its latency covers the ones it processes): there frames in \
@@ -1949,6 +1999,7 @@ impl ElementImpl for Resequencer {
             // The others stopped flushing and waited for this one.
             let flush_done =
                 was_flushing && state.flushing && state.inputs.iter().all(|i| !i.flushing);
+            let released = released && !flush_done;
             // The pads left were all waiting for this one's EOS.
             let eos_now = released
                 && state.running
