@@ -72,7 +72,7 @@ struct State {
     in_segment: gst::FormattedSegment<gst::ClockTime>,
     /// From the last caps event, when they are video/x-raw.
     video: Option<Arc<gst_video::VideoInfo>>,
-    /// From the last caps event.
+    /// From the last caps event, with `worker-bin` (frames carry them to their instances).
     caps: Option<gst::Caps>,
     /// Stats of the last pool, kept after it stopped.
     last_stats: PoolStats,
@@ -363,7 +363,9 @@ impl EnrichPool {
                 {
                     let mut state = self.state();
                     state.video = video;
-                    state.caps = Some(caps.caps_owned());
+                    // Only a worker bin needs them per frame (its instances renegotiate
+                    // at the frame where they change).
+                    state.caps = bins.is_some().then(|| caps.caps_owned());
                 }
                 if let Some(bins) = bins {
                     // Downstream gets the bin's output caps at this place; when the bin tells

@@ -45,7 +45,8 @@ pub(super) struct Frame {
     seq: u64,
     /// The caps' video info, for remote requests and detections.
     video: Option<Arc<gst_video::VideoInfo>>,
-    /// The caps it came with (after `worker-bin`: the caps it came out of the bin with).
+    /// With `worker-bin`: the caps it came with, then those it came out of the bin with
+    /// (`None` without a worker bin).
     caps: Option<gst::Caps>,
     /// `worker-bin` ran on it; a retry (a later step failed) does not run it again.
     bin_done: bool,
@@ -760,7 +761,8 @@ impl Enricher {
     fn push(&self, buffer: gst::Buffer, caps: Option<gst::Caps>, tag: Tag, report: Report) {
         // Announced before the frame goes: the pipeline may reconfigure before it arrives.
         self.maybe_report_latency(report.recent_latency);
-        if let Some(caps) = caps.filter(|_| read(&self.bins).is_some()) {
+        // Frames carry caps only with `worker-bin`.
+        if let Some(caps) = caps {
             self.follow_caps(caps);
         }
         let res = self.srcpad.push(buffer);
