@@ -17,8 +17,11 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 # the totals of the stream. Errors go to stderr, and fail the recipe.
 launch() {
   echo "+ gst-launch-1.0 $*"
-  gst-launch-1.0 -e -m "$@" |
-    awk '/^Got message .* \(element\): [a-z]+-stats, / { last[$6] = $0 } END { for (e in last) print last[e] }'
+  gst-launch-1.0 -e -m "$@" | last_stats
+}
+# Of gst-launch-1.0 -m's messages on stdin, each element's last stats message.
+last_stats() {
+  awk '/^Got message .* \(element\): [a-z]+-stats, / { last[$6] = $0 } END { for (e in last) print last[e] }'
 }
 S=stats-interval=1000000000
 # The resequencers below wait up to 1 s for a late frame (default 200 ms): generous, so that
@@ -87,7 +90,7 @@ faces() {
   echo "+ gst-launch-1.0 ${args[*]}"
   local out
   out=$(gst-launch-1.0 -e -m "${args[@]}")
-  awk '/^Got message .* \(element\): [a-z]+-stats, / { last[$6] = $0 } END { for (e in last) print last[e] }' <<<"$out"
+  last_stats <<<"$out"
   echo "frames with a face: $(grep -c 'element "facedetect.*faces=.*face' <<<"$out")"
 }
 

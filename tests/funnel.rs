@@ -15,14 +15,7 @@ use std::time::Duration;
 
 use gst::prelude::*;
 use gst_check::Harness;
-use harness::{init, pull_within, wait_for};
-
-fn stat(element: &gst::Element, name: &str) -> u64 {
-    element
-        .property::<gst::Structure>("stats")
-        .get::<u64>(name)
-        .unwrap()
-}
+use harness::{init, pull_within, stat, wait_for};
 
 /// `roundrobin` into three branches — 3 ms a frame, none, 0.5 ms — back into the
 /// resequencer's request pads. `stamp`: what stands before roundrobin; `branch0`: extra
@@ -549,4 +542,34 @@ fn random_splits_keep_every_frame_in_order_and_account_for_each_loss() {
     for seed in first..first + count {
         random_split(seed);
     }
+}
+
+#[test]
+fn a_flush_on_every_pad_forgets_what_was_held_and_starts_over() {
+    let (mut h0, mut h1) = two_pads("order-by=pts");
+    let element = h0.element().unwrap();
+    assert_eq!(h0.push(frame(0)), Ok(gst::FlowSuccess::Ok));
+    assert_eq!(h0.push(frame(2)), Ok(gst::FlowSuccess::Ok));
+    assert_eq!(out(&mut h0), 0);
+    // 2 waits for sink_1; a seek flushes both branches.
+    for h in [&mut h0, &mut h1] {
+        assert!(h.push_event(gst::event::FlushStart::new()));
+    }
+    assert!(h0.push_event(gst::event::FlushStop::new(true)));
+    // sink_1 is still flushing: its frames are refused, and nothing flows yet.
+    assert_eq!(h1.push(frame(1)), Err(gst::FlowError::Flushing));
+    assert!(h1.push_event(gst::event::FlushStop::new(true)));
+    assert_eq!(stat(&element, "flushed"), 1, "2 was dropped by the flush");
+    // The stream starts over after the flush.
+    for h in [&mut h0, &mut h1] {
+        let segment = gst::FormattedSegment::<gst::ClockTime>::new();
+        assert!(h.push_event(gst::event::Segment::new(&segment)));
+    }
+    for n in 0..4 {
+        let h = if n % 2 == 0 { &mut h0 } else { &mut h1 };
+        assert_eq!(h.push(frame(n)), Ok(gst::FlowSuccess::Ok));
+    }
+    let got: Vec<u64> = (0..4).map(|_| out(&mut h0)).collect();
+    assert_eq!(got, vec![0, 1, 2, 3]);
+    assert_eq!(stat(&element, "skipped"), 0);
 }

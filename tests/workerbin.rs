@@ -452,3 +452,50 @@ fn events_wait_for_the_caps_a_decoder_tells_with_its_first_frame() {
         "{order:?}"
     );
 }
+
+/// Flushing seeks while frames are inside the instances (a queue in the bin keeps them busy
+/// on a thread of their own): after each seek, nothing from before it comes out, frames
+/// still come in order, and the stream still ends.
+#[test]
+fn flushing_seeks_while_frames_are_inside_the_instances() {
+    init();
+    let p = pipeline(
+        "videotestsrc num-buffers=300 ! video/x-raw,format=I420,width=64,height=48,framerate=30/1 \
+         ! enrichpool workers=2 worker-bin=\"queue ! jpegenc ! jpegdec\" \
+         ! resequencer ! appsink name=sink sync=false",
+    );
+    let sink = launch::app_sink(&p);
+    p.set_state(gst::State::Paused).unwrap();
+    p.state(gst::ClockTime::from_seconds(10)).0.unwrap();
+    p.set_state(gst::State::Playing).unwrap();
+    for n in 1..=5u64 {
+        // Wait for a frame, then seek further on while the next ones are in the bins.
+        sink.try_pull_sample(gst::ClockTime::from_seconds(10))
+            .expect("a frame before the seek");
+        let to = gst::ClockTime::from_seconds(n);
+        p.seek_simple(gst::SeekFlags::FLUSH | gst::SeekFlags::ACCURATE, to)
+            .unwrap();
+        let first = sink
+            .try_pull_sample(gst::ClockTime::from_seconds(10))
+            .expect("a frame after the seek");
+        let pts = first.buffer().unwrap().pts().unwrap();
+        assert!(
+            pts >= to,
+            "seek {n}: a frame from before it came out ({pts})"
+        );
+    }
+    let mut last = gst::ClockTime::from_seconds(5);
+    let mut frames = 0;
+    while let Some(s) = sink.try_pull_sample(gst::ClockTime::from_seconds(10)) {
+        let pts = s.buffer().unwrap().pts().unwrap();
+        assert!(
+            pts > last || frames == 0,
+            "out of order after the seeks: {pts} after {last}"
+        );
+        last = pts;
+        frames += 1;
+    }
+    assert!(sink.is_eos(), "the stream ends");
+    assert!(frames > 100, "{frames} frames after the last seek");
+    p.set_state(gst::State::Null).unwrap();
+}
