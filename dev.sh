@@ -34,8 +34,11 @@ PACKAGES=(
 )
 # Only for `test`: gdb (tests/bounded.sh takes a backtrace when a test binary crashes);
 # OpenCV's facedetect with its cascades (tests/workerbin.rs runs it in worker bins);
-# roundrobin, from plugins-bad (tests/funnel.rs splits streams into branches with it).
-TEST_PACKAGES=(gdb gstreamer1.0-opencv opencv-data gstreamer1.0-plugins-bad)
+# roundrobin, from plugins-bad (tests/funnel.rs splits streams into branches with it);
+# the MQTT broker and clients, and paho for the consumer example (tests/metapublish.rs, the
+# mqtt recipe).
+TEST_PACKAGES=(gdb gstreamer1.0-opencv opencv-data gstreamer1.0-plugins-bad
+  mosquitto mosquitto-clients python3-paho-mqtt)
 
 deps() {
   local missing=()
@@ -117,7 +120,8 @@ test_all() {
     GST_PLUGIN_SYSTEM_PATH_1_0="$stage$pluginsdir:$pluginsdir" GST_REGISTRY="$stage/registry.bin" \
     tests/launch-check.sh 15 videotestsrc is-live=true num-buffers=15 \
     ! frameanalyzer stats-interval=1000000000 ! enrichpool stats-interval=1000000000 \
-    ! resequencer stats-interval=1000000000 latency=2000000000 ! fakesink
+    ! resequencer stats-interval=1000000000 latency=2000000000 \
+    ! metapublish stats-interval=1000000000 location="$stage/check.jsonl" ! fakesink
   echo "==> meson devenv"
   meson devenv -C "$build" gst-inspect-1.0 resequencer >/dev/null
 

@@ -16,6 +16,7 @@
 //!                                        overlay draws boxes, per-region captions and a
 //!                                        text line per frame
 //!   ! resequencer latency=300 ms
+//!   ! metapublish location=demo.jsonl    every frame's results as a JSON line, in order
 //!   ! tee ! x264enc ! mp4mux ! filesink  (and a window when a display exists)
 //! ```
 //!
@@ -33,7 +34,9 @@
 //! seen by the sink in order with its analysis, or given up on past its deadline and counted
 //! `late`) or dropped by one (then released by a gap). `--output PATH` (default `demo.mp4`),
 //! `--snapshot PATH` writes one frame (the first from the 60th on) as PNG, `--no-window`
-//! never opens a window.
+//! never opens a window. The records go beside the video: `demo.jsonl` for `demo.mp4`
+//! (`demo-cam0.jsonl`, ... with several cameras); the summary counts their lines and checks
+//! that there is a frame record for every frame the resequencer pushed.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -96,6 +99,19 @@ fn options() -> Result<Options, Box<dyn std::error::Error>> {
         }
     }
     Ok(o)
+}
+
+/// The records' file beside the video: `demo.mp4` → `demo.jsonl` (`demo-cam1.jsonl`).
+fn jsonl_path(video: &str, camera: Option<usize>) -> String {
+    let path = std::path::Path::new(video);
+    let stem = path
+        .file_stem()
+        .map_or("demo".into(), |s| s.to_string_lossy());
+    let name = match camera {
+        Some(i) => format!("{stem}-cam{i}.jsonl"),
+        None => format!("{stem}.jsonl"),
+    };
+    path.with_file_name(name).to_string_lossy().into_owned()
 }
 
 fn make(factory: &str) -> Result<gst::Element, Box<dyn std::error::Error>> {
@@ -196,6 +212,9 @@ struct Camera {
     detector: EnrichPool,
     classifier: EnrichPool,
     reseq: gst::Element,
+    publish: gst::Element,
+    /// Where `publish` writes.
+    jsonl: String,
     log: Arc<Mutex<SinkLog>>,
 }
 
@@ -234,6 +253,7 @@ fn add_camera(
     count: usize,
     tile: (i32, i32),
     workers: u32,
+    jsonl: String,
 ) -> Result<(Camera, gst::Element), Box<dyn std::error::Error>> {
     let name = format!("cam{index}");
     let src = gst::ElementFactory::make("videotestsrc")
@@ -285,6 +305,11 @@ fn add_camera(
         .name(format!("resequencer-{name}"))
         .property("latency", 300_000_000u64)
         .build()?;
+    // The results, in order, off the streaming thread.
+    let publish = gst::ElementFactory::make("metapublish")
+        .name(format!("metapublish-{name}"))
+        .property("location", &jsonl)
+        .build()?;
     let chain = [
         &src,
         &caps,
@@ -292,6 +317,7 @@ fn add_camera(
         detector.upcast_ref(),
         classifier.upcast_ref(),
         &reseq,
+        &publish,
     ];
     pipeline.add_many(chain)?;
     gst::Element::link_many(chain)?;
@@ -312,9 +338,11 @@ fn add_camera(
         detector,
         classifier,
         reseq: reseq.clone(),
+        publish: publish.clone(),
+        jsonl,
         log,
     };
-    Ok((camera, reseq))
+    Ok((camera, publish))
 }
 
 impl SinkLog {
@@ -452,7 +480,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     pipeline.add(&tee)?;
     let mut cameras = Vec::with_capacity(n);
     if n == 1 {
-        let (camera, out) = add_camera(&pipeline, 0, 1, tile, workers)?;
+        let (camera, out) = add_camera(
+            &pipeline,
+            0,
+            1,
+            tile,
+            workers,
+            jsonl_path(&options.output, None),
+        )?;
         out.link(&tee)?;
         cameras.push(camera);
     } else {
@@ -471,7 +506,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         pipeline.add_many([&mosaic, &mosaic_caps])?;
         gst::Element::link_many([&mosaic, &mosaic_caps, &tee])?;
         for i in 0..n {
-            let (camera, out) = add_camera(&pipeline, i, n, tile, workers)?;
+            let jsonl = jsonl_path(&options.output, Some(i));
+            let (camera, out) = add_camera(&pipeline, i, n, tile, workers, jsonl)?;
             let queue = make("queue")?;
             pipeline.add(&queue)?;
             out.link(&queue)?;
@@ -739,6 +775,44 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("  labels at the sink: {labels:?}");
     let size = std::fs::metadata(&options.output).map_or(0, |m| m.len());
     println!("  written: {} ({} KiB)", options.output, size / 1024);
+    // The records metapublish wrote: one per frame pushed, in order, and the gaps.
+    for (camera, figures) in cameras.iter().zip(&all) {
+        let text = std::fs::read_to_string(&camera.jsonl)?;
+        let (mut frames, mut gaps, mut last) = (0u64, 0u64, None::<u64>);
+        for line in text.lines() {
+            let record: serde_json::Value = serde_json::from_str(line)?;
+            match record["type"].as_str() {
+                Some("frame") => {
+                    frames += 1;
+                    let seq = record["seq"].as_u64();
+                    if last.is_some() && seq <= last {
+                        problems.push(format!(
+                            "{}: record of frame {seq:?} out of order",
+                            camera.name
+                        ));
+                    }
+                    last = seq;
+                }
+                Some("gap") => gaps += 1,
+                _ => {}
+            }
+        }
+        let p = camera.publish.property::<gst::Structure>("stats");
+        println!(
+            "  records: {} ({} lines: {frames} frames, {gaps} gaps; published {}, dropped {})",
+            camera.jsonl,
+            text.lines().count(),
+            get(&p, "published"),
+            get(&p, "dropped")
+        );
+        if frames != get(&figures.reseq, "pushed") {
+            problems.push(format!(
+                "{}: {frames} frame records for {} frames pushed",
+                camera.name,
+                get(&figures.reseq, "pushed")
+            ));
+        }
+    }
     if let Some(path) = &options.snapshot {
         let sample = encoded
             .lock()

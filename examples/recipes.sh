@@ -3,7 +3,7 @@
 # this script in CI). Needs the plugin on GST_PLUGIN_PATH (meson devenv, or the folder of
 # libgstordered.so).
 #
-#   examples/recipes.sh [live|file|rtp|shared|faces|branches|servers|cascade]...   (default: all)
+#   examples/recipes.sh [live|file|rtp|shared|faces|branches|mqtt|servers|cascade]...   (default: all)
 #
 # `servers` and `cascade` need SERVERS (comma-separated grpc:// or http:// URLs of Open Inference
 # Protocol servers) and MODEL (the model's name; default `frames`, the test model in
@@ -106,6 +106,48 @@ branches() {
     resequencer name=r order-by=pts $S ! fakesink
 }
 
+# The results streamed out in order: metapublish sends one JSON record per frame (and per
+# gap) to a local MQTT broker (mosquitto, started here on a free port), and
+# examples/mqtt_consumer.py prints the detections as they arrive. Skipped without mosquitto
+# (Debian: mosquitto) or paho-mqtt (python3-paho-mqtt).
+mqtt() {
+  local python=python3
+  [[ -x /usr/bin/python3 ]] && python=/usr/bin/python3
+  if ! command -v mosquitto >/dev/null || ! "$python" -c 'import paho.mqtt' 2>/dev/null; then
+    echo "mqtt: skipped (needs mosquitto and python3-paho-mqtt)"
+    return 0
+  fi
+  local port
+  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$port" >"$WORK/mosquitto.conf"
+  mosquitto -c "$WORK/mosquitto.conf" 2>"$WORK/mosquitto.log" &
+  local broker=$!
+  local url=mqtt://127.0.0.1:$port/gst-ordered/demo
+  local i
+  for i in $(seq 100); do
+    "$python" -c "import socket; socket.create_connection(('127.0.0.1', $port))" 2>/dev/null && break
+    sleep 0.1
+  done
+  echo "+ examples/mqtt_consumer.py $url --until-eos"
+  "$python" "$(dirname "$0")/mqtt_consumer.py" "$url" --until-eos >"$WORK/consumer.out" &
+  local consumer=$!
+  for i in $(seq 100); do
+    grep -q '^subscribed' "$WORK/consumer.out" && break
+    sleep 0.1
+  done
+  launch videotestsrc is-live=true num-buffers=60 pattern=ball \
+    ! video/x-raw,width=320,height=240,framerate=30/1 \
+    ! frameanalyzer $S ! enrichpool workers=4 $S ! resequencer latency=1000000000 $S \
+    ! metapublish location="$url" qos=1 $S ! fakesink
+  wait "$consumer"
+  kill "$broker"
+  wait "$broker" 2>/dev/null || true
+  echo "consumer printed:"
+  head -n 5 "$WORK/consumer.out"
+  echo "..."
+  tail -n 1 "$WORK/consumer.out"
+}
+
 # Remote enrichment on inference servers, frames in order, with the overlay.
 servers() {
   if [[ -z ${SERVERS:-} ]]; then
@@ -137,10 +179,10 @@ cascade() {
 }
 
 recipes=("$@")
-((${#recipes[@]})) || recipes=(live file rtp shared faces branches servers cascade)
+((${#recipes[@]})) || recipes=(live file rtp shared faces branches mqtt servers cascade)
 for recipe in "${recipes[@]}"; do
   case $recipe in
-    live | file | rtp | shared | faces | branches | servers | cascade) echo "== $recipe"; "$recipe" ;;
+    live | file | rtp | shared | faces | branches | mqtt | servers | cascade) echo "== $recipe"; "$recipe" ;;
     *) echo "unknown recipe $recipe" >&2; exit 2 ;;
   esac
 done

@@ -13,6 +13,7 @@ pub mod frameanalyzer;
 mod glue;
 mod latency;
 pub mod meta;
+pub mod metapublish;
 pub mod pool;
 pub mod remote;
 pub mod sequencing;
@@ -21,6 +22,7 @@ mod resequencer;
 
 pub use enrichpool::EnrichPool;
 pub use frameanalyzer::FrameAnalyzer;
+pub use metapublish::MetaPublish;
 pub use resequencer::{OrderBy, Resequencer};
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
@@ -28,6 +30,7 @@ fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     resequencer::register(plugin)?;
     enrichpool::register(plugin)?;
     frameanalyzer::register(plugin)?;
+    metapublish::register(plugin)?;
     Ok(())
 }
 

@@ -175,6 +175,16 @@ fn read_custom<R>(
     Some(read(meta.read(buffer)?))
 }
 
+/// The structure of a frame's `FrameAnalysisMeta`, borrowed (no copy).
+pub(crate) fn analysis_structure(buffer: &gst::BufferRef) -> Option<&gst::StructureRef> {
+    analysis_meta().read(buffer)
+}
+
+/// The structure of a frame's `EnrichmentMeta`, borrowed (no copy).
+pub(crate) fn enrichment_structure(buffer: &gst::BufferRef) -> Option<&gst::StructureRef> {
+    enrichment_meta().read(buffer)
+}
+
 /// `OrderedSeqMeta`: a frame's place in its stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SeqMeta {
@@ -433,7 +443,8 @@ pub struct Enrichment {
     pub outputs: gst::Structure,
 }
 
-const ENRICHMENT_FIELDS: [&str; 4] = ["worker", "server", "attempts", "processing-time"];
+/// The fixed fields of `EnrichmentMeta`; the others are outputs.
+pub(crate) const ENRICHMENT_FIELDS: [&str; 4] = ["worker", "server", "attempts", "processing-time"];
 
 impl Enrichment {
     /// Attaches the meta. An output named like one of the fixed fields is refused. A frame

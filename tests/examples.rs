@@ -114,6 +114,33 @@ fn the_main_job_writes_an_mp4_with_the_overlay_and_a_snapshot() {
     assert!(figure("classifier:", "classifier: ") >= 60, "{stdout}");
     // The video: about 4 s at 30 frames/s (leaky=downstream may drop a few), every frame
     // with its caption drawn.
+    // The records beside the video: one per frame that reached the sink, in order.
+    let jsonl = mp4.with_extension("jsonl");
+    let text = std::fs::read_to_string(&jsonl).unwrap();
+    let records: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let seqs: Vec<u64> = records
+        .iter()
+        .filter(|r| r["type"] == "frame")
+        .map(|r| r["seq"].as_u64().unwrap())
+        .collect();
+    assert!(
+        seqs.len() >= 60 && seqs.windows(2).all(|w| w[0] < w[1]),
+        "{seqs:?}"
+    );
+    assert_eq!(records.last().unwrap()["type"], "eos");
+    assert!(
+        stdout.contains(&format!(
+            "records: {} ({} lines: {} frames,",
+            jsonl.display(),
+            records.len(),
+            seqs.len()
+        )),
+        "{stdout}"
+    );
+    let _ = std::fs::remove_file(&jsonl);
     let frames = decode(&mp4, "I420");
     assert!(
         frames.len() >= 60,
@@ -155,6 +182,13 @@ fn the_main_job_with_four_cameras_writes_a_mosaic_and_accounts_for_each() {
             line.contains("reached the sink") && line.contains("late"),
             "{line}"
         );
+        // And its records, in a file of its own beside the video.
+        let jsonl = mp4.with_file_name(format!("demo4-cam{cam}.jsonl"));
+        assert!(
+            stdout.contains(&format!("records: {} (", jsonl.display())),
+            "{stdout}"
+        );
+        let _ = std::fs::remove_file(&jsonl);
     }
     assert!(
         stdout.contains("shared pool `demo`: 12 workers"),
@@ -251,6 +285,20 @@ fn the_gst_launch_recipes_run_with_and_without_servers() {
     assert!(faces.contains("frames with a face: 30\n"), "{faces}");
     assert!(faces.contains(" pushed=(guint64)30,"), "{faces}");
     assert!(faces.contains(" bin-errors=(guint64)0,"), "{faces}");
+    // The results over MQTT: the consumer example got every frame's record, in order.
+    let mqtt = stdout
+        .split("== ")
+        .find(|s| s.starts_with("mqtt"))
+        .unwrap_or_else(|| panic!("no mqtt recipe in {stdout}"));
+    assert!(
+        mqtt.contains(
+            "metapublish-stats, records=(guint64)61, published=(guint64)61, dropped=(guint64)0,"
+        ),
+        "{mqtt}"
+    );
+    assert!(mqtt.contains("subscribed to gst-ordered/demo"), "{mqtt}");
+    assert!(mqtt.contains("eos: 60 frames, 0 gaps, "), "{mqtt}");
+    assert!(mqtt.contains(" regions, 0 out of order"), "{mqtt}");
     // roundrobin into branches of different speeds, back through the request pads.
     let branches = stdout
         .split("== ")

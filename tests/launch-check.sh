@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs a gst-launch-1.0 pipeline whose ordered elements have stats-interval set, and checks
 # the stats each one posts as EOS leaves it (the totals of the stream): every one of FRAMES
-# frames analysed, processed and pushed in order, none dropped, skipped or late. Every
+# frames analysed, processed and pushed in order, none dropped, skipped or late (and with
+# metapublish, a record published for each and for EOS). Every
 # ordered element named in the pipeline must have posted. meson's gst-launch tests and
 # ./dev.sh test's check of the installed plugin run it (with a resequencer latency long
 # enough that a loaded machine does not make it give up on a frame).
@@ -13,7 +14,7 @@ shift
 out=$(gst-launch-1.0 -e -m "$@")
 
 # Every ordered element in the pipeline must have posted its totals.
-for element in frameanalyzer enrichpool resequencer; do
+for element in frameanalyzer enrichpool resequencer metapublish; do
   for word in "$@"; do
     if [[ $word == "$element" ]] && ! grep -qF "): $element-stats, " <<<"$out"; then
       echo "launch-check: $element posted no stats message (stats-interval set?)" >&2
@@ -47,6 +48,12 @@ fi
 if grep -qF "): resequencer-stats, " <<<"$out"; then
   for field in in pushed; do check resequencer-stats "$field" "$frames"; done
   for field in skipped late duplicates invalid; do check resequencer-stats "$field" 0; done
+fi
+if grep -qF "): metapublish-stats, " <<<"$out"; then
+  # A record per frame and one for EOS, each published before EOS left.
+  check metapublish-stats records $((frames + 1))
+  check metapublish-stats published $((frames + 1))
+  check metapublish-stats dropped 0
 fi
 if ((checked == 0)); then
   echo "launch-check: no stats message (set stats-interval on the elements)" >&2

@@ -15,6 +15,7 @@
 //! variable `cond` goes with it. No pad push and no message post happens while `state` is
 //! held.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -26,9 +27,9 @@ use gst::subclass::prelude::*;
 use super::funnel::{self, Input};
 use crate::glue::{StatsTimer, lock, post_stats};
 use crate::latency::Latencies;
-use crate::meta::{Gap, InFlightQuery, MalformedError, SeqMeta};
+use crate::meta::{Gap, GapReason, InFlightQuery, MalformedError, SeqMeta};
 use crate::sequencing::{
-    Arrival, Config, FrameKey, GapArrival, Mode, Output, Skip, Stats, Timing, Window,
+    Arrival, Config, FrameKey, GapArrival, Mode, Output, Skip, SkipReason, Stats, Timing, Window,
 };
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -203,7 +204,13 @@ struct State {
     announced_mode: Option<Mode>,
     /// What this element last added to a LATENCY query.
     reported_own: Option<u64>,
+    /// The reasons of the gap notices recorded and not skipped yet, for the GAP events:
+    /// (epoch, first, end, reason), at most [`GAP_REASONS`].
+    gap_reasons: VecDeque<(u32, u64, u64, GapReason)>,
 }
+
+/// Gap notices whose reason is remembered until their frames are skipped.
+const GAP_REASONS: usize = 1024;
 
 impl State {
     fn new(settings: &Settings) -> Self {
@@ -238,6 +245,33 @@ impl State {
             warned_malformed: false,
             warned_window: false,
             restarts_warned: 0,
+            gap_reasons: VecDeque::new(),
+        }
+    }
+
+    /// The reason upstream gave for the frames of a skip of `SkipReason::Gap` (`lost` when
+    /// it does not know, or they had several); forgets the notices the skip covers.
+    fn gap_reason(&mut self, skip: &Skip) -> &'static str {
+        let (Some(epoch), Some(first)) = (skip.epoch, skip.first_seq) else {
+            return skip.reason.as_str();
+        };
+        let end = first + skip.count;
+        let mut reason: Option<Option<GapReason>> = None;
+        self.gap_reasons.retain(|&(e, s, t, r)| {
+            let overlaps = e == epoch && s < end && t > first;
+            if overlaps {
+                reason = Some(match reason {
+                    None => Some(r),
+                    Some(Some(prev)) if prev == r => Some(r),
+                    _ => None,
+                });
+            }
+            // What the skip covers, and what an older epoch had, is done with.
+            !(e == epoch && t <= end) && e >= epoch.saturating_sub(1)
+        });
+        match reason {
+            Some(Some(r)) => r.as_str(),
+            _ => skip.reason.as_str(),
         }
     }
 
@@ -267,6 +301,7 @@ impl State {
     /// Forgets the stream (a flush): the window, the segment, what is known of upstream.
     fn reset_stream(&mut self) -> Vec<Serial> {
         let pending = self.window.reset();
+        self.gap_reasons.clear();
         self.in_segment = gst::FormattedSegment::new();
         self.pts_epoch = 0;
         self.last_segment = None;
@@ -1307,6 +1342,15 @@ impl Resequencer {
             match state.window.gap(gap.epoch, gap.seq, gap.count) {
                 GapArrival::Recorded => {
                     gst::debug!(CAT, imp = self, "gap recorded: {gap:?}");
+                    if state.gap_reasons.len() == GAP_REASONS {
+                        state.gap_reasons.pop_front();
+                    }
+                    state.gap_reasons.push_back((
+                        gap.epoch,
+                        gap.seq,
+                        gap.seq + gap.count,
+                        gap.reason,
+                    ));
                     state.wake_task(&self.cond);
                     return true;
                 }
@@ -1650,9 +1694,22 @@ impl Resequencer {
             return;
         }
         if let (Some(pts), Some(duration)) = (skip.pts, skip.duration) {
-            let event = gst::event::Gap::builder(gst::ClockTime::from_nseconds(pts))
+            // What was skipped rides along, for `metapublish`'s gap records.
+            let reason = if skip.reason == SkipReason::Gap {
+                self.state().gap_reason(&skip)
+            } else {
+                skip.reason.as_str()
+            };
+            let mut event = gst::event::Gap::builder(gst::ClockTime::from_nseconds(pts))
                 .duration(gst::ClockTime::from_nseconds(duration))
-                .build();
+                .other_field("ordered-count", skip.count)
+                .other_field("ordered-reason", reason);
+            if let (Some(seq), Some(epoch)) = (skip.first_seq, skip.epoch) {
+                event = event
+                    .other_field("ordered-seq", seq)
+                    .other_field("ordered-epoch", epoch);
+            }
+            let event = event.build();
             self.srcpad.push_event(event);
         }
     }

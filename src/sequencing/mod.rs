@@ -107,11 +107,25 @@ pub enum SkipReason {
     Drain,
 }
 
+impl SkipReason {
+    /// The name the resequencer's GAP events and `metapublish`'s gap records give it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::Gap => "lost",
+            SkipReason::Deadline => "deadline",
+            SkipReason::WindowFull => "window-full",
+            SkipReason::Drain => "drain",
+        }
+    }
+}
+
 /// Frames that will not be pushed, reported once, in order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Skip {
     /// First skipped sequence number (sequence order only).
     pub first_seq: Option<u64>,
+    /// Their epoch (sequence order only).
+    pub epoch: Option<u32>,
     /// How many frames: exact in sequence order, estimated from the duration in PTS order.
     pub count: u64,
     pub reason: SkipReason,

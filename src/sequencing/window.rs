@@ -682,6 +682,7 @@ impl<T, E> Window<T, E> {
         };
         Output::Skip(Skip {
             first_seq: Some(first),
+            epoch: self.epoch,
             count,
             reason,
             pts: duration.and(pts),
@@ -719,6 +720,7 @@ impl<T, E> Window<T, E> {
                 self.discont = true;
                 return Some(Output::Skip(Skip {
                     first_seq: None,
+                    epoch: None,
                     count,
                     reason,
                     pts: Some(expected),
