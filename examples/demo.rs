@@ -571,7 +571,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "demo: videotestsrc is-live=true pattern=ball ! frameanalyzer ! enrichpool \
              name=detector workers=6 leaky=downstream interval=2 carry-forward=200 ms ! \
              enrichpool name=classifier infer-on=rois roi-types=ball overlay=true ! resequencer \
-             ! x264enc ! mp4mux ! {} ({} s{})",
+             ! metapublish location={} ! x264enc ! mp4mux ! {} ({} s{})",
+            cameras[0].jsonl,
             options.output,
             options.seconds,
             if options.window { ", and a window" } else { "" }
@@ -581,8 +582,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "demo: {n} × (videotestsrc is-live=true pattern=ball ! frameanalyzer ! enrichpool \
              shared-pool=demo leaky=downstream interval=2 carry-forward=200 ms ! enrichpool \
              shared-pool=demo-classify infer-on=rois roi-types=ball overlay=true ! \
-             resequencer) ! compositor {cols}×{rows} ! x264enc ! mp4mux ! {} ({} s{}); one \
-             detector pool of {workers} workers, one classifier pool of {} workers",
+             resequencer ! metapublish location={}) ! compositor {cols}×{rows} ! x264enc ! \
+             mp4mux ! {} ({} s{}); one detector pool of {workers} workers, one classifier pool \
+             of {} workers",
+            jsonl_path(&options.output, Some(0)).replace("cam0", "camN"),
             options.output,
             options.seconds,
             if options.window { ", and a window" } else { "" },

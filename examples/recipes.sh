@@ -138,7 +138,7 @@ mqtt() {
   launch videotestsrc is-live=true num-buffers=60 pattern=ball \
     ! video/x-raw,width=320,height=240,framerate=30/1 \
     ! frameanalyzer $S ! enrichpool workers=4 $S ! resequencer latency=1000000000 $S \
-    ! metapublish location="$url" qos=1 $S ! fakesink
+    ! metapublish location="$url" mqtt-qos=1 $S ! fakesink
   wait "$consumer"
   kill "$broker"
   wait "$broker" 2>/dev/null || true

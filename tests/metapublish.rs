@@ -508,7 +508,7 @@ fn mqtt_broker_stopped_for_two_seconds_costs_exactly_the_dropped_records() {
     let desc = format!(
         "videotestsrc is-live=true num-buffers={n} ! video/x-raw,width=64,height=48,framerate=30/1 \
          ! enrichpool workers=2 ! resequencer latency=200000000 \
-         ! metapublish name=pub location={} qos=1 max-pending=10 \
+         ! metapublish name=pub location={} mqtt-qos=1 max-pending=10 \
          ! appsink name=sink sync=false",
         broker.url(topic)
     );
@@ -609,7 +609,7 @@ fn mqtt5_over_tls_with_a_password_delivers_every_record_once_in_order() {
     let n = 40;
     let desc = format!(
         "videotestsrc num-buffers={n} ! video/x-raw,width=64,height=48 ! frameanalyzer \
-         ! metapublish name=pub location={} mqtt-version=5 qos=1 tls-ca-file={} \
+         ! metapublish name=pub location={} mqtt-version=5 mqtt-qos=1 tls-ca-file={} \
          credentials-file={} client-id=secure-test ! appsink name=sink sync=false",
         broker.url(topic),
         ca.display(),

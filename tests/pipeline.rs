@@ -298,7 +298,7 @@ fn gst_launch_runs_a_live_pipeline_through_the_resequencer() {
 fn every_property_is_documented_in_gst_inspect_and_readme() {
     init();
     let readme = include_str!("../README.md");
-    for element in ["resequencer", "enrichpool", "frameanalyzer"] {
+    for element in ["resequencer", "enrichpool", "frameanalyzer", "metapublish"] {
         // README's section of the element: from its heading to the next `## `.
         let heading = format!("\n## `{element}`\n");
         let from = readme.find(&heading).expect("a README section per element") + 1;
@@ -350,7 +350,14 @@ fn every_property_is_documented_in_gst_inspect_and_readme() {
             );
         }
         // Units are told where a number has one.
-        for time_property in ["latency", "timeout", "idle-timeout", "stats-interval"] {
+        for time_property in [
+            "latency",
+            "timeout",
+            "idle-timeout",
+            "stats-interval",
+            "drain-timeout",
+            "batch-interval",
+        ] {
             if let Some(p) = instance.find_property(time_property) {
                 let blurb = p.blurb().unwrap_or_default();
                 assert!(

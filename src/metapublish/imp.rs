@@ -270,7 +270,7 @@ impl ObjectImpl for MetaPublish {
                     .default_value(DEFAULT_FLUSH_EVERY)
                     .mutable_ready()
                     .build(),
-                glib::ParamSpecUInt::builder("qos")
+                glib::ParamSpecUInt::builder("mqtt-qos")
                     .nick("MQTT QoS")
                     .blurb(
                         "MQTT quality of service: 0 (at most once: a record counts as published \
@@ -324,9 +324,9 @@ impl ObjectImpl for MetaPublish {
                 glib::ParamSpecUInt64::builder("drain-timeout")
                     .nick("Drain timeout")
                     .blurb(
-                        "At EOS, how long (ns) to wait for pending records to be published \
-                         before EOS goes on; what is left when the element stops is counted \
-                         as dropped",
+                        "At EOS, how many nanoseconds to wait for the pending records to be \
+                         published before EOS goes on; what is still pending when the element \
+                         stops is counted as dropped",
                     )
                     .default_value(DEFAULT_DRAIN_TIMEOUT)
                     .mutable_playing()
@@ -365,7 +365,7 @@ impl ObjectImpl for MetaPublish {
             "max-pending" => s.max_pending = value.get().expect("type checked upstream"),
             "on-disconnect" => s.on_disconnect = value.get().expect("type checked upstream"),
             "flush-every" => s.flush_every = value.get().expect("type checked upstream"),
-            "qos" => s.qos = value.get().expect("type checked upstream"),
+            "mqtt-qos" => s.qos = value.get().expect("type checked upstream"),
             "client-id" => s.client_id = text(value),
             "credentials-file" => s.credentials_file = text(value),
             "tls-ca-file" => s.tls_ca_file = text(value),
@@ -388,7 +388,7 @@ impl ObjectImpl for MetaPublish {
             "max-pending" => s.max_pending.to_value(),
             "on-disconnect" => s.on_disconnect.to_value(),
             "flush-every" => s.flush_every.to_value(),
-            "qos" => s.qos.to_value(),
+            "mqtt-qos" => s.qos.to_value(),
             "client-id" => s.client_id.to_value(),
             "credentials-file" => s.credentials_file.to_value(),
             "tls-ca-file" => s.tls_ca_file.to_value(),
