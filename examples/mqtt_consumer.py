@@ -6,7 +6,8 @@
 One line per frame with regions of interest (its sequence number, time and each region's
 type, box and detection confidence when it has one), one per gap record (frames that will
 never come, and why), a warning when a frame arrives out of order, and at the `eos` record
-(with --until-eos: then it exits) a summary. Needs paho-mqtt (Debian: python3-paho-mqtt).
+(with --until-eos: then it exits) a summary. With QoS 1 a record can come twice around a
+reconnection: the repeat is skipped. Needs paho-mqtt (Debian: python3-paho-mqtt).
 Records are JSON (schema version 1, README "Results out: metapublish").
 """
 
@@ -29,6 +30,7 @@ def main():
         return 2
     topic = unquote(url.path.lstrip("/"))
     state = {"frames": 0, "gaps": 0, "regions": 0, "last": None, "disorder": 0}
+    seen = set()
 
     def on_connect(client, *rest):
         client.subscribe(topic, qos=1)
@@ -40,12 +42,16 @@ def main():
         record = json.loads(message.payload)
         kind = record["type"]
         if kind == "frame":
+            if record["seq"] is not None:
+                key = (record["epoch"], record["seq"])
+                if key in seen:
+                    return  # a QoS 1 repeat
+                seen.add(key)
+                if state["last"] is not None and key < state["last"]:
+                    state["disorder"] += 1
+                    print(f"out of order: {key} after {state['last']}", flush=True)
+                state["last"] = key
             state["frames"] += 1
-            key = (record["epoch"], record["seq"])
-            if record["seq"] is not None and state["last"] is not None and key <= state["last"]:
-                state["disorder"] += 1
-                print(f"out of order: {key} after {state['last']}", flush=True)
-            state["last"] = key
             rois = record.get("rois", [])
             state["regions"] += len(rois)
             if rois:
@@ -58,6 +64,9 @@ def main():
                     boxes.append(box)
                 pts = record["pts"] / 1e9 if record["pts"] is not None else float("nan")
                 print(f"#{record['seq']} {pts:7.3f}s: {', '.join(boxes)}", flush=True)
+        elif kind == "flush":
+            state["last"] = None  # a seek: the sequence starts again
+            seen.clear()
         elif kind == "gap":
             state["gaps"] += 1
             print(f"#{record['seq']} gap of {record['count']} ({record['reason']})", flush=True)

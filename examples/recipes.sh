@@ -139,6 +139,17 @@ mqtt() {
     ! video/x-raw,width=320,height=240,framerate=30/1 \
     ! frameanalyzer $S ! enrichpool workers=4 $S ! resequencer latency=1000000000 $S \
     ! metapublish location="$url" mqtt-qos=1 $S ! fakesink
+  # The consumer exits at the EOS record; not waiting for ever if it never comes.
+  for i in $(seq 300); do
+    kill -0 "$consumer" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$consumer" 2>/dev/null; then
+    kill "$consumer" "$broker"
+    echo "mqtt: the consumer got no EOS record within 30 s" >&2
+    cat "$WORK/consumer.out" >&2
+    return 1
+  fi
   wait "$consumer"
   kill "$broker"
   wait "$broker" 2>/dev/null || true

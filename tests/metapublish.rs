@@ -517,6 +517,13 @@ fn mqtt_broker_stopped_for_two_seconds_costs_exactly_the_dropped_records() {
     let count = AtomicU64::new(0);
     let inside: Arc<Mutex<Option<Inside>>> = Arc::default();
     let ins = inside.clone();
+    // The stats, read while the frames flow: every reading balances.
+    // (records, published, dropped, pending)
+    type Reading = (u64, u64, u64, u64);
+    let readings: Arc<Mutex<Vec<Reading>>> = Arc::default();
+    let read = readings.clone();
+    let publisher_slot: Arc<Mutex<Option<gst::Element>>> = Arc::default();
+    let slot = publisher_slot.clone();
     let outage = std::thread::scope(|scope| {
         let broker = &mut broker;
         let stopper = scope.spawn(move || {
@@ -530,11 +537,25 @@ fn mqtt_broker_stopped_for_two_seconds_costs_exactly_the_dropped_records() {
         });
         let out = run(
             &desc,
-            |p| *ins.lock().unwrap() = Some(time_inside(&p.by_name("pub").unwrap())),
+            |p| {
+                let publisher = p.by_name("pub").unwrap();
+                *ins.lock().unwrap() = Some(time_inside(&publisher));
+                *slot.lock().unwrap() = Some(publisher);
+            },
             move |_| {
                 let i = count.fetch_add(1, Ordering::SeqCst) + 1;
                 if i >= 60 {
                     let _ = tx.lock().unwrap().send(i);
+                }
+                if let Some(p) = publisher_slot.lock().unwrap().as_ref() {
+                    let s = p.property::<gst::Structure>("stats");
+                    let get = |f: &str| s.get::<u64>(f).unwrap();
+                    read.lock().unwrap().push((
+                        get("records"),
+                        get("published"),
+                        get("dropped"),
+                        get("pending"),
+                    ));
                 }
             },
         );
@@ -543,6 +564,11 @@ fn mqtt_broker_stopped_for_two_seconds_costs_exactly_the_dropped_records() {
     });
     let (out, (stopped_at, restarted_at)) = outage;
     assert_eq!(out.frames.len() as u64, n, "every frame went on");
+    let readings = readings.lock().unwrap();
+    assert_eq!(readings.len() as u64, n);
+    for &(records, published, dropped, pending) in readings.iter() {
+        assert_eq!(records, published + dropped + pending, "{readings:?}");
+    }
     let max_inside = inside.lock().unwrap().as_ref().unwrap().lock().unwrap().1;
     assert!(
         max_inside < Duration::from_millis(33),
@@ -864,4 +890,181 @@ fn a_bad_location_fails_the_start_with_the_reason() {
         assert!(text.contains(says), "{location}: {text}");
         pipeline.set_state(gst::State::Null).unwrap();
     }
+}
+
+#[test]
+fn in_pts_order_the_skips_the_resequencer_tells_by_time_are_not_counted_twice() {
+    let file = scratch("pts-gaps.jsonl");
+    let n = 60u64;
+    let desc = format!(
+        "videotestsrc num-buffers={n} ! video/x-raw,width=64,height=48,framerate=30/1 \
+         ! enrichpool name=pool workers=2 ! resequencer order-by=pts \
+         ! metapublish name=pub location={} ! appsink name=sink sync=false",
+        file.display()
+    );
+    let out = run(
+        &desc,
+        |p| {
+            let pool = p.by_name("pool").unwrap().downcast::<EnrichPool>().unwrap();
+            pool.set_handler(|job| {
+                let seq = SeqMeta::read(job.buffer).unwrap().unwrap().seq;
+                Ok(if seq % 5 == 3 {
+                    Verdict::Drop
+                } else {
+                    Verdict::Keep
+                })
+            });
+        },
+        |_| {},
+    );
+    let records = parse_lines(&std::fs::read_to_string(&file).unwrap());
+    let lost: u64 = of_type(&records, "gap")
+        .iter()
+        .map(|r| {
+            assert_ne!(r["reason"], "unannounced", "told by time already: {r}");
+            r["count"].as_u64().unwrap()
+        })
+        .sum();
+    let dropped = (0..n).filter(|s| s % 5 == 3).count() as u64;
+    assert_eq!(lost, dropped, "each lost frame told once");
+    assert_eq!(out.frames.len() as u64, n - dropped);
+    assert_eq!(stat(&out.publisher(), "gaps"), dropped);
+}
+
+#[test]
+fn with_block_and_a_target_down_eos_and_a_flushing_seek_do_not_hang() {
+    init();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // Ten frames fill max-pending=10: the EOS record goes over the bound, EOS waits
+    // drain-timeout (0.2 s) and goes on.
+    let desc = format!(
+        "videotestsrc num-buffers=10 ! video/x-raw,width=64,height=48 \
+         ! metapublish name=pub location=tcp://127.0.0.1:{port} max-pending=10 \
+         on-disconnect=block drain-timeout=200000000 ! appsink name=sink sync=false"
+    );
+    let out = run(&desc, |_| {}, |_| {});
+    assert_eq!(out.frames.len(), 10);
+    assert_eq!(
+        stat(&out.publisher(), "dropped"),
+        11,
+        "all left when it stopped"
+    );
+
+    // A frame waiting for room: a flushing seek lets it go and returns.
+    let pipeline = launch::pipeline(&format!(
+        "videotestsrc num-buffers=100 ! video/x-raw,width=64,height=48 \
+         ! metapublish name=pub location=tcp://127.0.0.1:{port} max-pending=3 \
+         on-disconnect=block ! appsink name=sink sync=false"
+    ));
+    let p = pipeline.by_name("pub").unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    wait_for("a full queue", LIMIT, || stat(&p, "records") == 4);
+    let seeking = pipeline.clone();
+    sync::within(Duration::from_secs(20), move || {
+        seeking
+            .seek_simple(gst::SeekFlags::FLUSH, gst::ClockTime::ZERO)
+            .unwrap();
+    });
+    // The flush record went over the bound; frames wait again behind it.
+    wait_for("the frames after the seek", LIMIT, || {
+        stat(&p, "records") >= 6
+    });
+    sync::within(Duration::from_secs(20), move || {
+        pipeline.set_state(gst::State::Null).unwrap();
+    });
+    let records = stat(&p, "records");
+    assert_eq!(stat(&p, "dropped"), records, "none published, each counted");
+}
+
+#[test]
+fn a_full_disk_costs_the_records_counted_and_not_the_frames() {
+    // /dev/full: every write fails with ENOSPC.
+    let desc = "videotestsrc num-buffers=50 ! video/x-raw,width=64,height=48 \
+                ! metapublish name=pub location=/dev/full ! appsink name=sink sync=false";
+    let out = run(desc, |_| {}, |_| {});
+    assert_eq!(out.frames.len(), 50);
+    let p = out.publisher();
+    assert_eq!(stat(&p, "records"), 51);
+    assert_eq!((stat(&p, "published"), stat(&p, "dropped")), (0, 51));
+    let stats = p.property::<gst::Structure>("stats");
+    let error = stats.get::<String>("last-error").unwrap();
+    assert!(error.contains("No space left"), "{error}");
+}
+
+#[test]
+fn stopping_while_a_write_blocks_does_not_hang() {
+    init();
+    // A FIFO whose reader never reads: the publisher's write blocks once the pipe is full.
+    let fifo = scratch("blocked.fifo");
+    let _ = std::fs::remove_file(&fifo);
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let path = fifo.clone();
+    let reader = std::thread::spawn(move || std::fs::File::open(path).unwrap());
+    let pipeline = launch::pipeline(&format!(
+        "videotestsrc num-buffers=3000 ! video/x-raw,width=64,height=48 \
+         ! metapublish name=pub location={} drain-timeout=100000000 batch-interval=0 \
+         ! appsink name=sink sync=false",
+        fifo.display()
+    ));
+    let sink = launch::app_sink(&pipeline);
+    let passed = Arc::new(AtomicU64::new(0));
+    let pc = passed.clone();
+    sink.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |sink| {
+                sink.pull_sample().unwrap();
+                pc.fetch_add(1, Ordering::SeqCst);
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .build(),
+    );
+    let p = pipeline.by_name("pub").unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let mut held = Some(reader.join().unwrap());
+    let bus = pipeline.bus().unwrap();
+    let eos = bus.timed_pop_filtered(
+        gst::ClockTime::from_seconds(60),
+        &[gst::MessageType::Eos, gst::MessageType::Error],
+    );
+    assert!(
+        matches!(
+            eos.as_ref().map(|m| m.view()),
+            Some(gst::MessageView::Eos(_))
+        ),
+        "{eos:?}"
+    );
+    assert_eq!(passed.load(Ordering::SeqCst), 3000, "every frame went on");
+    assert!(stat(&p, "pending") > 0, "the write is blocked");
+    // The element stops on the way to READY (NULL would flush the bus, warning and all).
+    let stopping = pipeline.clone();
+    sync::within(Duration::from_secs(20), move || {
+        stopping.set_state(gst::State::Ready).unwrap();
+    });
+    let warned = std::iter::from_fn(|| bus.pop()).any(|m| {
+        matches!(m.view(), gst::MessageView::Warning(w)
+            if w.error().to_string().contains("did not stop within"))
+    });
+    assert!(warned, "stop says it left the publisher behind");
+    pipeline.set_state(gst::State::Null).unwrap();
+    // Unblock the thread left behind: read what it wrote, to its end.
+    let mut rest = Vec::new();
+    std::io::Read::read_to_end(held.as_mut().unwrap(), &mut rest).unwrap();
+    drop(held);
+    wait_for("the publisher's last count", LIMIT, || {
+        let s = p.property::<gst::Structure>("stats");
+        s.get::<u64>("pending").unwrap() == 0
+    });
+    let records = stat(&p, "records");
+    assert_eq!(stat(&p, "published") + stat(&p, "dropped"), records);
+    let _ = std::fs::remove_file(&fifo);
 }

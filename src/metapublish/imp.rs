@@ -11,7 +11,7 @@ use gst::prelude::*;
 use gst::subclass::prelude::*;
 use gst_base::subclass::prelude::*;
 
-use super::publisher::{self, Options, Pushed, Shared};
+use super::publisher::{self, Full, Options, Pushed, Shared};
 use super::record::{FrameTimes, GapRecord, Writer};
 use super::target::Target;
 use super::{MqttVersion, OnDisconnect, mqtt};
@@ -76,16 +76,25 @@ struct Stream {
     next: Option<(u32, u64)>,
     /// From the SEGMENT event, for the records' running time.
     segment: gst::FormattedSegment<gst::ClockTime>,
-    /// The running publisher's queue, its `max-pending` and whether to block when full.
-    queue: Option<(Arc<Shared>, usize, bool)>,
+    /// The running publisher's queue, its `max-pending` and what to do when full.
+    queue: Option<(Arc<Shared>, usize, Full)>,
+    /// Frames a GAP event without sequence numbers said were skipped (PTS order): the next
+    /// jump in the sequence is those, not unannounced ones.
+    skipped_unnumbered: u64,
 }
 
 /// The publisher of a running element.
 struct Running {
     shared: Arc<Shared>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Says when the publisher thread returned.
+    done: std::sync::mpsc::Receiver<()>,
     drain_timeout: Duration,
 }
+
+/// How long `stop` waits for the publisher thread (a write blocked on a pipe nobody reads,
+/// a hung network file system) before leaving it behind.
+const STOP_GRACE: Duration = Duration::from_secs(2);
 
 #[derive(Default)]
 pub struct MetaPublish {
@@ -108,13 +117,13 @@ impl ObjectSubclass for MetaPublish {
 }
 
 fn stats_structure(shared: Option<&Shared>, gaps: u64) -> gst::Structure {
-    let get = |f: fn(&Shared) -> u64| shared.map_or(0, f);
+    let c = shared.map(|s| s.snapshot()).unwrap_or_default();
     gst::Structure::builder("metapublish-stats")
-        .field("records", get(|s| s.records.load(Ordering::Relaxed)))
-        .field("published", get(|s| s.published.load(Ordering::Relaxed)))
-        .field("dropped", get(|s| s.dropped.load(Ordering::Relaxed)))
-        .field("pending", get(|s| s.pending()))
-        .field("reconnects", get(|s| s.reconnects.load(Ordering::Relaxed)))
+        .field("records", c.records)
+        .field("published", c.published)
+        .field("dropped", c.dropped)
+        .field("pending", c.pending)
+        .field("reconnects", c.reconnects)
         .field("gaps", gaps)
         .field(
             "last-error",
@@ -149,52 +158,73 @@ impl MetaPublish {
 
     /// Queues the record the writer holds (a copy of its text).
     fn publish(&self, stream: &Stream) {
-        let Some((shared, max, block)) = &stream.queue else {
+        self.publish_as(stream, None);
+    }
+
+    /// As `publish`; `full` instead of the element's policy when the queue is full.
+    fn publish_as(&self, stream: &Stream, full: Option<Full>) {
+        let Some((shared, max, policy)) = &stream.queue else {
             return;
         };
         let record = Bytes::copy_from_slice(stream.writer.text().as_bytes());
-        match shared.push(record, *max, *block) {
+        match shared.push(record, *max, full.unwrap_or(*policy)) {
             Pushed::Queued => {}
             Pushed::DroppedOldest => gst::trace!(CAT, imp = self, "queue full: dropped the oldest"),
-            Pushed::Unblocked => gst::debug!(CAT, imp = self, "record dropped by a flush"),
+            Pushed::Dropped => gst::debug!(CAT, imp = self, "record dropped (flush, stop)"),
         }
     }
 
     fn publish_gap(&self, stream: &mut Stream, gap: &GapRecord) {
-        self.gaps
-            .fetch_add(gap.count.unwrap_or(1), Ordering::Relaxed);
+        // A GAP event of another element (no count) tells no loss.
+        if let Some(count) = gap.count {
+            self.gaps.fetch_add(count, Ordering::Relaxed);
+        }
         stream.writer.gap(gap);
         self.publish(stream);
     }
 
+    /// A `flush` or `eos` record: queued even over `max-pending` (an application's seek
+    /// or EOS does not wait for room).
     fn publish_event(&self, kind: &str) {
         let mut stream = lock(&self.stream);
         stream.writer.event(kind);
-        self.publish(&stream);
+        self.publish_as(&stream, Some(Full::Overflow));
     }
 
-    /// A gap record for frames of the epoch before `seq` that nothing announced, from
-    /// `expected` on; the sequence expected next is `next`.
-    fn sequence_to(&self, stream: &mut Stream, epoch: u32, seq: u64, next: u64) {
+    /// Moves the sequence expected next in `epoch` to `next`, with a gap record for the
+    /// frames before `seq` that nothing announced. A frame's sequence going backwards
+    /// (`restart`) without a new epoch is a new stream: nothing is missing.
+    fn sequence_to(&self, stream: &mut Stream, epoch: u32, seq: u64, next: u64, restart: bool) {
         let expected = match stream.next {
             Some((e, n)) if e == epoch => n,
             // A new epoch starts at 0.
             _ => 0,
         };
-        stream.next = Some((epoch, next.max(expected)));
-        // Backwards without a new epoch: a new stream, nothing missing.
+        stream.next = Some((
+            epoch,
+            if restart && seq < expected {
+                next
+            } else {
+                next.max(expected)
+            },
+        ));
         if seq > expected {
-            self.publish_gap(
-                stream,
-                &GapRecord {
-                    epoch: Some(epoch),
-                    seq: Some(expected),
-                    count: Some(seq - expected),
-                    reason: "unannounced".into(),
-                    pts: None,
-                    duration: None,
-                },
-            );
+            // Frames a GAP event already told of, by time only.
+            let told = stream.skipped_unnumbered.min(seq - expected);
+            stream.skipped_unnumbered = 0;
+            if seq - expected > told {
+                self.publish_gap(
+                    stream,
+                    &GapRecord {
+                        epoch: Some(epoch),
+                        seq: Some(expected + told),
+                        count: Some(seq - expected - told),
+                        reason: "unannounced".into(),
+                        pts: None,
+                        duration: None,
+                    },
+                );
+            }
         }
     }
 
@@ -202,8 +232,12 @@ impl MetaPublish {
     /// before it that nothing announced is recorded first).
     fn announced(&self, gap: GapRecord) {
         let mut stream = lock(&self.stream);
-        if let (Some(epoch), Some(seq), Some(end)) = (gap.epoch, gap.seq, gap.seq_end()) {
-            self.sequence_to(&mut stream, epoch, seq, end);
+        match (gap.epoch, gap.seq, gap.seq_end()) {
+            (Some(epoch), Some(seq), Some(end)) => {
+                self.sequence_to(&mut stream, epoch, seq, end, false)
+            }
+            // The resequencer in PTS order: how many, not which.
+            _ => stream.skipped_unnumbered += gap.count.unwrap_or(0),
         }
         self.publish_gap(&mut stream, &gap);
     }
@@ -436,7 +470,7 @@ impl ElementImpl for MetaPublish {
         {
             // A streaming thread waiting for room (on-disconnect=block) or in a drain
             // lets go before the pads deactivate.
-            r.shared.unblock();
+            r.shared.deactivate();
         }
         let res = self.parent_change_state(transition)?;
         if transition == gst::StateChange::PausedToPlaying {
@@ -461,15 +495,16 @@ impl BaseTransformImpl for MetaPublish {
             .ok_or_else(|| settings_error("metapublish: no location set".into()))?;
         let target =
             Target::parse(location).map_err(|e| settings_error(format!("location {e}")))?;
-        if let Target::File(path) = &target {
-            // Created now, so that a bad path fails the start with the reason.
-            std::fs::File::create(path).map_err(|err| {
+        let file = match &target {
+            // Made now, so that a bad path fails the start with the reason.
+            Target::File(path) => Some(std::fs::File::create(path).map_err(|err| {
                 gst::error_msg!(
                     gst::ResourceError::OpenWrite,
                     ["cannot create {}: {err}", path.display()]
                 )
-            })?;
-        }
+            })?),
+            _ => None,
+        };
         let mqtt_only = |name: &str, set: bool| {
             if set && !matches!(target, Target::Mqtt { .. }) {
                 gst::warning!(
@@ -507,6 +542,7 @@ impl BaseTransformImpl for MetaPublish {
         };
         let options = Options {
             target: target.clone(),
+            file,
             batch_interval: Duration::from_nanos(s.batch_interval),
             flush_every: s.flush_every,
             qos: s.qos as u8,
@@ -529,7 +565,8 @@ impl BaseTransformImpl for MetaPublish {
                 gst::element_warning!(obj, gst::ResourceError::Write, ("{}", msg));
             }
         });
-        let thread = publisher::spawn(shared.clone(), options, report).map_err(|err| {
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let thread = publisher::spawn(shared.clone(), options, report, done_tx).map_err(|err| {
             gst::error_msg!(
                 gst::CoreError::Failed,
                 ["starting the publisher thread: {err}"]
@@ -540,7 +577,11 @@ impl BaseTransformImpl for MetaPublish {
             queue: Some((
                 shared.clone(),
                 s.max_pending as usize,
-                s.on_disconnect == OnDisconnect::Block,
+                if s.on_disconnect == OnDisconnect::Block {
+                    Full::Wait
+                } else {
+                    Full::DropOldest
+                },
             )),
             ..Stream::default()
         };
@@ -549,6 +590,7 @@ impl BaseTransformImpl for MetaPublish {
         *lock(&self.running) = Some(Running {
             shared,
             thread: Some(thread),
+            done,
             drain_timeout: Duration::from_nanos(s.drain_timeout),
         });
         self.restart_stats_timer();
@@ -557,13 +599,30 @@ impl BaseTransformImpl for MetaPublish {
 
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
         let running = lock(&self.running).take();
-        lock(&self.stream).queue = None;
         if let Some(mut r) = running {
             r.shared.stop();
             if let Some(thread) = r.thread.take() {
-                let _ = thread.join();
+                if thread.thread().id() == std::thread::current().id() {
+                    // Stopped from the publisher thread itself (a bus sync handler that
+                    // sets the pipeline to NULL on its warning): it returns after this.
+                } else if r.done.recv_timeout(STOP_GRACE).is_ok() {
+                    let _ = thread.join();
+                } else {
+                    gst::element_imp_warning!(
+                        self,
+                        gst::ResourceError::Write,
+                        (
+                            "The publisher thread did not stop within {} s (a write to {} \
+                             blocked?); left behind, its records counted as dropped when it \
+                             returns",
+                            STOP_GRACE.as_secs(),
+                            self.settings().location.unwrap_or_default()
+                        )
+                    );
+                }
             }
         }
+        lock(&self.stream).queue = None;
         lock(&self.timer).stop();
         Ok(())
     }
@@ -582,7 +641,7 @@ impl BaseTransformImpl for MetaPublish {
         };
         let mut stream = lock(&self.stream);
         if let Some(seq) = &seq {
-            self.sequence_to(&mut stream, seq.epoch, seq.seq, seq.seq + 1);
+            self.sequence_to(&mut stream, seq.epoch, seq.seq, seq.seq + 1, true);
         }
         let pts = buffer.pts();
         let times = FrameTimes {
@@ -601,12 +660,12 @@ impl BaseTransformImpl for MetaPublish {
         match event.view() {
             EventView::FlushStart(_) => {
                 if let Some(r) = lock(&self.running).as_ref() {
-                    r.shared.unblock();
+                    r.shared.flush_start();
                 }
             }
             EventView::FlushStop(_) => {
                 if let Some(r) = lock(&self.running).as_ref() {
-                    r.shared.resume();
+                    r.shared.flush_stop();
                 }
                 {
                     let mut stream = lock(&self.stream);

@@ -8,7 +8,6 @@
 //! out (QoS 0) or its PUBACK came back (QoS 1).
 
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -187,11 +186,13 @@ pub async fn run(shared: &Shared, options: &Options, report: &Report) {
                         backoff = MIN_BACKOFF;
                         reported_down = false;
                         if std::mem::replace(&mut connected_once, true) {
-                            shared.reconnects.fetch_add(1, Ordering::Relaxed);
+                            shared.reconnected();
                         }
                         // What the last connection did not confirm goes first.
                         let mut failed = None;
-                        for f in flights.iter_mut() {
+                        // (Those the broker acknowledged or refused are settled, behind an
+                        // unacknowledged one: not sent twice.)
+                        for f in flights.iter_mut().filter(|f| f.acked.is_none()) {
                             if let Err(err) = (session.publish)(f.payload.clone()) {
                                 failed = Some(err);
                                 break;
@@ -273,10 +274,7 @@ pub async fn run(shared: &Shared, options: &Options, report: &Report) {
         for f in flights.iter_mut() {
             f.handed = false;
             f.sent = None;
-            // A refusal stays: the front is settled when the rest is.
-            if f.acked == Some(false) {
-                f.acked = None;
-            }
+            // An acknowledgement or a refusal stays: settled when those before it are.
         }
         if !shared.pause(backoff).await {
             return;

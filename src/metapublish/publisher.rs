@@ -14,15 +14,17 @@
 //! microseconds of CPU on a small machine: at 1000 frames/s, one per record would cost more
 //! than the record.
 //!
-//! A record is `published` once the target has it: written to the file or socket (after the
-//! flush, for files), handed to the broker's socket (MQTT QoS 0) or acknowledged by it
-//! (QoS 1). Records in flight when a connection breaks are sent again, first, on the next
-//! one: the only records lost are the ones `dropped` from a full queue (or left when the
-//! element stops), each counted. `records = published + dropped + pending` at all times.
+//! A record is `published` once the target has it: written to the file (after the flush),
+//! written to the TCP connection, handed to the broker's connection (MQTT QoS 0) or
+//! acknowledged by the broker (QoS 1). Records in flight when a connection breaks are sent
+//! again, first, on the next one. With QoS 1 the only records lost are the ones `dropped`
+//! (from a full queue, by a write error, or left when the element stops), each counted; TCP
+//! and QoS 0 can also lose what was written into a connection as it died, uncounted (no
+//! acknowledgement tells). The counters change under the queue's lock, and `snapshot`
+//! reads them under it: `records = published + dropped + pending` in every snapshot.
 
 use std::collections::VecDeque;
 use std::io::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -41,9 +43,12 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(2);
 const WINDOW: usize = 64;
 
 /// Everything the publisher needs besides the records.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Options {
     pub target: Target,
+    /// The file, opened by `start` (so that a bad path fails the start, and a FIFO is
+    /// opened once).
+    pub file: Option<std::fs::File>,
     pub batch_interval: Duration,
     pub flush_every: u32,
     pub qos: u8,
@@ -54,20 +59,48 @@ pub struct Options {
     pub keep_alive: Duration,
 }
 
+/// The counters of `stats`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub records: u64,
+    pub published: u64,
+    pub dropped: u64,
+    pub pending: u64,
+    pub reconnects: u64,
+}
+
 #[derive(Default)]
 struct Queue {
     records: VecDeque<Bytes>,
     in_flight: usize,
+    counts: Counts,
     /// The element stops: the publisher returns, waits end.
     stopping: bool,
-    /// A flush or a state change: a streaming thread waiting for room gives up.
-    unblocked: bool,
+    /// The publisher returned: records are no longer queued but counted dropped.
+    closed: bool,
+    /// A flush: a streaming thread waiting for room gives up, until the flush ends.
+    flushing: bool,
+    /// The element goes to READY: the same, for good.
+    deactivating: bool,
     /// EOS: write out what is buffered (`flush-every`) as soon as the queue is empty.
     draining: bool,
     /// The publisher waits for a record: the next one wakes it.
     idle: bool,
+    /// The publisher should not wait: records after a quiet spell, a full queue, a drain.
+    /// (Its condition variable keeps no notification; this flag does.)
+    wake: bool,
     /// Threads waiting on `changed` (for room, or in a drain): only then is it signalled.
     waiting: usize,
+}
+
+impl Queue {
+    fn unblocked(&self) -> bool {
+        self.flushing || self.deactivating || self.stopping || self.closed
+    }
+
+    fn pending(&self) -> u64 {
+        (self.records.len() + self.in_flight) as u64
+    }
 }
 
 /// What the element and the publisher share.
@@ -76,16 +109,12 @@ pub struct Shared {
     queue: Mutex<Queue>,
     /// Room in the queue, or nothing left pending (for `drain`).
     changed: Condvar,
-    /// Records arrived, or a drain began (the publishers on tokio).
+    /// Records arrived, or a drain began (the publishers on tokio; it keeps a permit).
     wake: Notify,
-    /// The same, for the file and stdout publisher (a plain thread).
+    /// The same, for the file and stdout publisher (a plain thread; see `Queue::wake`).
     work: Condvar,
     /// The element stops.
     pub(super) cancel: CancellationToken,
-    pub records: AtomicU64,
-    pub published: AtomicU64,
-    pub dropped: AtomicU64,
-    pub reconnects: AtomicU64,
     pub last_error: Mutex<Option<String>>,
 }
 
@@ -102,37 +131,59 @@ pub enum Pushed {
     Queued,
     /// Queued after dropping the oldest pending record.
     DroppedOldest,
-    /// Not queued: a flush or a state change while waiting for room (counted as dropped).
-    Unblocked,
+    /// Not queued, counted dropped: a flush or a state change while waiting for room, or
+    /// the publisher gone.
+    Dropped,
+}
+
+/// How `push` treats a full queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Full {
+    DropOldest,
+    /// Wait for room (`on-disconnect=block`).
+    Wait,
+    /// Queue it over the bound (the `flush` and `eos` records, which an application's
+    /// seek or EOS must not wait for).
+    Overflow,
 }
 
 impl Shared {
-    /// Queues a record. The queue full: the oldest record is dropped, or with `block`, the
-    /// caller waits for room (until [`Shared::unblock`]).
-    pub fn push(&self, record: Bytes, max_pending: usize, block: bool) -> Pushed {
-        self.records.fetch_add(1, Ordering::Relaxed);
+    /// Queues a record; a full queue is handled as `full` says.
+    pub fn push(&self, record: Bytes, max_pending: usize, full: Full) -> Pushed {
+        let max = max_pending.max(1);
         let mut q = lock(&self.queue);
+        q.counts.records += 1;
+        if q.closed {
+            q.counts.dropped += 1;
+            return Pushed::Dropped;
+        }
         let mut pushed = Pushed::Queued;
-        while q.records.len() >= max_pending.max(1) {
-            if block && !q.unblocked && !q.stopping {
+        while q.records.len() >= max && full != Full::Overflow {
+            if full == Full::Wait {
+                if q.unblocked() {
+                    q.counts.dropped += 1;
+                    return Pushed::Dropped;
+                }
+                q.wake = true;
+                self.notify();
                 q.waiting += 1;
                 q = self.changed.wait(q).unwrap_or_else(|e| e.into_inner());
                 q.waiting -= 1;
+                if q.closed {
+                    q.counts.dropped += 1;
+                    return Pushed::Dropped;
+                }
                 continue;
             }
-            if block {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-                return Pushed::Unblocked;
-            }
             q.records.pop_front();
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+            q.counts.dropped += 1;
             pushed = Pushed::DroppedOldest;
         }
         q.records.push_back(record);
         // Idle: this record wakes it. Full: it is woken from its lingering.
-        let wake = std::mem::take(&mut q.idle) || q.records.len() >= max_pending.max(1);
-        drop(q);
-        if wake {
+        if (std::mem::take(&mut q.idle) || q.records.len() >= max) && !q.wake {
+            q.wake = true;
+            drop(q);
             self.notify();
         }
         pushed
@@ -143,20 +194,33 @@ impl Shared {
         self.work.notify_one();
     }
 
-    /// Records queued or in flight.
-    pub fn pending(&self) -> u64 {
+    /// The counters, read at one moment.
+    pub fn snapshot(&self) -> Counts {
         let q = lock(&self.queue);
-        (q.records.len() + q.in_flight) as u64
+        Counts {
+            pending: q.pending(),
+            ..q.counts
+        }
     }
 
-    /// Wakes a streaming thread waiting for room (a flush, a state change); until `resume`.
-    pub fn unblock(&self) {
-        lock(&self.queue).unblocked = true;
+    pub fn pending(&self) -> u64 {
+        lock(&self.queue).pending()
+    }
+
+    /// A flush began: a streaming thread waiting for room gives up (its record dropped).
+    pub fn flush_start(&self) {
+        lock(&self.queue).flushing = true;
         self.changed.notify_all();
     }
 
-    pub fn resume(&self) {
-        lock(&self.queue).unblocked = false;
+    pub fn flush_stop(&self) {
+        lock(&self.queue).flushing = false;
+    }
+
+    /// The element goes to READY: no more waiting for room, nor in a drain.
+    pub fn deactivate(&self) {
+        lock(&self.queue).deactivating = true;
+        self.changed.notify_all();
     }
 
     /// Waits until every record is published (or dropped), at most `timeout`; says whether
@@ -165,8 +229,9 @@ impl Shared {
         let deadline = Instant::now() + timeout;
         let mut q = lock(&self.queue);
         q.draining = true;
+        q.wake = true;
         self.notify();
-        while (q.in_flight > 0 || !q.records.is_empty()) && !q.stopping && !q.unblocked {
+        while q.pending() > 0 && !q.unblocked() {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
@@ -180,7 +245,7 @@ impl Shared {
             q.waiting -= 1;
         }
         q.draining = false;
-        q.in_flight == 0 && q.records.is_empty()
+        q.pending() == 0
     }
 
     /// Tells the publisher to return; what it leaves is counted as dropped.
@@ -202,13 +267,9 @@ impl Shared {
                 if q.stopping {
                     return Next::Stop;
                 }
+                q.wake = false;
                 if !q.records.is_empty() {
-                    let n = q.records.len().min(max);
-                    q.in_flight += n;
-                    let batch = q.records.drain(..n).collect();
-                    // Room for a streaming thread that waits for it.
-                    self.signal(q);
-                    return Next::Batch(batch);
+                    return Next::Batch(self.take(q, max));
                 }
                 if flush_pending && q.draining {
                     return Next::Idle;
@@ -222,24 +283,39 @@ impl Shared {
         }
     }
 
+    /// Moves up to `max` queued records into flight.
+    fn take(&self, mut q: MutexGuard<'_, Queue>, max: usize) -> Vec<Bytes> {
+        let n = q.records.len().min(max);
+        q.in_flight += n;
+        let batch = q.records.drain(..n).collect();
+        // Room for a streaming thread that waits for it.
+        self.signal(q);
+        batch
+    }
+
     /// `n` records in flight reached the target.
     pub(super) fn published(&self, n: usize) {
-        self.settle(n, &self.published);
+        self.settle(n, |c| &mut c.published);
     }
 
     /// `n` records in flight are lost (a write error on a file, a refusal by the broker).
     pub(super) fn lost(&self, n: usize) {
-        self.settle(n, &self.dropped);
+        self.settle(n, |c| &mut c.dropped);
     }
 
-    fn settle(&self, n: usize, counter: &AtomicU64) {
+    fn settle(&self, n: usize, counter: fn(&mut Counts) -> &mut u64) {
         if n == 0 {
             return;
         }
-        counter.fetch_add(n as u64, Ordering::Relaxed);
         let mut q = lock(&self.queue);
-        q.in_flight -= n.min(q.in_flight);
+        let n = n.min(q.in_flight);
+        q.in_flight -= n;
+        *counter(&mut q.counts) += n as u64;
         self.signal(q);
+    }
+
+    pub(super) fn reconnected(&self) {
+        lock(&self.queue).counts.reconnects += 1;
     }
 
     /// Wakes the threads waiting on `changed`, if any (a signal costs a system call).
@@ -255,14 +331,15 @@ impl Shared {
         *lock(&self.last_error) = Some(err.to_string());
     }
 
-    /// The publisher returned: what is left is lost.
+    /// The publisher returned (or panicked): what is left is lost, and so is what comes.
     fn finished(&self) {
         let mut q = lock(&self.queue);
-        let left = q.records.len() + q.in_flight;
+        let left = q.pending();
         q.records.clear();
         q.in_flight = 0;
+        q.counts.dropped += left;
+        q.closed = true;
         drop(q);
-        self.dropped.fetch_add(left as u64, Ordering::Relaxed);
         self.changed.notify_all();
     }
 
@@ -270,8 +347,8 @@ impl Shared {
     /// fills, a drain begins or the element stops.
     pub(super) async fn linger_until(&self, deadline: tokio::time::Instant) {
         {
-            let q = lock(&self.queue);
-            if q.stopping || q.draining {
+            let mut q = lock(&self.queue);
+            if q.stopping || q.draining || std::mem::take(&mut q.wake) {
                 return;
             }
         }
@@ -294,40 +371,47 @@ impl Shared {
 /// What the publisher tells the element (posted as warnings on the bus).
 pub type Report = Box<dyn Fn(String) + Send + Sync>;
 
-/// The publisher thread: runs until [`Shared::stop`].
+/// The publisher thread: runs until [`Shared::stop`]; says on `done` that it returned.
 pub fn spawn(
     shared: Arc<Shared>,
-    options: Options,
+    mut options: Options,
     report: Report,
+    done: std::sync::mpsc::Sender<()>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("ordered-publish".into())
         .spawn(move || {
-            if matches!(options.target, Target::File(_) | Target::Stdout) {
-                write_lines(&shared, &options, &report);
-                shared.finished();
-                return;
-            }
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(err) => {
-                    shared.error(format!("starting the publisher: {err}"));
-                    shared.finished();
+            let run = std::panic::AssertUnwindSafe(|| {
+                if matches!(options.target, Target::File(_) | Target::Stdout) {
+                    write_lines(&shared, &mut options, &report);
                     return;
                 }
-            };
-            runtime.block_on(async {
-                match &options.target {
-                    Target::Tcp { host, port } => {
-                        tcp(&shared, host, *port, options.batch_interval, &report).await
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(err) => {
+                        shared.error(format!("starting the publisher: {err}"));
+                        return;
                     }
-                    _ => super::mqtt::run(&shared, &options, &report).await,
-                }
+                };
+                runtime.block_on(async {
+                    match &options.target {
+                        Target::Tcp { host, port } => {
+                            tcp(&shared, host, *port, options.batch_interval, &report).await
+                        }
+                        _ => super::mqtt::run(&shared, &options, &report).await,
+                    }
+                });
+                // Not waiting for a name lookup still running on tokio's blocking pool.
+                runtime.shutdown_background();
             });
+            if std::panic::catch_unwind(run).is_err() {
+                shared.error("the publisher thread panicked");
+            }
             shared.finished();
+            let _ = done.send(());
         })
 }
 
@@ -336,40 +420,60 @@ fn next_backoff(backoff: Duration) -> Duration {
     (backoff * 2).min(MAX_BACKOFF)
 }
 
-/// File or stdout, on a plain thread: each batch written at once, flushed when `flush-every`
-/// records are unflushed (1: every batch) and when the stream drains (EOS) or stops.
-fn write_lines(shared: &Shared, options: &Options, report: &Report) {
-    let out: Box<dyn Write + Send> = match &options.target {
-        Target::File(path) => match std::fs::File::create(path) {
-            Ok(f) => Box::new(f),
-            Err(err) => {
-                // `start` created it already: someone removed the folder meanwhile.
-                shared.error(format!("opening {}: {err}", path.display()));
-                report(format!("cannot open {}: {err}", path.display()));
-                return;
-            }
-        },
-        _ => Box::new(std::io::stdout()),
+/// File or stdout, on a plain thread: each batch appended to a buffer, written out when
+/// `flush-every` records are in it (1: every batch) and when the stream drains (EOS) or
+/// stops. A write that fails (a full disk) loses the records not wholly written, counted;
+/// the next write first ends a line cut short.
+fn write_lines(shared: &Shared, options: &mut Options, report: &Report) {
+    let mut out: Box<dyn Write + Send> = match options.file.take() {
+        Some(file) => Box::new(file),
+        None => Box::new(std::io::stdout()),
     };
-    let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
     let flush_every = options.flush_every.max(1) as usize;
-    // Written into the buffer, not flushed yet: still in flight.
-    let mut unflushed = 0usize;
-    let reported = std::cell::Cell::new(false);
-    let failed = |err: std::io::Error, n: &mut usize| {
-        shared.error(format!("writing: {err}"));
-        if !reported.replace(true) {
-            report(format!("writing records failed: {err}"));
+    let mut buffer: Vec<u8> = Vec::with_capacity(64 * 1024);
+    // Where each buffered record ends in `buffer`.
+    let mut ends: Vec<usize> = Vec::new();
+    let mut cut_short = false;
+    let mut reported = false;
+    let mut write_out = |buffer: &mut Vec<u8>, ends: &mut Vec<usize>| {
+        if ends.is_empty() {
+            return;
         }
-        shared.lost(std::mem::take(n));
-    };
-    let flush = |out: &mut std::io::BufWriter<Box<dyn Write + Send>>, n: &mut usize| {
-        if *n > 0 {
-            match out.flush() {
-                Ok(()) => shared.published(std::mem::take(n)),
-                Err(err) => failed(err, n),
+        let mut written = 0;
+        let mut failure = None;
+        if cut_short {
+            // The last write stopped inside a line: end it, so that the next record
+            // starts a line of its own.
+            match out.write_all(b"\n") {
+                Ok(()) => cut_short = false,
+                Err(err) => failure = Some(err),
             }
         }
+        while failure.is_none() && written < buffer.len() {
+            match out.write(&buffer[written..]) {
+                Ok(0) => failure = Some(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => written += n,
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(err) => failure = Some(err),
+            }
+        }
+        if failure.is_none()
+            && let Err(err) = out.flush()
+        {
+            failure = Some(err);
+        }
+        let whole = ends.iter().take_while(|&&end| end <= written).count();
+        shared.published(whole);
+        if let Some(err) = failure {
+            cut_short = written > 0 && buffer.get(written - 1) != Some(&b'\n');
+            shared.error(format!("writing: {err}"));
+            if !std::mem::replace(&mut reported, true) {
+                report(format!("writing records failed: {err}"));
+            }
+            shared.lost(ends.len() - whole);
+        }
+        buffer.clear();
+        ends.clear();
     };
     let mut q = lock(&shared.queue);
     loop {
@@ -377,34 +481,33 @@ fn write_lines(shared: &Shared, options: &Options, report: &Report) {
             break;
         }
         if q.records.is_empty() {
-            if unflushed > 0 && q.draining {
+            if !ends.is_empty() && q.draining {
                 drop(q);
-                flush(&mut out, &mut unflushed);
+                write_out(&mut buffer, &mut ends);
                 q = lock(&shared.queue);
                 continue;
             }
-            q.idle = true;
-            q = shared.work.wait(q).unwrap_or_else(|e| e.into_inner());
+            if !q.wake {
+                q.idle = true;
+                q = shared.work.wait(q).unwrap_or_else(|e| e.into_inner());
+            }
+            q.wake = false;
             continue;
         }
+        q.wake = false;
         let n = q.records.len();
-        q.in_flight += n;
-        let batch: Vec<Bytes> = q.records.drain(..).collect();
-        // Room for a streaming thread that waits for it.
-        shared.signal(q);
+        let batch = shared.take(q, n);
         for record in &batch {
-            unflushed += 1;
-            if let Err(err) = out.write_all(record).and_then(|()| out.write_all(b"\n")) {
-                // What the buffer held is lost with it, this record too.
-                failed(err, &mut unflushed);
-            }
+            buffer.extend_from_slice(record);
+            buffer.push(b'\n');
+            ends.push(buffer.len());
         }
-        if unflushed >= flush_every {
-            flush(&mut out, &mut unflushed);
+        if ends.len() >= flush_every {
+            write_out(&mut buffer, &mut ends);
         }
         q = lock(&shared.queue);
         // Let records gather, unless woken: a full queue, a drain, a stop.
-        if !options.batch_interval.is_zero() && !q.stopping && !q.draining {
+        if !options.batch_interval.is_zero() && !q.stopping && !q.draining && !q.wake {
             q = shared
                 .work
                 .wait_timeout(q, options.batch_interval)
@@ -413,7 +516,7 @@ fn write_lines(shared: &Shared, options: &Options, report: &Report) {
         }
     }
     drop(q);
-    flush(&mut out, &mut unflushed);
+    write_out(&mut buffer, &mut ends);
 }
 
 /// TCP: JSON Lines to a server, reconnected with backoff; a batch whose write failed is
@@ -445,7 +548,7 @@ async fn tcp(shared: &Shared, host: &str, port: u16, interval: Duration, report:
         };
         let _ = stream.set_nodelay(true);
         if std::mem::replace(&mut connected_once, true) {
-            shared.reconnects.fetch_add(1, Ordering::Relaxed);
+            shared.reconnected();
         }
         backoff = MIN_BACKOFF;
         let (mut reader, mut writer) = stream.into_split();
