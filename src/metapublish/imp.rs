@@ -124,6 +124,7 @@ fn stats_structure(shared: Option<&Shared>, gaps: u64) -> gst::Structure {
         .field("dropped", c.dropped)
         .field("pending", c.pending)
         .field("reconnects", c.reconnects)
+        .field("blocked", c.blocked)
         .field("gaps", gaps)
         .field(
             "last-error",
@@ -192,22 +193,24 @@ impl MetaPublish {
     }
 
     /// Moves the sequence expected next in `epoch` to `next`, with a gap record for the
-    /// frames before `seq` that nothing announced. A frame's sequence going backwards
-    /// (`restart`) without a new epoch is a new stream: nothing is missing.
+    /// frames before `seq` that nothing announced. A frame's sequence back at 0 (`restart`)
+    /// without a new epoch is a new stream: nothing is missing.
     fn sequence_to(&self, stream: &mut Stream, epoch: u32, seq: u64, next: u64, restart: bool) {
         let expected = match stream.next {
             Some((e, n)) if e == epoch => n,
             // A new epoch starts at 0.
-            _ => 0,
+            _ => {
+                stream.skipped_unnumbered = 0;
+                0
+            }
         };
-        stream.next = Some((
-            epoch,
-            if restart && seq < expected {
-                next
-            } else {
-                next.max(expected)
-            },
-        ));
+        // Back to 0 without a new epoch: a new stream. (Another step back is a frame out
+        // of order, or a repeat: the sequence stays where it is.)
+        let restarted = restart && seq == 0 && expected > 0;
+        if restarted {
+            stream.skipped_unnumbered = 0;
+        }
+        stream.next = Some((epoch, if restarted { next } else { next.max(expected) }));
         if seq > expected {
             // Frames a GAP event already told of, by time only.
             let told = stream.skipped_unnumbered.min(seq - expected);
@@ -369,8 +372,9 @@ impl ObjectImpl for MetaPublish {
                     .nick("Statistics")
                     .blurb(
                         "metapublish-stats: records (made), published, dropped, pending, \
-                         reconnects, gaps (frames told missing by gap records), last-error. \
-                         records = published + dropped + pending",
+                         reconnects, blocked (frames waiting for room, on-disconnect=block), \
+                         gaps (frames told missing by gap records), last-error. records = \
+                         published + dropped + pending",
                     )
                     .read_only()
                     .build(),
@@ -613,8 +617,8 @@ impl BaseTransformImpl for MetaPublish {
                         gst::ResourceError::Write,
                         (
                             "The publisher thread did not stop within {} s (a write to {} \
-                             blocked?); left behind, its records counted as dropped when it \
-                             returns",
+                             that blocks, or a bus handler it waits on); left behind, its \
+                             records counted as dropped when it returns",
                             STOP_GRACE.as_secs(),
                             self.settings().location.unwrap_or_default()
                         )
@@ -670,6 +674,7 @@ impl BaseTransformImpl for MetaPublish {
                 {
                     let mut stream = lock(&self.stream);
                     stream.next = None;
+                    stream.skipped_unnumbered = 0;
                     stream.segment = gst::FormattedSegment::new();
                 }
                 self.publish_event("flush");

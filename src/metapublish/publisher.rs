@@ -67,6 +67,8 @@ pub struct Counts {
     pub dropped: u64,
     pub pending: u64,
     pub reconnects: u64,
+    /// Frames waiting for room now (`on-disconnect=block`); their records not yet counted.
+    pub blocked: u64,
 }
 
 #[derive(Default)]
@@ -152,8 +154,9 @@ impl Shared {
     pub fn push(&self, record: Bytes, max_pending: usize, full: Full) -> Pushed {
         let max = max_pending.max(1);
         let mut q = lock(&self.queue);
-        q.counts.records += 1;
+        // Counted as made when queued or dropped: the counters balance while one waits.
         if q.closed {
+            q.counts.records += 1;
             q.counts.dropped += 1;
             return Pushed::Dropped;
         }
@@ -161,15 +164,19 @@ impl Shared {
         while q.records.len() >= max && full != Full::Overflow {
             if full == Full::Wait {
                 if q.unblocked() {
+                    q.counts.records += 1;
                     q.counts.dropped += 1;
                     return Pushed::Dropped;
                 }
                 q.wake = true;
                 self.notify();
                 q.waiting += 1;
+                q.counts.blocked += 1;
                 q = self.changed.wait(q).unwrap_or_else(|e| e.into_inner());
                 q.waiting -= 1;
+                q.counts.blocked -= 1;
                 if q.closed {
+                    q.counts.records += 1;
                     q.counts.dropped += 1;
                     return Pushed::Dropped;
                 }
@@ -179,6 +186,7 @@ impl Shared {
             q.counts.dropped += 1;
             pushed = Pushed::DroppedOldest;
         }
+        q.counts.records += 1;
         q.records.push_back(record);
         // Idle: this record wakes it. Full: it is woken from its lingering.
         if (std::mem::take(&mut q.idle) || q.records.len() >= max) && !q.wake {
@@ -465,7 +473,9 @@ fn write_lines(shared: &Shared, options: &mut Options, report: &Report) {
         let whole = ends.iter().take_while(|&&end| end <= written).count();
         shared.published(whole);
         if let Some(err) = failure {
-            cut_short = written > 0 && buffer.get(written - 1) != Some(&b'\n');
+            if written > 0 {
+                cut_short = buffer.get(written - 1) != Some(&b'\n');
+            }
             shared.error(format!("writing: {err}"));
             if !std::mem::replace(&mut reported, true) {
                 report(format!("writing records failed: {err}"));
@@ -550,7 +560,6 @@ async fn tcp(shared: &Shared, host: &str, port: u16, interval: Duration, report:
         if std::mem::replace(&mut connected_once, true) {
             shared.reconnected();
         }
-        backoff = MIN_BACKOFF;
         let (mut reader, mut writer) = stream.into_split();
         let mut sink = [0u8; 512];
         loop {
@@ -566,6 +575,11 @@ async fn tcp(shared: &Shared, host: &str, port: u16, interval: Duration, report:
                         }
                         report(format!("lost {name}; reconnecting"));
                         reported_down = true;
+                        // A server that takes connections and closes them: not in a loop.
+                        if !shared.pause(backoff).await {
+                            return;
+                        }
+                        backoff = next_backoff(backoff);
                         continue 'connect;
                     }
                 };
@@ -588,6 +602,7 @@ async fn tcp(shared: &Shared, host: &str, port: u16, interval: Duration, report:
                 Ok(()) => {
                     shared.published(batch.len());
                     batch.clear();
+                    backoff = MIN_BACKOFF;
                     shared
                         .linger_until(tokio::time::Instant::now() + interval)
                         .await;
@@ -596,6 +611,10 @@ async fn tcp(shared: &Shared, host: &str, port: u16, interval: Duration, report:
                     shared.error(format!("writing to {name}: {err}"));
                     report(format!("lost {name} ({err}); reconnecting"));
                     reported_down = true;
+                    if !shared.pause(backoff).await {
+                        return;
+                    }
+                    backoff = next_backoff(backoff);
                     continue 'connect;
                 }
             }
