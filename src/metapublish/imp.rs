@@ -30,7 +30,7 @@ const DEFAULT_MAX_PENDING: u32 = 1000;
 const DEFAULT_FLUSH_EVERY: u32 = 1;
 const DEFAULT_QOS: u32 = 0;
 const DEFAULT_DRAIN_TIMEOUT: u64 = 5_000_000_000;
-const DEFAULT_BATCH_INTERVAL: u64 = 20_000_000;
+const DEFAULT_BATCH_INTERVAL: u64 = 50_000_000;
 
 #[derive(Clone, Debug)]
 struct Settings {
