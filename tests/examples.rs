@@ -183,7 +183,8 @@ fn the_main_job_with_four_cameras_writes_a_mosaic_and_accounts_for_each() {
             "{line}"
         );
         // And its records, in a file of its own beside the video.
-        let jsonl = mp4.with_file_name(format!("demo4-cam{cam}.jsonl"));
+        let stem = mp4.file_stem().unwrap().to_string_lossy();
+        let jsonl = mp4.with_file_name(format!("{stem}-cam{cam}.jsonl"));
         assert!(
             stdout.contains(&format!("records: {} (", jsonl.display())),
             "{stdout}"

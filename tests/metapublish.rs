@@ -295,6 +295,26 @@ fn each_frame_has_its_record_in_order_with_the_values_on_the_frame() {
     );
 }
 
+/// Runs `desc`, whose `enrichpool name=pool` drops the frames of `seq % 5 == 3` (each an
+/// `ordered-gap` with reason `dropped`).
+fn run_dropping_every_fifth(desc: &str) -> Out {
+    run(
+        desc,
+        |p| {
+            let pool = p.by_name("pool").unwrap().downcast::<EnrichPool>().unwrap();
+            pool.set_handler(|job| {
+                let seq = SeqMeta::read(job.buffer).unwrap().unwrap().seq;
+                Ok(if seq % 5 == 3 {
+                    Verdict::Drop
+                } else {
+                    Verdict::Keep
+                })
+            });
+        },
+        |_| {},
+    )
+}
+
 #[test]
 fn frames_lost_before_it_become_gap_records_announced_or_not() {
     let file = scratch("gaps.jsonl");
@@ -308,21 +328,7 @@ fn frames_lost_before_it_become_gap_records_announced_or_not() {
          ! metapublish name=pub location={} ! appsink name=sink sync=false",
         file.display()
     );
-    let out = run(
-        &desc,
-        |p| {
-            let pool = p.by_name("pool").unwrap().downcast::<EnrichPool>().unwrap();
-            pool.set_handler(|job| {
-                let seq = SeqMeta::read(job.buffer).unwrap().unwrap().seq;
-                Ok(if seq % 5 == 3 {
-                    Verdict::Drop
-                } else {
-                    Verdict::Keep
-                })
-            });
-        },
-        |_| {},
-    );
+    let out = run_dropping_every_fifth(&desc);
     let records = parse_lines(&std::fs::read_to_string(&file).unwrap());
     let mut expected = 0u64;
     let (mut dropped, mut unannounced) = (BTreeSet::new(), BTreeSet::new());
@@ -902,21 +908,7 @@ fn in_pts_order_the_skips_the_resequencer_tells_by_time_are_not_counted_twice() 
          ! metapublish name=pub location={} ! appsink name=sink sync=false",
         file.display()
     );
-    let out = run(
-        &desc,
-        |p| {
-            let pool = p.by_name("pool").unwrap().downcast::<EnrichPool>().unwrap();
-            pool.set_handler(|job| {
-                let seq = SeqMeta::read(job.buffer).unwrap().unwrap().seq;
-                Ok(if seq % 5 == 3 {
-                    Verdict::Drop
-                } else {
-                    Verdict::Keep
-                })
-            });
-        },
-        |_| {},
-    );
+    let out = run_dropping_every_fifth(&desc);
     let records = parse_lines(&std::fs::read_to_string(&file).unwrap());
     let lost: u64 = of_type(&records, "gap")
         .iter()
