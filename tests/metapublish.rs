@@ -40,6 +40,19 @@ fn scratch(name: &str) -> PathBuf {
     dir.join(name)
 }
 
+/// The outage test measures how long frames wait inside the element: it runs alone, the
+/// others (which run in parallel among themselves) do not take the machine's two cores
+/// meanwhile.
+static CPU: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn shared_cpu() -> std::sync::RwLockReadGuard<'static, ()> {
+    CPU.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn alone() -> std::sync::RwLockWriteGuard<'static, ()> {
+    CPU.write().unwrap_or_else(|e| e.into_inner())
+}
+
 /// What a run produced: the frames at `appsink name=sink`, and the pipeline (in NULL).
 struct Out {
     /// The buffers only: appsink (1.22) sets new caps on the sample it handed out last.
@@ -120,6 +133,7 @@ fn f64_of(v: &Value) -> f64 {
 
 #[test]
 fn each_frame_has_its_record_in_order_with_the_values_on_the_frame() {
+    let _cpu = shared_cpu();
     let file = scratch("values.jsonl");
     let n = 48;
     let desc = format!(
@@ -317,6 +331,7 @@ fn run_dropping_every_fifth(desc: &str) -> Out {
 
 #[test]
 fn frames_lost_before_it_become_gap_records_announced_or_not() {
+    let _cpu = shared_cpu();
     let file = scratch("gaps.jsonl");
     let n = 60u64;
     // The handler drops seq % 5 == 3 (ordered-gap, reason dropped); after the resequencer
@@ -395,6 +410,7 @@ fn frames_lost_before_it_become_gap_records_announced_or_not() {
 
 #[test]
 fn a_flushing_seek_is_a_flush_record_and_a_new_epoch_without_false_gaps() {
+    let _cpu = shared_cpu();
     let file = scratch("seek.jsonl");
     let seeked = Arc::new(AtomicU64::new(0));
     let frames = Arc::new(AtomicU64::new(0));
@@ -506,6 +522,7 @@ fn time_inside(element: &gst::Element) -> Inside {
 
 #[test]
 fn mqtt_broker_stopped_for_two_seconds_costs_exactly_the_dropped_records() {
+    let _cpu = alone();
     let mut broker = mosquitto::Broker::start();
     let topic = "gst-ordered/outage";
     let sub = mosquitto::Subscriber::start(&broker, topic);
@@ -634,6 +651,7 @@ fn mqtt_broker_stopped_for_two_seconds_costs_exactly_the_dropped_records() {
 
 #[test]
 fn mqtt5_over_tls_with_a_password_delivers_every_record_once_in_order() {
+    let _cpu = shared_cpu();
     let broker = mosquitto::Broker::start_secure();
     let topic = "gst-ordered/secure";
     let sub = mosquitto::Subscriber::start(&broker, topic);
@@ -699,6 +717,7 @@ fn mqtt5_over_tls_with_a_password_delivers_every_record_once_in_order() {
 
 #[test]
 fn a_tcp_server_that_goes_away_is_reconnected_and_the_order_holds() {
+    let _cpu = shared_cpu();
     init();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -765,6 +784,7 @@ fn a_tcp_server_that_goes_away_is_reconnected_and_the_order_holds() {
 
 #[test]
 fn a_target_that_is_down_costs_records_not_frames_or_with_block_holds_the_video() {
+    let _cpu = shared_cpu();
     init();
     // A port nobody listens on.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -837,6 +857,7 @@ fn a_target_that_is_down_costs_records_not_frames_or_with_block_holds_the_video(
 
 #[test]
 fn gst_launch_writes_records_to_stdout() {
+    let _cpu = shared_cpu();
     let output = plugin::gst_command("gst-launch-1.0")
         .args([
             "-q",
@@ -871,6 +892,7 @@ fn gst_launch_writes_records_to_stdout() {
 
 #[test]
 fn a_bad_location_fails_the_start_with_the_reason() {
+    let _cpu = shared_cpu();
     init();
     for (location, says) in [
         (
@@ -900,6 +922,7 @@ fn a_bad_location_fails_the_start_with_the_reason() {
 
 #[test]
 fn in_pts_order_the_skips_the_resequencer_tells_by_time_are_not_counted_twice() {
+    let _cpu = shared_cpu();
     let file = scratch("pts-gaps.jsonl");
     let n = 60u64;
     let desc = format!(
@@ -925,6 +948,7 @@ fn in_pts_order_the_skips_the_resequencer_tells_by_time_are_not_counted_twice() 
 
 #[test]
 fn with_block_and_a_target_down_eos_and_a_flushing_seek_do_not_hang() {
+    let _cpu = shared_cpu();
     init();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -976,6 +1000,7 @@ fn with_block_and_a_target_down_eos_and_a_flushing_seek_do_not_hang() {
 
 #[test]
 fn a_full_disk_costs_the_records_counted_and_not_the_frames() {
+    let _cpu = shared_cpu();
     // /dev/full: every write fails with ENOSPC.
     let desc = "videotestsrc num-buffers=50 ! video/x-raw,width=64,height=48 \
                 ! metapublish name=pub location=/dev/full ! appsink name=sink sync=false";
@@ -991,6 +1016,7 @@ fn a_full_disk_costs_the_records_counted_and_not_the_frames() {
 
 #[test]
 fn stopping_while_a_write_blocks_does_not_hang() {
+    let _cpu = shared_cpu();
     init();
     // A FIFO whose reader never reads: the publisher's write blocks once the pipe is full.
     let fifo = scratch("blocked.fifo");
