@@ -237,7 +237,7 @@ pub async fn run(shared: &Shared, options: &Options, report: &Report) {
                     if let Some(deadline) = linger {
                         shared.linger_until(deadline).await;
                     }
-                    shared.next(room, false).await
+                    shared.next(room).await
                 }, if connected && room > 0 => match next {
                     Next::Batch(batch) => {
                         linger = (!options.batch_interval.is_zero())
@@ -258,7 +258,6 @@ pub async fn run(shared: &Shared, options: &Options, report: &Report) {
                             break err;
                         }
                     }
-                    Next::Idle => {}
                     Next::Stop => return,
                 },
                 _ = shared.cancel.cancelled() => return,

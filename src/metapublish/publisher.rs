@@ -123,7 +123,6 @@ pub struct Shared {
 /// What the publisher gets from the queue.
 pub(super) enum Next {
     Batch(Vec<Bytes>),
-    Idle,
     Stop,
 }
 
@@ -264,9 +263,8 @@ impl Shared {
         self.cancel.cancel();
     }
 
-    /// Takes up to `max` records into flight, waiting for one. `Idle` instead of waiting
-    /// when `flush_pending` and the stream drains (EOS): time to flush.
-    pub(super) async fn next(&self, max: usize, flush_pending: bool) -> Next {
+    /// Takes up to `max` records into flight, waiting for one.
+    pub(super) async fn next(&self, max: usize) -> Next {
         loop {
             // Made before looking: a notification in between is not missed.
             let notified = self.wake.notified();
@@ -278,9 +276,6 @@ impl Shared {
                 q.wake = false;
                 if !q.records.is_empty() {
                     return Next::Batch(self.take(q, max));
-                }
-                if flush_pending && q.draining {
-                    return Next::Idle;
                 }
                 q.idle = true;
             }
@@ -566,7 +561,7 @@ async fn tcp(shared: &Shared, host: &str, port: u16, interval: Duration, report:
             if batch.is_empty() {
                 // Wait for records, and notice the server closing meanwhile.
                 let next = tokio::select! {
-                    next = shared.next(WINDOW, false) => next,
+                    next = shared.next(WINDOW) => next,
                     r = reader.read(&mut sink) => {
                         match r {
                             Ok(n) if n > 0 => continue,
@@ -585,7 +580,6 @@ async fn tcp(shared: &Shared, host: &str, port: u16, interval: Duration, report:
                 };
                 match next {
                     Next::Batch(b) => batch = b,
-                    Next::Idle => continue,
                     Next::Stop => return,
                 }
             }

@@ -80,11 +80,6 @@ impl Target {
             )),
         }
     }
-
-    /// Whether records can be lost with a connection (and are reconnected for).
-    pub fn is_network(&self) -> bool {
-        matches!(self, Target::Tcp { .. } | Target::Mqtt { .. })
-    }
 }
 
 impl fmt::Display for Target {
