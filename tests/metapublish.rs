@@ -14,6 +14,8 @@ mod misbehave;
 mod mosquitto;
 #[path = "common/plugin.rs"]
 mod plugin;
+#[path = "common/servers.rs"]
+mod servers;
 #[path = "common/sync.rs"]
 mod sync;
 
@@ -109,6 +111,22 @@ fn run(
     pipeline.set_state(gst::State::Null).unwrap();
     let frames = std::mem::take(&mut *samples.lock().unwrap());
     Out { frames, pipeline }
+}
+
+/// Counts the frames that reach the pipeline's `appsink name=sink`.
+fn count_frames(pipeline: &gst::Pipeline) -> Arc<AtomicU64> {
+    let passed = Arc::new(AtomicU64::new(0));
+    let pc = passed.clone();
+    launch::app_sink(pipeline).set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |sink| {
+                sink.pull_sample().unwrap();
+                pc.fetch_add(1, Ordering::SeqCst);
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .build(),
+    );
+    passed
 }
 
 fn parse_lines(text: &str) -> Vec<Value> {
@@ -787,11 +805,7 @@ fn a_target_that_is_down_costs_records_not_frames_or_with_block_holds_the_video(
     let _cpu = shared_cpu();
     init();
     // A port nobody listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = servers::free_port();
     let n = 100u64;
     let desc = |mode: &str| {
         format!(
@@ -822,18 +836,7 @@ fn a_target_that_is_down_costs_records_not_frames_or_with_block_holds_the_video(
 
     // block: the video waits once max-pending records wait; stopping the pipeline lets go.
     let pipeline = launch::pipeline(&desc("block"));
-    let sink = launch::app_sink(&pipeline);
-    let passed = Arc::new(AtomicU64::new(0));
-    let pc = passed.clone();
-    sink.set_callbacks(
-        gst_app::AppSinkCallbacks::builder()
-            .new_sample(move |sink| {
-                sink.pull_sample().unwrap();
-                pc.fetch_add(1, Ordering::SeqCst);
-                Ok(gst::FlowSuccess::Ok)
-            })
-            .build(),
-    );
+    let passed = count_frames(&pipeline);
     let p = pipeline.by_name("pub").unwrap();
     pipeline.set_state(gst::State::Playing).unwrap();
     wait_for("a frame waiting for room", LIMIT, || {
@@ -950,11 +953,7 @@ fn in_pts_order_the_skips_the_resequencer_tells_by_time_are_not_counted_twice() 
 fn with_block_and_a_target_down_eos_and_a_flushing_seek_do_not_hang() {
     let _cpu = shared_cpu();
     init();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = servers::free_port();
     // Ten frames fill max-pending=10: the EOS record goes over the bound, EOS waits
     // drain-timeout (0.2 s) and goes on.
     let desc = format!(
@@ -1036,18 +1035,7 @@ fn stopping_while_a_write_blocks_does_not_hang() {
          ! appsink name=sink sync=false",
         fifo.display()
     ));
-    let sink = launch::app_sink(&pipeline);
-    let passed = Arc::new(AtomicU64::new(0));
-    let pc = passed.clone();
-    sink.set_callbacks(
-        gst_app::AppSinkCallbacks::builder()
-            .new_sample(move |sink| {
-                sink.pull_sample().unwrap();
-                pc.fetch_add(1, Ordering::SeqCst);
-                Ok(gst::FlowSuccess::Ok)
-            })
-            .build(),
-    );
+    let passed = count_frames(&pipeline);
     let p = pipeline.by_name("pub").unwrap();
     pipeline.set_state(gst::State::Playing).unwrap();
     let mut held = Some(reader.join().unwrap());

@@ -1,5 +1,6 @@
 //! A real MQTT broker (Debian's `mosquitto`) on 127.0.0.1 with a free port, and a real
-//! subscriber (`mosquitto_sub`), both started and stopped by the test.
+//! subscriber (`mosquitto_sub`), both started and stopped by the test. A test crate that
+//! includes this includes `servers.rs` too (its free ports, scratch folders and test CA).
 
 // Each test crate that includes this uses what it needs of it.
 #![allow(dead_code)]
@@ -10,22 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn scratch_dir(what: &str) -> PathBuf {
-    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("gst-ordered-{what}-{}-{n}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use super::servers::{TestCa, free_port, scratch_dir};
 
 /// TLS material and a user for a broker that requires both.
 pub struct Secure {
@@ -67,21 +53,12 @@ impl Broker {
     /// A broker on TLS only (a certificate for 127.0.0.1 from a CA of the test's own) that
     /// takes only `user` with its password.
     pub fn start_secure() -> Broker {
-        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
         let dir = scratch_dir("mosquitto-tls");
-        let ca_key = KeyPair::generate().unwrap();
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "gst-ordered test CA");
-        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-        let issuer = Issuer::new(ca_params, ca_key);
-        let leaf_key = KeyPair::generate().unwrap();
-        let leaf = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-            .unwrap()
-            .signed_by(&leaf_key, &issuer)
-            .unwrap();
+        let TestCa {
+            ca_cert,
+            leaf,
+            leaf_key,
+        } = TestCa::new();
         let ca_file = dir.join("ca.pem");
         std::fs::write(&ca_file, ca_cert.pem()).unwrap();
         std::fs::write(dir.join("server.pem"), leaf.pem()).unwrap();

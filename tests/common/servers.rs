@@ -346,19 +346,15 @@ impl Drop for FakeServer {
     }
 }
 
-/// A TLS endpoint on 127.0.0.1 that forwards the decrypted bytes to a plain local port,
-/// with a certificate for `localhost` and `127.0.0.1` issued by a CA of its own.
-pub struct TlsProxy {
-    pub port: u16,
-    /// The CA's certificate, PEM, for `tls-ca-file`.
-    pub ca_file: PathBuf,
-    runtime: Option<tokio::runtime::Runtime>,
-    dir: PathBuf,
+/// A CA of the test's own and a certificate it issued for `localhost` and `127.0.0.1`.
+pub struct TestCa {
+    pub ca_cert: rcgen::Certificate,
+    pub leaf: rcgen::Certificate,
+    pub leaf_key: rcgen::KeyPair,
 }
 
-impl TlsProxy {
-    /// `alpn`: what the endpoint offers (`h2` in front of gRPC, `http/1.1` in front of REST).
-    pub fn start(backend: u16, alpn: &[&[u8]]) -> TlsProxy {
+impl TestCa {
+    pub fn new() -> TestCa {
         use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
         let ca_key = KeyPair::generate().unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -373,6 +369,32 @@ impl TlsProxy {
             .unwrap()
             .signed_by(&leaf_key, &issuer)
             .unwrap();
+        TestCa {
+            ca_cert,
+            leaf,
+            leaf_key,
+        }
+    }
+}
+
+/// A TLS endpoint on 127.0.0.1 that forwards the decrypted bytes to a plain local port,
+/// with a certificate for `localhost` and `127.0.0.1` issued by a CA of its own.
+pub struct TlsProxy {
+    pub port: u16,
+    /// The CA's certificate, PEM, for `tls-ca-file`.
+    pub ca_file: PathBuf,
+    runtime: Option<tokio::runtime::Runtime>,
+    dir: PathBuf,
+}
+
+impl TlsProxy {
+    /// `alpn`: what the endpoint offers (`h2` in front of gRPC, `http/1.1` in front of REST).
+    pub fn start(backend: u16, alpn: &[&[u8]]) -> TlsProxy {
+        let TestCa {
+            ca_cert,
+            leaf,
+            leaf_key,
+        } = TestCa::new();
         let dir = scratch_dir("tls");
         let ca_file = dir.join("ca.pem");
         std::fs::write(&ca_file, ca_cert.pem()).unwrap();
