@@ -502,6 +502,8 @@ fn a_flushing_seek_is_a_flush_record_and_a_new_epoch_without_false_gaps() {
             Some(pts),
             "from the seek's position on: {r}"
         );
+        // In the new segment (from 1 s), running time starts again at 0.
+        assert_eq!(r["running-time"].as_u64(), Some(pts - 1_000_000_000), "{r}");
     }
     assert_eq!(
         of_type(&records, "frame").len(),
